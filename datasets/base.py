@@ -1,0 +1,40 @@
+"""What every dataset offers: splits as float tensors [N, C, H, W] in [0, 1], and its metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+class DatasetError(Exception):
+    """A dataset cannot be provided; the message says what is missing and how to fix it."""
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    name: str
+    input_type: str  # "binary" | "gray" | "continuous"
+    shape: tuple[int, int, int]  # (C, H, W)
+    dynamic_binarization: bool = False  # train split re-binarised per batch
+    pseudo_init_mean: float = 0.05  # VampPrior pseudo-input initialisation of the reference
+    pseudo_init_std: float = 0.01
+    true_model: Any = None  # an object with log_likelihood_matrix(x) and log_marginal(x), if known
+    source: str = ""
+
+    def __post_init__(self):
+        if self.input_type not in ("binary", "gray", "continuous"):
+            raise ValueError(f"input_type must be binary, gray or continuous, not {self.input_type!r}")
+
+
+@dataclass
+class Splits:
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    meta: DatasetMeta
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}

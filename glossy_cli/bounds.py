@@ -1,0 +1,167 @@
+"""The information-theoretic quantities of Lastras (ICLR 2019) as pure tensor functions.
+
+Nothing here knows about models: every function takes a matrix L[i, j] = log l(x_j | z_i) of M
+candidate latents by N data points (a tensor, processed in row blocks so that temporaries stay
+bounded), and the log-marginals log tau(x_j) of the data under the model (usually the importance-
+sampled log p^(x_j); Theorem 2 holds for any positive tau).
+
+    log c(z_i)  = logsumexp_j (L[i, j] - log tau(x_j)) - log N
+    glossy_max  = max_i log c(z_i)          glossy_std = std_i log c(z_i)  (ddof = 1)
+    lower bound = nll - glossy_max,  nll = -(1/N) sum_j log tau(x_j)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+DEFAULT_BLOCK_BYTES = 64 * 2**20
+
+
+def _row_block(L: torch.Tensor, block_rows: int | None) -> int:
+    if block_rows is not None:
+        return max(1, int(block_rows))
+    return max(1, DEFAULT_BLOCK_BYTES // (8 * max(1, L.shape[1])))
+
+
+def log_c(L: torch.Tensor, log_px: torch.Tensor, block_rows: int | None = None) -> torch.Tensor:
+    """[M] log c(z_i) for L [M, N] and log_px [N], accumulated in float64 over row blocks."""
+    if L.ndim != 2 or log_px.ndim != 1 or L.shape[1] != log_px.shape[0]:
+        raise ValueError(f"L must be [M, N] and log_px [N]; got {tuple(L.shape)} and {tuple(log_px.shape)}")
+    n = L.shape[1]
+    lpx = log_px.to(device=L.device, dtype=torch.float64)
+    out = torch.empty(L.shape[0], dtype=torch.float64, device=L.device)
+    step = _row_block(L, block_rows)
+    for i in range(0, L.shape[0], step):
+        out[i : i + step] = torch.logsumexp(L[i : i + step].to(torch.float64) - lpx, dim=1)
+    return out - math.log(n)
+
+
+def glossy_stats(log_c_values: torch.Tensor) -> dict[str, float]:
+    """max and unbiased (ddof = 1) std of log c(z_i), and the index of the maximiser."""
+    v = log_c_values.to(torch.float64)
+    std = v.std(unbiased=True).item() if v.numel() > 1 else float("nan")
+    return {"glossy_max": v.max().item(), "glossy_std": std, "argmax": int(v.argmax().item())}
+
+
+def nll(log_px: torch.Tensor) -> float:
+    return -log_px.to(torch.float64).mean().item()
+
+
+def lower_bound(nll_value: float, log_c_values: torch.Tensor) -> float:
+    """nll - sup_z log c(z), with the sup estimated by the max over candidates (Theorem 2)."""
+    return nll_value - log_c_values.max().item()
+
+
+def mixture_log_marginal(L: torch.Tensor, log_w: torch.Tensor, block_rows: int | None = None) -> torch.Tensor:
+    """[N] log sum_i w_i l(x_j | z_i): the log-marginal of every data point under the prior w on the atoms."""
+    lw = log_w.to(device=L.device, dtype=torch.float64)
+    acc = torch.full((L.shape[1],), -math.inf, dtype=torch.float64, device=L.device)
+    step = _row_block(L, block_rows)
+    for i in range(0, L.shape[0], step):
+        blk = torch.logsumexp(L[i : i + step].to(torch.float64) + lw[i : i + step, None], dim=0)
+        acc = torch.logaddexp(acc, blk)
+    return acc
+
+
+@dataclass
+class BAResult:
+    log_w: torch.Tensor  # [M] log weights of the best prior found on the atoms
+    nll: float  # NLL reached by that prior (an achievable upper bound on the best prior)
+    gap: float  # max_i log c_w(z_i) >= 0: nll - gap <= min over priors <= nll
+    iterations: int
+    converged: bool
+    history: list[tuple[float, float]] = field(default_factory=list)  # (nll, lower) per iteration
+
+    @property
+    def lower(self) -> float:
+        return self.nll - self.gap
+
+
+def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter: int = 1000,
+                   tol: float = 1e-6, block_rows: int | None = None) -> BAResult:
+    """Blahut-Arimoto on a finite set of atoms: w_i <- w_i c_w(z_i). The NLL never increases and, at
+    every step, nll(w) - max_i log c_w(z_i) <= min_w nll(w) <= nll(w); stops when that gap < tol."""
+    m, n = L.shape
+    if log_w0 is None:
+        log_w = torch.full((m,), -math.log(m), dtype=torch.float64, device=L.device)
+    else:
+        log_w = log_w0.to(device=L.device, dtype=torch.float64)
+        log_w = log_w - torch.logsumexp(log_w, 0)
+    history: list[tuple[float, float]] = []
+    it = 0
+    while True:
+        lpw = mixture_log_marginal(L, log_w, block_rows)
+        lc = log_c(L, lpw, block_rows)
+        cur_nll = -lpw.mean().item()
+        gap = max(lc.max().item(), 0.0)
+        history.append((cur_nll, cur_nll - gap))
+        if gap < tol or it >= max_iter:
+            return BAResult(log_w, cur_nll, gap, it, gap < tol, history)
+        log_w = log_w + lc
+        log_w = log_w - torch.logsumexp(log_w, 0)
+        it += 1
+
+
+def sandwich(L: torch.Tensor, log_px: torch.Tensor, max_iter: int = 500, tol: float = 1e-4,
+             block_rows: int | None = None) -> dict[str, float]:
+    """The re-weighted prior: atoms z_1..z_M plus the model's own prior as atom M (its likelihood
+    column is p^(x_j)), optimised by Blahut-Arimoto from equal mass on the prior and the candidates.
+    Returns nll_ba (never above nll: if BA ends above it, the prior alone is kept), the weight on the
+    original prior, the duality gap and the certified lower end of the best prior on these atoms."""
+    m = L.shape[0]
+    aug = torch.cat([L, log_px.to(L.dtype).unsqueeze(0)], 0)
+    log_w0 = torch.full((m + 1,), -math.log(2 * m), dtype=torch.float64)
+    log_w0[m] = -math.log(2)
+    res = blahut_arimoto(aug, log_w0, max_iter=max_iter, tol=tol, block_rows=block_rows)
+    base = nll(log_px)
+    if res.nll > base:  # the prior alone (w = e_M) reaches `base`; never report worse than it
+        w_prior, nll_ba = 1.0, base
+    else:
+        w_prior, nll_ba = math.exp(res.log_w[m].item()), res.nll
+    return {"nll_ba": nll_ba, "ba_prior_weight": w_prior, "ba_gap": res.gap,
+            "ba_best_prior_lower": res.nll - res.gap, "ba_iterations": res.iterations,
+            "ba_converged": res.converged}
+
+
+def bootstrap(L: torch.Tensor, log_px: torch.Tensor, n_boot: int, seed: int = 0, level: float = 0.95,
+              block_rows: int | None = None) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals for glossy_max, glossy_std, lower_bound and nll, resampling
+    data points (a point brings its candidate and its column). Each resample's log c values are
+    weighted log-sum-exps with the resample counts; they are computed for all resamples at once as
+    one float64 matrix product on exp(L - row max), with an exact log-domain fallback wherever
+    that product underflows."""
+    if L.shape[0] != L.shape[1]:
+        raise ValueError("bootstrap needs one candidate per data point (a square L)")
+    n = L.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(n, (n_boot, n), generator=gen)
+    counts = torch.zeros(n_boot, n, dtype=torch.float64)
+    counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))  # [B, N]
+    counts = counts.to(L.device)
+    lpx = log_px.to(device=L.device, dtype=torch.float64)
+    lc = torch.empty(n, n_boot, dtype=torch.float64, device=L.device)  # log c_b(z_i)
+    step = _row_block(L, block_rows)
+    for i in range(0, n, step):
+        a = L[i : i + step].to(torch.float64) - lpx  # [m, N]
+        r = a.max(1, keepdim=True).values
+        s = torch.exp(a - r) @ counts.T  # [m, B]
+        blk = r + torch.log(s)
+        bad = s < 1e-250
+        if bad.any():
+            rows, cols = bad.nonzero(as_tuple=True)
+            logw = torch.log(counts[cols])  # [k, N]
+            blk[rows, cols] = torch.logsumexp(a[rows] + logw, 1)
+        lc[i : i + step] = blk
+    lc = lc - math.log(n)
+    present = counts.T > 0  # [N, B]
+    gmax = torch.where(present, lc, torch.full_like(lc, -math.inf)).max(0).values  # [B]
+    w = counts.T
+    mean = (w * lc).sum(0) / n
+    std = torch.sqrt((w * (lc - mean) ** 2).sum(0) / (n - 1))
+    nll_b = -(counts * lpx).sum(1) / n
+    stats = {"glossy_max": gmax, "glossy_std": std, "lower_bound": nll_b - gmax, "nll": nll_b}
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64, device=L.device)
+    return {k: tuple(torch.quantile(v, q).tolist()) for k, v in stats.items()}

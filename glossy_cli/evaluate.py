@@ -1,0 +1,195 @@
+"""Evaluation of a trained model: importance-sampled NLL, candidates, the glossy matrix, log c(z),
+the glossy statistics, the bounds, the Blahut-Arimoto sandwich and bootstrap intervals."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from . import bounds
+from .errors import GlossyError
+
+log = logging.getLogger("glossy")
+
+
+@dataclass(frozen=True)
+class Plan:
+    points: int  # data points per importance-sampling chunk
+    samples: int  # importance samples per chunk
+    matrix_rows: int  # candidates per block of the glossy matrix
+    matrix_cols: int  # data points per block of the glossy matrix
+
+    def describe(self) -> str:
+        return (f"importance sampling in chunks of {self.points} points x {self.samples} samples; "
+                f"glossy matrix in blocks of {self.matrix_rows} x {self.matrix_cols}")
+
+
+def plan_chunks(n_points: int, n_samples: int, bytes_per_item: int, budget_bytes: int) -> tuple[int, int]:
+    """(points, samples) per chunk with points * samples * bytes_per_item <= budget_bytes, as many
+    samples per point as fit (so that the encoder runs once per point when possible)."""
+    items = int(budget_bytes // max(1, bytes_per_item))
+    if items < 1:
+        raise GlossyError(f"memory budget of {budget_bytes / 2**20:.1f} MiB cannot hold even one importance "
+                          f"sample ({bytes_per_item / 2**20:.2f} MiB); raise eval.memory_budget_gb")
+    samples = min(n_samples, items)
+    points = max(1, min(n_points, items // samples))
+    return points, samples
+
+
+def make_plan(model, n_points: int, n_candidates: int, n_samples: int, budget_bytes: int) -> Plan:
+    points, samples = plan_chunks(n_points, n_samples, model.eval_bytes_per_sample(), budget_bytes)
+    d = math.prod(model.input_shape)
+    if model.autoregressive:
+        pairs = max(1, budget_bytes // model.matrix_bytes_per_pair())
+        cols = max(1, min(n_points, pairs))
+        rows = max(1, min(n_candidates, pairs // cols))
+    else:
+        # per candidate row: decoder output [D], its share of the [rows, cols] block, and for the
+        # logistic the per-row table [D * 256] plus the gathered [cols_gather, D] temporaries
+        per_row = 4 * (8 * d + n_points + (2 * 256 * d + 64 * d if model.input_type != "binary" else 0))
+        rows = max(1, min(n_candidates, budget_bytes // per_row))
+        cols = n_points
+    return Plan(points, samples, rows, cols)
+
+
+@torch.no_grad()
+def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, device: torch.device,
+                        progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p^(x_j) = logsumexp_s log w_s - log S and the mean of log w_s (an ELBO estimate), [N] each,
+    float64. Samples of many points go through the decoder in one batch; the log-sum-exp over
+    samples is accumulated chunk by chunk, so memory stays within the plan."""
+    n = x.shape[0]
+    log_px = torch.empty(n, dtype=torch.float64)
+    elbo = torch.empty(n, dtype=torch.float64)
+    for p0 in range(0, n, plan.points):
+        xb = x[p0 : p0 + plan.points].to(device, non_blocking=True)
+        acc = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=device)
+        total = torch.zeros(xb.shape[0], dtype=torch.float64, device=device)
+        for s0 in range(0, n_samples, plan.samples):
+            s = min(plan.samples, n_samples - s0)
+            lw = model.log_importance_weights(xb, s).to(torch.float64)  # [s, P]
+            acc = torch.logaddexp(acc, torch.logsumexp(lw, 0))
+            total += lw.sum(0)
+        log_px[p0 : p0 + xb.shape[0]] = (acc - math.log(n_samples)).cpu()
+        elbo[p0 : p0 + xb.shape[0]] = (total / n_samples).cpu()
+        if progress is not None:
+            progress.update(xb.shape[0])
+    return log_px, elbo
+
+
+@torch.no_grad()
+def posterior_means(model, x: torch.Tensor, device: torch.device, batch: int = 1000) -> torch.Tensor:
+    return torch.cat([model.posterior_mean(x[i : i + batch].to(device)) for i in range(0, len(x), batch)])
+
+
+@torch.no_grad()
+def likelihood_matrix(model, x: torch.Tensor, z: torch.Tensor, plan: Plan, device: torch.device,
+                      progress=None) -> torch.Tensor:
+    """L[i, j] = log l(x_j | z_i), [M, N] float32 on `device`, computed block by block."""
+    m, n = z.shape[0], x.shape[0]
+    out = torch.empty(m, n, dtype=torch.float32, device=device)
+    xd = x.to(device)
+    for i in range(0, m, plan.matrix_rows):
+        zb = z[i : i + plan.matrix_rows].to(device)
+        for j in range(0, n, plan.matrix_cols):
+            out[i : i + len(zb), j : j + plan.matrix_cols] = model.log_likelihood_matrix(
+                xd[j : j + plan.matrix_cols], zb)
+        if progress is not None:
+            progress.update(len(zb))
+    return out
+
+
+def _subset(n: int, cap: int | None, seed: int) -> torch.Tensor | None:
+    if cap is None or cap >= n:
+        return None
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
+
+
+def _finite_or_fail(result: dict, keys) -> None:
+    bad = [k for k in keys if isinstance(result.get(k), float) and not math.isfinite(result[k])]
+    if bad:
+        raise GlossyError("evaluation produced non-finite values for " + ", ".join(
+            f"{k} = {result[k]}" for k in bad) + "; the model's log-likelihoods overflowed or are NaN "
+            "(check the checkpoint's training history); nothing was written")
+
+
+def evaluate(model, x: torch.Tensor, *, true_model=None, is_samples: int = 5000, max_points=None,
+             max_candidates=None, subset_seed: int = 0, seed: int = 1234, memory_budget_gb: float = 4.0,
+             bootstrap: int = 100, bootstrap_level: float = 0.95, ba_iters: int = 500, ba_tol: float = 1e-4,
+             device: torch.device | str = "cpu", show_progress: bool = True, **_: object) -> dict:
+    """Every number of result.json for model on data x [N, C, H, W]. Pure in its inputs: the same
+    model, data and settings give the same numbers."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    t0 = time.perf_counter()
+    budget = int(memory_budget_gb * 2**30)
+    sub = _subset(len(x), max_points, subset_seed)
+    if sub is not None:
+        x = x[sub]
+    n = len(x)
+    cand = _subset(n, max_candidates, subset_seed + 1)
+    m = n if cand is None else len(cand)
+    if 4 * m * n > budget:
+        raise GlossyError(f"the {m} x {n} glossy matrix needs {4 * m * n / 2**30:.2f} GiB, over the memory "
+                          f"budget of {memory_budget_gb} GiB; raise eval.memory_budget_gb or cap "
+                          f"eval.max_candidates / eval.max_points")
+    plan = make_plan(model, n, m, is_samples, budget - 4 * m * n)
+    log.info("evaluating N=%d points, M=%d candidates, S=%d samples on %s; %s", n, m, is_samples, device,
+             plan.describe())
+    if model.autoregressive:
+        log.info("the autoregressive glossy matrix costs %d decoder passes (M x N)", m * n)
+    gen_state = torch.random.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+    torch.manual_seed(seed)
+    try:
+        with model.frozen():
+            with tqdm(total=n, desc="importance sampling", unit="pt", disable=not show_progress,
+                      leave=False) as bar:
+                log_px, elbo = importance_sampling(model, x, is_samples, plan, device, bar)
+            t_is = time.perf_counter() - t0
+            z = posterior_means(model, x if cand is None else x[cand], device)
+            with tqdm(total=m, desc="glossy matrix", unit="cand", disable=not show_progress, leave=False) as bar:
+                L = likelihood_matrix(model, x, z, plan, device, bar)
+    finally:
+        torch.random.set_rng_state(gen_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state_all(cuda_state)
+    t_mat = time.perf_counter() - t0 - t_is
+    lpx = log_px.to(L.device)
+    lc = bounds.log_c(L, lpx)
+    stats = bounds.glossy_stats(lc)
+    nll = bounds.nll(log_px)
+    result = {
+        "n_points": n, "n_candidates": m, "is_samples": is_samples,
+        "nll": nll, "elbo": elbo.mean().item(),
+        "glossy_max": stats["glossy_max"], "glossy_std": stats["glossy_std"],
+        "lower_bound": bounds.lower_bound(nll, lc),
+    }
+    result.update(bounds.sandwich(L, lpx, max_iter=ba_iters, tol=ba_tol))
+    if bootstrap > 0:
+        if cand is None:
+            ci = bounds.bootstrap(L, lpx, bootstrap, seed=seed, level=bootstrap_level)
+            for k, (lo, hi) in ci.items():
+                result[f"{k}_ci"] = [lo, hi]
+            result["bootstrap"] = bootstrap
+            result["bootstrap_level"] = bootstrap_level
+        else:
+            log.info("bootstrap skipped: it resamples points with their candidates (needs M = N)")
+    if true_model is not None:
+        true_lpx = true_model.log_marginal(x)
+        exact_lc = bounds.log_c(true_model.log_likelihood_matrix(x), log_px)
+        result["true_nll"] = bounds.nll(true_lpx)
+        result["exact_lower_bound"] = nll - exact_lc.max().item()
+        result["exact_glossy_max"] = exact_lc.max().item()
+    result["timing_s"] = {"importance_sampling": t_is, "glossy_matrix": t_mat,
+                          "total": time.perf_counter() - t0}
+    result["plan"] = plan.__dict__
+    if sub is not None:
+        result["subset_seed"] = subset_seed
+    _finite_or_fail(result, ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba"])
+    return result

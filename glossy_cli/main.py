@@ -1,0 +1,154 @@
+"""The `glossy` command: dispatch to one Hydra application per subcommand."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+from .errors import GlossyError
+
+log = logging.getLogger("glossy")
+
+COMMANDS = {
+    "train": "train a model (dataset=, model=, prior=, train=quick, ...), then evaluate it",
+    "eval": "re-evaluate a saved model: glossy eval checkpoint=<run dir or .pt> [eval.is_samples=...]",
+    "table": "gather every result.json under runs_root into results/table1.{csv,md,tex}",
+}
+
+USAGE = """usage: glossy <command> [hydra overrides ...]
+
+Can this latent-variable model still be improved by a better prior, or a better likelihood?
+
+commands:
+{commands}
+
+Every command takes Hydra overrides (key=value) and --help, e.g.
+  glossy train dataset=synthetic model=vae prior=standard train=quick
+  glossy train -m prior=standard,vamp
+  glossy eval checkpoint=runs/synthetic-vae-standard-seed0 eval.is_samples=1000
+  glossy table
+"""
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    return USAGE.format(commands="\n".join(f"  {k.ljust(width)}  {v}" for k, v in COMMANDS.items()))
+
+
+def guarded(fn):
+    """Turn a GlossyError into one clear message on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg):
+        try:
+            return fn(cfg)
+        except GlossyError as e:
+            print(f"glossy: error: {e}", file=sys.stderr)
+            sys.exit(e.exit_code)
+
+    return wrapper
+
+
+def summary(r: dict) -> str:
+    rows = [("NLL (importance sampled, S=%d, N=%d)" % (r["is_samples"], r["n_points"]), r["nll"]),
+            ("ELBO", -r["elbo"] if "elbo" in r else None), ("glossy max", r["glossy_max"]),
+            ("glossy std", r["glossy_std"]), ("lower bound (NLL - glossy max)", r["lower_bound"]),
+            ("nll_ba (re-weighted prior)", r.get("nll_ba")), ("true NLL", r.get("true_nll")),
+            ("exact finite-latent lower bound", r.get("exact_lower_bound"))]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{r['dataset']} / {r['model']} / {r['prior']}  ({r.get('run_dir', '')})"]
+    lines += [f"  {k.ljust(width)}  {v:12.3f}" for k, v in rows if v is not None]
+    if "glossy_max_ci" in r:
+        lo, hi = r["glossy_max_ci"]
+        lines.append(f"  {'glossy max, bootstrap CI'.ljust(width)}  [{lo:.3f}, {hi:.3f}]")
+    return "\n".join(lines).replace("ELBO".ljust(width), "-ELBO".ljust(width))
+
+
+def _train(cfg):
+    from hydra.core.hydra_config import HydraConfig
+
+    from .train import train
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    result = train(cfg, run_dir, show_progress=sys.stderr.isatty())
+    print(summary(result))
+    return result
+
+
+def _eval(cfg):
+    from omegaconf import OmegaConf
+
+    from .runs import find_checkpoint, load_data, model_from_checkpoint, read_checkpoint, resolve_device
+    from .train import run_eval_and_save
+    from .validate import validate_eval
+
+    validate_eval(cfg.eval)
+    path = find_checkpoint(cfg.checkpoint)
+    ckpt = read_checkpoint(path)
+    tcfg = OmegaConf.create(ckpt["config"])
+    for key in ("eval", "device", "data_dir", "download"):
+        tcfg[key] = cfg[key]
+    device = resolve_device(cfg.device)
+    splits = load_data(tcfg)
+    model = model_from_checkpoint(ckpt, path, splits.meta).to(device)
+    extra = {"checkpoint": str(path), "best_epoch": ckpt.get("epoch")}
+    result = run_eval_and_save(model, splits, tcfg, path.parent, device, extra)
+    print(summary(result))
+    return result
+
+
+def _table(cfg):
+    from .table import make_table, to_markdown
+
+    df, problems = make_table(cfg.runs_root, cfg.results_dir)
+    for p in problems:
+        print(f"glossy: skipped {p}", file=sys.stderr)
+    print(to_markdown(df[df["nll"].notna()]))
+    print(f"wrote {Path(cfg.results_dir) / 'table1.csv'}, table1.md, table1.tex")
+
+
+TASKS = {"train": _train, "eval": _eval, "table": _table}
+
+
+def _precheck(cmd: str, args: list[str]) -> None:
+    """Checks that must happen before Hydra creates any directory."""
+    if cmd == "eval":
+        spec = next((a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")), None)
+        if spec is not None and not Path(spec).expanduser().exists():
+            raise GlossyError(f"checkpoint={spec}: no such file or directory")
+
+
+def main(argv: list[str] | None = None) -> None:
+    import hydra
+
+    from .runs import register_resolvers
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        sys.exit(0 if argv else 2)
+    cmd, rest = argv[0], argv[1:]
+    if cmd in ("-V", "--version"):
+        from . import __version__
+
+        print(f"glossy {__version__}")
+        return
+    if cmd not in TASKS:
+        print(f"glossy: error: unknown command {cmd!r}; valid: {', '.join(TASKS)}\n\n{_usage()}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        _precheck(cmd, rest)
+    except GlossyError as e:
+        print(f"glossy: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    register_resolvers()
+    logging.getLogger("glossy").setLevel(logging.INFO)
+    sys.argv = [f"glossy {cmd}", *rest]
+    app = hydra.main(config_path="pkg://glossy_conf", config_name=cmd, version_base=None)(guarded(TASKS[cmd]))
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Run directories, devices, self-describing checkpoints and the model/dataset factories from config."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import glossy_datasets as datasets
+import glossy_models as models
+
+from . import __version__
+from .errors import GlossyError
+
+log = logging.getLogger("glossy")
+
+CHECKPOINT_FORMAT = "glossy-checkpoint"
+CHECKPOINT_VERSION = 1
+BEST, LAST, RESULT = "best.pt", "last.pt", "result.json"
+
+# overrides that do not change what is trained, so they do not change the run directory
+_NAME_EXCLUDE = ("dataset", "model", "prior", "seed", "device", "runs_root", "results_dir", "data_dir",
+                 "download", "hydra.", "eval.", "train.trajectory_", "train.grid")
+
+
+def _excluded(key: str) -> bool:
+    return any(key == e or (e.endswith((".", "_")) and key.startswith(e)) for e in _NAME_EXCLUDE)
+
+
+def run_name(dataset: str, model: str, prior: str, seed: Any, overrides: list[str]) -> str:
+    """<dataset>-<model>-<prior>-seed<seed>[,<sorted other overrides>]: a function of the config."""
+    keep = [o for o in overrides if not _excluded(o.lstrip("+~").split("=", 1)[0])]
+    name = f"{dataset}-{model}-{prior}-seed{seed}"
+    if keep:
+        extra = re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(sorted(keep)))
+        if len(extra) > 60:
+            extra = extra[:40] + "-" + hashlib.sha1(extra.encode()).hexdigest()[:10]
+        name += "," + extra
+    return name
+
+
+def _resolve_run_name() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    ch = hc.runtime.choices
+    overrides = list(hc.overrides.task)
+    seed = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "seed"), "0")
+    return run_name(ch.get("dataset"), ch.get("model"), ch.get("prior"), seed, overrides)
+
+
+def _resolve_eval_dir(checkpoint: str) -> str:
+    p = Path(str(checkpoint)).expanduser()
+    return str(p.parent if p.suffix == ".pt" else p)
+
+
+def default_data_dir() -> str:
+    """$GLOSSY_DATA_DIR if set, else <user cache dir>/glossy/data ($XDG_CACHE_HOME or ~/.cache)."""
+    if os.environ.get("GLOSSY_DATA_DIR"):
+        return os.environ["GLOSSY_DATA_DIR"]
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(cache) / "glossy" / "data")
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("glossy_default_data_dir"):
+        OmegaConf.register_new_resolver("glossy_default_data_dir", default_data_dir)
+    if not OmegaConf.has_resolver("glossy_run_name"):
+        OmegaConf.register_new_resolver("glossy_run_name", _resolve_run_name)
+    if not OmegaConf.has_resolver("glossy_eval_dir"):
+        OmegaConf.register_new_resolver("glossy_eval_dir", _resolve_eval_dir)
+
+
+def resolve_device(spec: str) -> torch.device:
+    spec = str(spec)
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError as e:
+        raise GlossyError(f"device={spec!r} is not a device; use auto, cpu, cuda or cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GlossyError(f"device={spec!r} was asked for but CUDA is not available here; use device=auto")
+    return dev
+
+
+def model_args(cfg: DictConfig, meta: datasets.DatasetMeta) -> dict[str, Any]:
+    """Everything `models.build` needs, from the config and the dataset's metadata."""
+    p = cfg.prior
+    return {
+        "model": cfg.model.name, "prior": p.name, "input_shape": list(meta.shape), "input_type": meta.input_type,
+        "z_dim": int(cfg.model.z_dim), "hidden": int(cfg.model.hidden),
+        "n_components": int(p.get("n_components") or 500),
+        "pseudo_init_mean": float(p.init_mean if p.get("init_mean") is not None else meta.pseudo_init_mean),
+        "pseudo_init_std": float(p.init_std if p.get("init_std") is not None else meta.pseudo_init_std),
+    }
+
+
+def build_model(args: dict[str, Any]) -> models.LatentVariableModel:
+    a = dict(args)
+    return models.build(a.pop("model"), a.pop("prior"), a.pop("input_shape"), a.pop("input_type"), **a)
+
+
+def load_data(cfg: DictConfig) -> datasets.Splits:
+    opts = OmegaConf.to_container(cfg.dataset.get("options", {}) or {}, resolve=True)
+    try:
+        return datasets.load(cfg.dataset.name, cfg.data_dir, download=bool(cfg.get("download", True)), **opts)
+    except datasets.DatasetError as e:
+        raise GlossyError(str(e)) from e
+
+
+def checkpoint_payload(kind: str, cfg: DictConfig, margs: dict, model: torch.nn.Module, **extra) -> dict:
+    return {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "kind": kind,
+            "glossy_version": __version__, "torch_version": str(torch.__version__),
+            "config": OmegaConf.to_container(cfg, resolve=True), "model_args": margs,
+            "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load and check a checkpoint file; any problem becomes one clear GlossyError."""
+    path = Path(path)
+    if not path.is_file():
+        raise GlossyError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, foreign or corrupt file
+        raise GlossyError(f"{path} is not a readable glossy checkpoint ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:200]}); it may be truncated or not written by glossy") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise GlossyError(f"{path} is not a glossy checkpoint (no glossy format marker)")
+    if ckpt.get("format_version") != CHECKPOINT_VERSION:
+        raise GlossyError(f"{path} was written by glossy {ckpt.get('glossy_version')} in checkpoint format "
+                          f"{ckpt.get('format_version')}; this glossy ({__version__}) reads format "
+                          f"{CHECKPOINT_VERSION} only")
+    return ckpt
+
+
+def find_checkpoint(spec: str) -> Path:
+    """A run directory (its best.pt) or a checkpoint file."""
+    p = Path(str(spec)).expanduser()
+    if p.is_dir():
+        if (p / BEST).is_file():
+            return p / BEST
+        raise GlossyError(f"run directory {p} holds no {BEST}; has its training finished an epoch?")
+    if not p.exists():
+        raise GlossyError(f"checkpoint={spec}: no such file or directory")
+    return p
+
+
+def model_from_checkpoint(ckpt: dict, path: Path, meta: datasets.DatasetMeta | None = None):
+    margs = ckpt["model_args"]
+    if meta is not None and (list(meta.shape) != list(margs["input_shape"]) or meta.input_type != margs["input_type"]):
+        raise GlossyError(f"{path} was trained on {margs['input_type']} images of shape {margs['input_shape']}, "
+                          f"but dataset {meta.name} has {meta.input_type} images of shape {list(meta.shape)}")
+    try:
+        model = build_model(margs)
+        model.load_state_dict(ckpt["model_state"])
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise GlossyError(f"{path} does not fit this glossy's {margs.get('model')} model "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+    return model

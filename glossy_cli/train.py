@@ -1,0 +1,248 @@
+"""The training loop of the reference setup, resumable, with atomic checkpoints and a trajectory."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import platform
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import __version__
+from .errors import GlossyError
+from .evaluate import evaluate
+from .io import atomic_save_image_grid, atomic_torch_save, atomic_write_json, atomic_write_text
+from .runs import BEST, LAST, RESULT, build_model, checkpoint_payload, load_data, model_args, \
+    read_checkpoint, resolve_device
+from .validate import validate_eval, validate_train
+
+log = logging.getLogger("glossy")
+
+
+class TrainingInterrupted(GlossyError):
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+@contextmanager
+def _catch_signals():
+    """SIGINT/SIGTERM set a flag that the loop checks after every step (never mid-write)."""
+    caught: dict[str, int] = {}
+
+    def handler(signum, _frame):
+        caught.setdefault("signum", signum)
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield caught
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def kl_beta(epoch: int, warmup: int) -> float:
+    """The reference's linear warm-up: beta = epoch / warmup (epochs count from 1), capped at 1."""
+    return 1.0 if warmup <= 0 else min(1.0, epoch / warmup)
+
+
+def _rng_state(gen: torch.Generator, device: torch.device) -> dict:
+    st = {"torch": torch.random.get_rng_state(), "shuffle": gen.get_state()}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
+
+
+def _set_rng_state(st: dict, gen: torch.Generator, device: torch.device) -> None:
+    torch.random.set_rng_state(st["torch"])
+    gen.set_state(st["shuffle"])
+    if device.type == "cuda" and "cuda" in st:
+        torch.cuda.set_rng_state(st["cuda"], device)
+
+
+@torch.no_grad()
+def validation_loss(model, x: torch.Tensor, batch: int) -> dict[str, float]:
+    """Mean negative ELBO (beta = 1) and its terms over a split, in eval mode."""
+    with model.frozen():
+        sums = torch.zeros(3, dtype=torch.float64, device=x.device)
+        for i in range(0, len(x), batch):
+            t = model.elbo(x[i : i + batch], 1.0)
+            sums += torch.stack([t["loss"].sum(), t["re"].sum(), t["kl"].sum()]).to(torch.float64)
+    loss, re, kl = (sums / len(x)).tolist()
+    return {"val_loss": loss, "val_re": re, "val_kl": kl}
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+
+
+def _trajectory_point(model, splits, cfg, device, subset: torch.Tensor, epoch: int) -> dict:
+    t = cfg.train
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        r = evaluate(model, splits.test[subset], true_model=splits.meta.true_model,
+                     is_samples=int(t.trajectory_samples), bootstrap=0, ba_iters=100, ba_tol=1e-3,
+                     memory_budget_gb=float(cfg.eval.memory_budget_gb), seed=int(cfg.eval.seed),
+                     device=device, show_progress=False)
+    keys = ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba", "ba_gap", "true_nll",
+            "exact_lower_bound"]
+    return {"epoch": epoch, **{k: r[k] for k in keys if k in r}}
+
+
+def _save_grids(model, splits, run_dir: Path, n: int, device) -> None:
+    if n <= 0:
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), model.frozen():
+        torch.manual_seed(0)
+        atomic_save_image_grid(run_dir / "samples.png", model.sample(n), nrow=int(math.sqrt(n)) or 1)
+        x = splits.test[: max(1, n // 2)].to(device)
+        pairs = torch.stack([x, model.reconstruct(x)], 1).flatten(0, 1)  # original, reconstruction, ...
+        atomic_save_image_grid(run_dir / "reconstructions.png", pairs, nrow=int(math.sqrt(n)) or 1)
+
+
+def run_eval_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, extra: dict) -> dict:
+    ecfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    x = {"test": splits.test, "val": splits.val, "train": splits.train}[ecfg["split"]]
+    result = evaluate(model, x, true_model=splits.meta.true_model, device=device, **ecfg)
+    record = {
+        "dataset": splits.meta.name, "model": cfg.model.name, "prior": cfg.prior.name, "seed": int(cfg.seed),
+        "split": ecfg["split"], "run_dir": str(run_dir), **extra, **result, "eval_config": ecfg,
+        "device": str(device), "versions": {"glossy": __version__, "torch": str(torch.__version__),
+                                            "python": platform.python_version()},
+        "written": _dt.datetime.now().isoformat(timespec="seconds"), "complete": True,
+    }
+    atomic_write_json(run_dir / RESULT, record)
+    return record
+
+
+def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> dict:
+    """Train (or resume) the run in `run_dir`, keep the best checkpoint, evaluate it into result.json."""
+    from tqdm.auto import tqdm
+
+    validate_train(cfg)
+    validate_eval(cfg.eval)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    t = cfg.train
+    splits = load_data(cfg)
+    margs = model_args(cfg, splits.meta)
+    torch.manual_seed(int(cfg.seed))
+    model = build_model(margs).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=float(t.lr))
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "es_counter": 0, "done": False,
+             "stop_reason": None, "history": [], "trajectory": [], "train_time_s": 0.0}
+    last = run_dir / LAST
+    if last.exists():
+        ck = read_checkpoint(last)
+        if ck["model_args"] != margs:
+            raise GlossyError(f"{last} belongs to a different model ({ck['model_args']}); "
+                              f"use another runs_root or remove that run directory")
+        model.load_state_dict(ck["model_state"])
+        opt.load_state_dict(ck["optimizer_state"])
+        _set_rng_state(ck["rng"], gen, device)
+        state = ck["state"]
+        log.info("resuming %s after epoch %d (best validation loss %.4f at epoch %d)", run_dir,
+                 state["epoch"], state["best_val"], state["best_epoch"])
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    train_x = splits.train.to(device)
+    val_x = splits.val.to(device)
+    traj_subset = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(0))[
+        : int(t.trajectory_points)]
+    n_batches = math.ceil(len(train_x) / int(t.batch_size))
+
+    def loss_fn(xb, beta):
+        terms = model.elbo(xb, beta)
+        return terms["loss"].mean(), terms["re"].mean().detach(), terms["kl"].mean().detach()
+
+    step_loss = torch.compile(loss_fn) if t.compile else loss_fn
+
+    with _catch_signals() as caught:
+        while not state["done"]:
+            epoch = state["epoch"] + 1
+            t_epoch = time.perf_counter()
+            beta = kl_beta(epoch, int(t.warmup))
+            model.train()
+            perm = torch.randperm(len(train_x), generator=gen).to(device)
+            sums = torch.zeros(3, dtype=torch.float64, device=device)
+            with tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not show_progress,
+                      unit="batch") as bar:
+                for b in range(n_batches):
+                    xb = train_x[perm[b * int(t.batch_size) : (b + 1) * int(t.batch_size)]]
+                    if splits.meta.dynamic_binarization:
+                        xb = torch.bernoulli(xb)
+                    opt.zero_grad(set_to_none=True)
+                    loss, re, kl = step_loss(xb, beta)
+                    loss.backward()
+                    opt.step()
+                    sums += torch.stack([loss.detach(), re, kl]).to(torch.float64)
+                    bar.update(1)
+                    if b % 50 == 0:
+                        bar.set_postfix(loss=f"{loss.item():.2f}")
+                    if "signum" in caught:
+                        name = signal.Signals(caught["signum"]).name
+                        raise TrainingInterrupted(
+                            f"{name} during epoch {epoch}: the state after epoch {state['epoch']} is saved in "
+                            f"{last}; re-run the same command to resume", caught["signum"])
+            train_loss, train_re, train_kl = (sums / n_batches).tolist()
+            if not all(math.isfinite(v) for v in (train_loss, train_re, train_kl)):
+                good = run_dir / BEST
+                raise GlossyError(
+                    f"training diverged: the loss became {train_loss} in epoch {epoch}. The last good "
+                    f"checkpoint is {good if good.exists() else '(none yet)'} from epoch {state['best_epoch']} "
+                    f"(intact, and what eval uses); {last} still holds the state after epoch {state['epoch']}")
+            val = validation_loss(model, val_x, int(t.val_batch_size))
+            if not math.isfinite(val["val_loss"]):
+                raise GlossyError(f"training diverged: the validation loss became {val['val_loss']} in epoch "
+                                  f"{epoch}; the last good checkpoint is {run_dir / BEST} from epoch "
+                                  f"{state['best_epoch']}")
+            improved = val["val_loss"] < state["best_val"]
+            if improved:
+                state.update(best_val=val["val_loss"], best_epoch=epoch, es_counter=0)
+            else:
+                state["es_counter"] = 0 if epoch < int(t.warmup) else state["es_counter"] + 1
+            state["epoch"] = epoch
+            state["train_time_s"] += time.perf_counter() - t_epoch
+            state["history"].append({"epoch": epoch, "beta": beta, "train_loss": train_loss, "train_re": train_re,
+                                     "train_kl": train_kl, **val, "best_val": state["best_val"],
+                                     "es_counter": state["es_counter"],
+                                     "seconds": round(time.perf_counter() - t_epoch, 3)})
+            if int(t.trajectory_every) > 0 and (epoch % int(t.trajectory_every) == 0 or epoch == 1):
+                state["trajectory"].append(_trajectory_point(model, splits, cfg, device, traj_subset, epoch))
+            if state["es_counter"] > int(t.early_stopping):
+                state.update(done=True, stop_reason=f"early stopping after epoch {epoch}")
+            elif epoch >= int(t.epochs):
+                state.update(done=True, stop_reason=f"reached train.epochs = {epoch}")
+            if improved:
+                atomic_torch_save(run_dir / BEST, checkpoint_payload("best", cfg, margs, model, epoch=epoch,
+                                                                     val_loss=val["val_loss"]))
+            atomic_torch_save(last, checkpoint_payload(
+                "last", cfg, margs, model, optimizer_state=opt.state_dict(), rng=_rng_state(gen, device),
+                state=state))
+            _write_csv(run_dir / "history.csv", state["history"])
+            if state["trajectory"]:
+                _write_csv(run_dir / "trajectory.csv", state["trajectory"])
+            log.info("epoch %d: beta %.2f train loss %.3f val loss %.3f (best %.3f at %d, patience %d/%d)",
+                     epoch, beta, train_loss, val["val_loss"], state["best_val"], state["best_epoch"],
+                     state["es_counter"], int(t.early_stopping))
+    log.info("training finished: %s; best epoch %d", state["stop_reason"], state["best_epoch"])
+
+    best = read_checkpoint(run_dir / BEST)
+    model.load_state_dict(best["model_state"])
+    _save_grids(model, splits, run_dir, int(t.grid), device)
+    extra = {"best_epoch": state["best_epoch"], "epochs_trained": state["epoch"],
+             "stop_reason": state["stop_reason"], "best_val_loss": state["best_val"],
+             "train_time_s": state["train_time_s"]}
+    return run_eval_and_save(model, splits, cfg, run_dir, device, extra)

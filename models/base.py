@@ -1,0 +1,104 @@
+"""The interface every latent-variable model offers to training, importance sampling and the glossy matrix."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import nn
+
+from .priors import LOG_2PI
+
+
+def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, n: int | None = None):
+    """z = mean + eps * std and log q(z) (normalised), with n leading samples when n is given."""
+    shape = mean.shape if n is None else (n, *mean.shape)
+    eps = torch.randn(shape, device=mean.device, dtype=mean.dtype)
+    z = mean + eps * torch.exp(0.5 * logvar)
+    log_q = -0.5 * (LOG_2PI + logvar + eps**2).sum(-1)
+    return z, log_q
+
+
+class LatentVariableModel(nn.Module):
+    """A model (p(z), l(x|z)) with an encoder q(z|x). z is always a flat tensor [..., latent_dim];
+    two-level models concatenate (z1, z2). Images x are [B, C, H, W]."""
+
+    input_shape: tuple[int, int, int]
+    input_type: str
+    latent_dim: int
+    autoregressive: bool = False
+
+    # --- what subclasses implement -------------------------------------------------------------
+    def sample_posterior(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """z [n, B, latent_dim] ~ q(z|x) and log q(z|x) [n, B]."""
+        raise NotImplementedError
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) [...] for z [..., latent_dim]."""
+        raise NotImplementedError
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log l(x|z) [n, B] for x [B, C, H, W] and z [n, B, latent_dim]."""
+        raise NotImplementedError
+
+    def posterior_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """The candidates z_i: [B, latent_dim]."""
+        raise NotImplementedError
+
+    def log_likelihood_matrix(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """L[i, j] = log l(x_j | z_i), [M, N] for z [M, latent_dim], x [N, C, H, W] (one block)."""
+        raise NotImplementedError
+
+    def sample_prior(self, n: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean images [n, C, H, W] for latents z [n, latent_dim]."""
+        raise NotImplementedError
+
+    # --- shared ---------------------------------------------------------------------------------
+    @property
+    def prior_module(self) -> nn.Module:
+        return self.prior
+
+    def log_importance_weights(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """log l(x|z) + log p(z) - log q(z|x) for n samples z ~ q(z|x): [n, B]."""
+        z, log_q = self.sample_posterior(x, n)
+        return self.log_likelihood(x, z) + self.log_prior(z) - log_q
+
+    def elbo(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
+        """One-sample ELBO terms per example: re = log l(x|z), kl = log q(z|x) - log p(z),
+        loss = -re + beta * kl (the reference's warm-up objective)."""
+        z, log_q = self.sample_posterior(x, 1)
+        re = self.log_likelihood(x, z)[0]
+        kl = (log_q - self.log_prior(z))[0]
+        return {"re": re, "kl": kl, "elbo": re - kl, "loss": -re + beta * kl}
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        return self.generate(self.sample_prior(n))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generate(self.posterior_mean(x))
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """Evaluation context: eval mode, no gradients, prior quantities computed once."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad(), self.prior.frozen():
+                yield self
+        finally:
+            self.train(was_training)
+
+    def eval_bytes_per_sample(self) -> int:
+        """Rough peak bytes of activations per (sample, data point) during importance sampling."""
+        d = math.prod(self.input_shape)
+        return 4 * (6 * d + 8 * 300 + 8 * self.latent_dim)
+
+    def matrix_bytes_per_pair(self) -> int:
+        """Rough peak bytes per (candidate, data point) pair while computing one block of L."""
+        return 4 * 4

@@ -1,0 +1,159 @@
+"""Normalised observation models l(x|z): Bernoulli and the 256-bin discretised logistic.
+
+Every `log_prob` returns a log-probability (never its negative) summed over pixels; every
+`log_prob_pairwise` returns the [M, N] matrix log l(x_j | params_i) for M parameter sets and N images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The reference clamps Bernoulli means to [1e-5, 1 - 1e-5]; clamping the logits at logit(1 - 1e-5)
+# is the same distribution, still normalised, and keeps the pairwise matrix a single matmul.
+LOGIT_MAX = math.log((1 - 1e-5) / 1e-5)
+N_BINS = 256
+_EDGE = 1.0e4  # stands for +-inf at the outer bins, finite so that gradients stay finite
+
+
+class Bernoulli:
+    """Independent Bernoulli pixels with logits [..., D]."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return torch.sigmoid(self.logits)
+
+    def sample(self) -> torch.Tensor:
+        return torch.bernoulli(self.mean)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        # x [..., D] broadcast against logits [..., D] -> [...]
+        return (x * self.logits - F.softplus(self.logits)).sum(-1)
+
+    def log_prob_pairwise(self, x: torch.Tensor) -> torch.Tensor:
+        # logits [M, D], x [N, D] -> [M, N]: one matrix product on logits
+        logits = self.logits.reshape(self.logits.shape[0], -1)
+        return logits @ x.reshape(x.shape[0], -1).T.to(logits.dtype) - F.softplus(logits).sum(-1, keepdim=True)
+
+
+def _bin_edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper edges of the bin [k/256, (k+1)/256] holding x; the outer bins extend to +-inf."""
+    k = torch.clamp(torch.floor(x * N_BINS), 0, N_BINS - 1)
+    lower = torch.where(k == 0, torch.full_like(x, -_EDGE), k / N_BINS)
+    upper = torch.where(k == N_BINS - 1, torch.full_like(x, _EDGE), (k + 1) / N_BINS)
+    return lower, upper
+
+
+def _logistic_bin_log_prob(lower, upper, mean, inv_scale) -> torch.Tensor:
+    """log(sigmoid(a) - sigmoid(b)), a = (upper - mean)/s, b = (lower - mean)/s, computed stably."""
+    a = (upper - mean) * inv_scale
+    b = (lower - mean) * inv_scale
+    return F.logsigmoid(a) - F.softplus(b) + torch.log(-torch.expm1(b - a))
+
+
+class DiscretizedLogistic256:
+    """Logistic density integrated over 256 bins of [0, 1]; the outer bins take the tails, so the
+    256 probabilities sum to one (the reference omits the tails and is not normalised)."""
+
+    def __init__(self, mean: torch.Tensor, log_scale: torch.Tensor) -> None:
+        self.loc = mean
+        self.log_scale = log_scale
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.loc
+
+    def sample(self) -> torch.Tensor:
+        u = torch.rand_like(self.loc).clamp(1e-6, 1 - 1e-6)
+        y = self.loc + torch.exp(self.log_scale) * (torch.log(u) - torch.log1p(-u))
+        k = torch.clamp(torch.floor(y * N_BINS), 0, N_BINS - 1)
+        return (k + 0.5) / N_BINS
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        lower, upper = _bin_edges(x)
+        return _logistic_bin_log_prob(lower, upper, self.loc, torch.exp(-self.log_scale)).sum(-1)
+
+    def bin_table(self) -> torch.Tensor:
+        """[M, D, 256] log-probabilities of every bin, for every parameter set and pixel."""
+        k = torch.arange(N_BINS, device=self.loc.device, dtype=self.loc.dtype)
+        lower, upper = _bin_edges((k + 0.5) / N_BINS)
+        mean = self.loc.reshape(self.loc.shape[0], -1, 1)
+        inv = torch.exp(-self.log_scale).reshape(mean.shape)
+        return _logistic_bin_log_prob(lower, upper, mean, inv)
+
+    def log_prob_pairwise(self, x: torch.Tensor, block: int = 64) -> torch.Tensor:
+        # params [M, D], x [N, D] -> [M, N]. Per parameter set, a table over the 256 bins is
+        # tabulated once; each image then gathers its D entries (no transcendental per pair).
+        n, d = x.shape[0], x.reshape(x.shape[0], -1).shape[1]
+        k = torch.clamp(torch.floor(x.reshape(n, d) * N_BINS), 0, N_BINS - 1).long()
+        flat_index = (torch.arange(d, device=x.device) * N_BINS + k)  # [N, D]
+        table = self.bin_table().reshape(self.loc.shape[0], d * N_BINS)  # [M, D*256]
+        out = torch.empty(table.shape[0], n, dtype=table.dtype, device=table.device)
+        for j in range(0, n, block):
+            idx = flat_index[j : j + block]  # [n_b, D]
+            out[:, j : j + block] = table[:, idx].sum(-1)  # [M, n_b]
+        return out
+
+
+class BernoulliHead(nn.Module):
+    """Features -> Bernoulli logits (the reference's sigmoid mean layer, in logit space)."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.mean = nn.Linear(n_in, n_out)
+
+    def forward(self, h: torch.Tensor) -> Bernoulli:
+        return Bernoulli(torch.clamp(self.mean(h), -LOGIT_MAX, LOGIT_MAX))
+
+
+class Logistic256Head(nn.Module):
+    """Features -> discretised logistic: mean sigmoid-clamped to [1/512, 1-1/512], log-scale in [-4.5, 0]."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.mean = nn.Linear(n_in, n_out)
+        self.logvar = nn.Linear(n_in, n_out)
+
+    def forward(self, h: torch.Tensor) -> DiscretizedLogistic256:
+        mean = torch.clamp(torch.sigmoid(self.mean(h)), 1.0 / 512, 1.0 - 1.0 / 512)
+        return DiscretizedLogistic256(mean, torch.clamp(self.logvar(h), -4.5, 0.0))
+
+
+class ConvBernoulliHead(nn.Module):
+    """PixelCNN features [B, 64, H, W] -> Bernoulli over the flattened image."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.mean = nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, h: torch.Tensor) -> Bernoulli:
+        return Bernoulli(torch.clamp(self.mean(h).flatten(1), -LOGIT_MAX, LOGIT_MAX))
+
+
+class ConvLogistic256Head(nn.Module):
+    """PixelCNN features -> discretised logistic over the flattened image (1x1 convs without bias)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.mean = nn.Conv2d(c_in, c_out, 1, bias=False)
+        self.logvar = nn.Conv2d(c_in, c_out, 1, bias=False)
+
+    def forward(self, h: torch.Tensor) -> DiscretizedLogistic256:
+        mean = torch.clamp(torch.sigmoid(self.mean(h).flatten(1)), 1.0 / 512, 1.0 - 1.0 / 512)
+        return DiscretizedLogistic256(mean, torch.clamp(self.logvar(h).flatten(1), -4.5, 0.0))
+
+
+LIKELIHOODS = {"binary": (BernoulliHead, ConvBernoulliHead), "gray": (Logistic256Head, ConvLogistic256Head),
+               "continuous": (Logistic256Head, ConvLogistic256Head)}
+
+
+def make_head(input_type: str, n_in: int, n_out: int, conv: bool = False) -> nn.Module:
+    if input_type not in LIKELIHOODS:
+        raise ValueError(f"unknown input type {input_type!r}; valid: {sorted(LIKELIHOODS)}")
+    return LIKELIHOODS[input_type][int(conv)](n_in, n_out)

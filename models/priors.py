@@ -1,0 +1,106 @@
+"""Priors p(z) on the (top) latent: the standard normal and the VampPrior."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def log_normal_diag(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Normalised log N(z; mean, diag(exp(logvar))) summed over the last axis."""
+    return -0.5 * (LOG_2PI + logvar + (z - mean) ** 2 * torch.exp(-logvar)).sum(-1)
+
+
+def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (LOG_2PI + z**2).sum(-1)
+
+
+Encoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class StandardNormal(nn.Module):
+    """p(z) = N(0, I)."""
+
+    def __init__(self, dim: int, **_: object) -> None:
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)  # follows .to(device)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return log_standard_normal(z)
+
+    def sample(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.dim, device=self._anchor.device)
+
+    @contextlib.contextmanager
+    def frozen(self):
+        yield
+
+
+class VampPrior(nn.Module):
+    """p(z) = (1/K) sum_k q(z | u_k): a uniform mixture of the encoder's posteriors at K learned
+    pseudo-inputs u_k = hardtanh(w_k, 0, 1) (Tomczak & Welling, 2018).
+
+    The mixture density is evaluated as matrix products: expanding the quadratic form,
+    sum_d (z_d - m_kd)^2 / v_kd = (z^2) @ (1/v_k) - 2 z @ (m_k/v_k) + sum_d m_kd^2/v_kd.
+    """
+
+    def __init__(self, dim: int, encoder: Encoder, input_shape: tuple[int, ...], n_components: int = 500,
+                 init_mean: float = 0.05, init_std: float = 0.01) -> None:
+        super().__init__()
+        self.dim = dim
+        self.input_shape = tuple(input_shape)
+        self.n_components = n_components
+        d = math.prod(self.input_shape)
+        self.pseudo_inputs = nn.Parameter(torch.empty(n_components, d).normal_(init_mean, init_std))
+        object.__setattr__(self, "_encoder", encoder)  # a bound method of the owning model, not a submodule
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def pseudo_images(self) -> torch.Tensor:
+        return torch.clamp(self.pseudo_inputs, 0.0, 1.0).view(-1, *self.input_shape)
+
+    def components(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means and log-variances [K, dim] of the K mixture components."""
+        if self._cache is not None:
+            return self._cache
+        return self._encoder(self.pseudo_images())
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """Encode the pseudo-inputs once for a whole evaluation (parameters must not change inside)."""
+        with torch.no_grad():
+            self._cache = tuple(t.detach() for t in self._encoder(self.pseudo_images()))
+        try:
+            yield
+        finally:
+            self._cache = None
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        mean, logvar = self.components()  # [K, dim]
+        prec = torch.exp(-logvar)
+        shape = z.shape[:-1]
+        zf = z.reshape(-1, self.dim)  # [B, dim]
+        const = -0.5 * (self.dim * LOG_2PI + logvar.sum(-1) + (mean**2 * prec).sum(-1))  # [K]
+        quad = -0.5 * (zf**2) @ prec.T + zf @ (mean * prec).T  # [B, K]
+        log_comp = quad + const
+        return (torch.logsumexp(log_comp, -1) - math.log(self.n_components)).reshape(shape)
+
+    def log_prob_direct(self, z: torch.Tensor) -> torch.Tensor:
+        """The same density, component by component (plain path, for tests)."""
+        mean, logvar = self.components()
+        lp = log_normal_diag(z.unsqueeze(-2), mean, logvar)  # [..., K]
+        return torch.logsumexp(lp, -1) - math.log(self.n_components)
+
+    def sample(self, n: int) -> torch.Tensor:
+        mean, logvar = self.components()
+        k = torch.randint(self.n_components, (n,), device=mean.device)
+        return mean[k] + torch.exp(0.5 * logvar[k]) * torch.randn(n, self.dim, device=mean.device)
+
+
+PRIORS: dict[str, type[nn.Module]] = {"standard": StandardNormal, "vamp": VampPrior}
