@@ -1,0 +1,81 @@
+"""Omniglot as in Burda et al.'s IWAE code and the VampPrior reference: `chardata.mat`, 28x28 gray.
+
+`data` (784 x 24345) is the training set and `testdata` (784 x 8070) the test set; every column is
+one 28x28 image stored column-major (MATLAB order). The training set is shuffled with a fixed seed and
+its last `n_validation` (1345) images become the validation set. The training images stay gray and are
+binarised dynamically (a fresh Bernoulli draw per minibatch, by the trainer); validation and test are
+binarised once here, with a fixed seed, so every run evaluates on the same binary images.
+
+No stable SHA-256 of `chardata.mat` is recorded here (no copy was available to hash), so the file is
+verified by its format and content: a MATLAB file whose `data`/`testdata` are 784-row matrices of
+values in [0, 1].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import DatasetError, DatasetMeta, Splits
+from .download import Remote, check_options, ensure, read_checked, resolve_data_dir
+
+NAME = "omniglot"
+FILES = {
+    "chardata": Remote(NAME, "chardata.mat",
+                       "https://raw.githubusercontent.com/yburda/iwae/master/datasets/OMNIGLOT/chardata.mat",
+                       check="MATLAB file with 784-row `data` and `testdata` of values in [0, 1]"),
+}
+SPLIT_SEED = 777  # shuffle of the training set before the validation images are split off
+BINARIZE_SEED = 777  # the one-off binarisation of the validation and test images
+N_VALIDATION = 1345
+
+
+def _images(mat: dict, key: str) -> np.ndarray:
+    if key not in mat:
+        found = ", ".join(k for k in mat if not k.startswith("__"))
+        raise ValueError(f"no variable {key!r} (found {found or 'none'})")
+    a = np.asarray(mat[key])
+    if a.ndim != 2 or a.shape[0] != 784 or a.shape[1] == 0 or not np.issubdtype(a.dtype, np.number):
+        raise ValueError(f"wrong shape: {key!r} is {a.dtype} {a.shape}, expected 784 x N (one 28x28 image a "
+                         f"column)")
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+        raise ValueError(f"{key!r} holds values outside [0, 1] (min {a.min()}, max {a.max()})")
+    # each column is a column-major 28x28 image: image[r, c] = column[r + 28 c]
+    return a.T.reshape(-1, 28, 28).transpose(0, 2, 1)
+
+
+def read_chardata(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) gray images [N, 28, 28] from chardata.mat."""
+    from scipy.io import loadmat
+
+    mat = loadmat(path, variable_names=["data", "testdata"])
+    return _images(mat, "data"), _images(mat, "testdata")
+
+
+def load(data_dir: Path | None = None, download: bool = True, *, n_validation: int = N_VALIDATION,
+         split_seed: int = SPLIT_SEED, binarize_seed: int = BINARIZE_SEED, **options) -> Splits:
+    check_options(NAME, options, ())
+    data_dir = resolve_data_dir(data_dir)
+    r = FILES["chardata"]
+    digests = ensure([r], data_dir, download, {r.filename: read_chardata})
+    train_all, test = read_checked(r, data_dir, read_chardata)
+    if not 0 < n_validation < len(train_all):
+        raise DatasetError(f"dataset {NAME}: option n_validation={n_validation} must be between 1 and "
+                           f"{len(train_all) - 1}: the training set of {r.path(data_dir)} holds "
+                           f"{len(train_all)} images")
+    train_all = train_all[np.random.default_rng(split_seed).permutation(len(train_all))]
+    train, val = train_all[:-n_validation], train_all[-n_validation:]
+    rng = np.random.default_rng(binarize_seed)
+    val = (rng.random(val.shape, dtype=np.float32) < val).astype(np.float32)
+    test = (rng.random(test.shape, dtype=np.float32) < test).astype(np.float32)
+    x = [torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1) for a in (train, val, test)]
+    meta = DatasetMeta(name=NAME, input_type="binary", shape=(1, 28, 28), dynamic_binarization=True,
+                       pseudo_init_mean=0.05, pseudo_init_std=0.01,
+                       source=f"Omniglot chardata.mat from {data_dir / NAME}")
+    info = {"files": {r.filename: {"path": str(r.path(data_dir)), "sha256": digests[r.filename],
+                                   "verified_by": r.verified_by}},
+            "split_seed": split_seed, "binarize_seed": binarize_seed}
+    return Splits(*x, meta, info)
