@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "train a model (dataset=, model=, prior=, train=quick, ...), then evaluate it",
     "eval": "re-evaluate a saved model: glossy eval checkpoint=<run dir or .pt> [eval.is_samples=...]",
     "table": "gather every result.json under runs_root into results/table1.{csv,md,tex}",
+    "data": "list the datasets and their status; download one ahead of a job: glossy data fetch dataset=<name>",
 }
 
 USAGE = """usage: glossy <command> [hydra overrides ...]
@@ -109,7 +110,13 @@ def _table(cfg):
     print(f"wrote {Path(cfg.results_dir) / 'table1.csv'}, table1.md, table1.tex")
 
 
-TASKS = {"train": _train, "eval": _eval, "table": _table}
+def _data(cfg):
+    from .data_cmd import data_task
+
+    return data_task(cfg)
+
+
+TASKS = {"train": _train, "eval": _eval, "table": _table, "data": _data}
 
 
 def _precheck(cmd: str, args: list[str]) -> None:
@@ -130,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage())
         sys.exit(0 if argv else 2)
     cmd, rest = argv[0], argv[1:]
+    if cmd == "data" and rest and rest[0] in ("fetch", "list"):
+        rest = [f"action={rest[0]}", *rest[1:]]
     if cmd in ("-V", "--version"):
         from . import __version__
 
