@@ -27,8 +27,8 @@ FILES = {
 KEYS = {"train": "train_data", "val": "val_data", "test": "test_data"}
 
 
-def read_silhouettes(path: Path) -> dict[str, np.ndarray]:
-    """{split: [N, 28, 28] float32 silhouettes (1 = object)} from the .mat file."""
+def read_silhouettes(path: Path, invert: bool = True) -> dict[str, np.ndarray]:
+    """{split: [N, 28, 28] float32 images} from the .mat file; inverted (the default): 1 = object."""
     from scipy.io import loadmat
 
     mat = loadmat(path, variable_names=list(KEYS.values()))
@@ -43,17 +43,19 @@ def read_silhouettes(path: Path) -> dict[str, np.ndarray]:
         if not np.isin(a, (0, 1)).all():
             raise ValueError(f"{key!r} holds values other than 0 and 1")
         # each row is a column-major 28x28 image: image[r, c] = row[r + 28 c]; then invert
-        out[split] = 1.0 - a.astype(np.float32).reshape(-1, 28, 28).transpose(0, 2, 1)
+        img = a.astype(np.float32).reshape(-1, 28, 28).transpose(0, 2, 1)
+        out[split] = 1.0 - img if invert else img
     return out
 
 
-def load(data_dir: Path | None = None, download: bool = True, **options) -> Splits:
+def load(data_dir: Path | None = None, download: bool = True, *, invert: bool = True, **options) -> Splits:
+    """invert: 1 - x as in the reference (silhouette 1, background 0); false: the file's 1 = background."""
     check_options(NAME, options, ())
     data_dir = resolve_data_dir(data_dir)
     r = FILES["mat"]
     digests = ensure([r], data_dir, download, {r.filename: read_silhouettes})
     x = {k: torch.from_numpy(np.ascontiguousarray(v)).unsqueeze(1)
-         for k, v in read_checked(r, data_dir, read_silhouettes).items()}
+         for k, v in read_checked(r, data_dir, lambda p: read_silhouettes(p, bool(invert))).items()}
     meta = DatasetMeta(name=NAME, input_type="binary", shape=(1, 28, 28), dynamic_binarization=False,
                        pseudo_init_mean=0.5, pseudo_init_std=0.02,
                        source=f"Caltech 101 Silhouettes (28, split 1) from {data_dir / NAME}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import DatasetMeta, Splits
+from .base import DatasetError, DatasetMeta, Splits
 from .download import (
     DatasetMissing,
     Remote,
@@ -42,7 +42,7 @@ KEYS = {"train": "training", "val": "validation", "test": "test"}
 CLIP = 1.0 / 512.0
 
 
-def _splits(data) -> dict[str, np.ndarray]:
+def _splits(data, clip: float = CLIP) -> dict[str, np.ndarray]:
     if not isinstance(data, dict):
         raise ValueError(f"expected a dict with keys {', '.join(KEYS.values())}, found {type(data).__name__}")
     out = {}
@@ -55,28 +55,31 @@ def _splits(data) -> dict[str, np.ndarray]:
         a = a.astype(np.float32).reshape(-1, 28, 28)  # row-major 28x28
         if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
             raise ValueError(f"{key!r} holds values outside [0, 1] (min {a.min()}, max {a.max()})")
-        out[split] = np.clip(a, CLIP, 1.0 - CLIP)
+        out[split] = np.clip(a, clip, 1.0 - clip)
     return out
 
 
-def read_pkl(path: Path) -> dict[str, np.ndarray]:
-    return _splits(load_pickle(path))
+def read_pkl(path: Path, clip: float = CLIP) -> dict[str, np.ndarray]:
+    return _splits(load_pickle(path), clip)
 
 
-def read_tar(path: Path) -> dict[str, np.ndarray]:
+def read_tar(path: Path, clip: float = CLIP) -> dict[str, np.ndarray]:
     with tarfile.open(path, "r:*") as tar:
         members = [m for m in tar.getmembers() if m.isfile() and Path(m.name).name == "histopathology.pkl"]
         if not members:
             raise ValueError("the archive holds no histopathology.pkl")
         raw = tar.extractfile(members[0]).read()
-    return _splits(load_pickle(raw))
+    return _splits(load_pickle(raw), clip)
 
 
 READERS = {FILES["tar"].filename: read_tar, FILES["pkl"].filename: read_pkl}
 
 
-def load(data_dir: Path | None = None, download: bool = True, **options) -> Splits:
+def load(data_dir: Path | None = None, download: bool = True, *, clip: float = CLIP, **options) -> Splits:
+    """clip: values are clipped to [clip, 1 - clip] (the reference: 1/512)."""
     check_options(NAME, options, ())
+    if not 0 <= float(clip) < 0.5:
+        raise DatasetError(f"dataset {NAME}: option clip={clip} must be in [0, 0.5)")
     data_dir = resolve_data_dir(data_dir)
     pkl, tgz = FILES["pkl"], FILES["tar"]
     r = pkl if pkl.path(data_dir).is_file() else tgz
@@ -88,7 +91,7 @@ def load(data_dir: Path | None = None, download: bool = True, **options) -> Spli
             f"download=true)",
             [tgz.path(data_dir), pkl.path(data_dir)])
     digests = ensure([r], data_dir, download, {r.filename: READERS[r.filename]})
-    arrays = read_checked(r, data_dir, READERS[r.filename])
+    arrays = read_checked(r, data_dir, lambda p: READERS[r.filename](p, float(clip)))
     x = {k: torch.from_numpy(v).unsqueeze(1) for k, v in arrays.items()}
     meta = DatasetMeta(name=NAME, input_type="gray", shape=(1, 28, 28), dynamic_binarization=False,
                        pseudo_init_mean=0.4, pseudo_init_std=0.05,

@@ -68,15 +68,19 @@ def parse_amat(path: Path, d: int = D) -> np.ndarray:
     return np.stack(rows)
 
 
-def load(data_dir: Path | None = None, download: bool = True, **options) -> Splits:
+def load(data_dir: Path | None = None, download: bool = True, *, cache: bool = True, **options) -> Splits:
+    """cache: read/write the bit-packed parse cache (beside the file, else under the user cache dir)."""
     check_options(NAME, options, ())
     data_dir = resolve_data_dir(data_dir)
     remotes = list(FILES.values())
     digests = ensure(remotes, data_dir, download, {r.filename: parse_amat for r in remotes})
     arrays = {}
     for split, r in FILES.items():
-        arrays[split] = read_checked(r, data_dir, lambda p, r=r: cached_array(p, digests[r.filename],
-                                                                              lambda: parse_amat(p)))
+        if cache:
+            arrays[split] = read_checked(r, data_dir, lambda p, r=r: cached_array(p, digests[r.filename],
+                                                                                  lambda: parse_amat(p)))
+        else:
+            arrays[split] = read_checked(r, data_dir, parse_amat)
     x = {k: torch.from_numpy(v).to(torch.float32).view(-1, 1, 28, 28) for k, v in arrays.items()}
     meta = DatasetMeta(name=NAME, input_type="binary", shape=(1, 28, 28), dynamic_binarization=False,
                        pseudo_init_mean=0.05, pseudo_init_std=0.01,

@@ -80,21 +80,47 @@ class BAResult:
         return self.nll - self.gap
 
 
+def _ba_step_log(L, log_w, block_rows):
+    lpw = mixture_log_marginal(L, log_w, block_rows)
+    return lpw, log_c(L, lpw, block_rows)
+
+
+def _ba_step_exp(E, col_max, log_w):
+    """One BA evaluation on E = exp(L - column max) in float64: two matrix-vector products.
+    Returns None where a column's mixture underflows (then the exact log-domain step is used)."""
+    shift = log_w.max()
+    w = torch.exp(log_w - shift)  # [M], relative weights (atoms below e^-745 of the largest drop out)
+    s = w @ E  # [N]: p_w(x_j) = exp(col_max_j + shift) * s_j
+    if s.min().item() < 1e-280:
+        return None
+    lpw = col_max + shift + torch.log(s)
+    c = E @ (1.0 / s)  # [M]: sum_j E_ij / s_j = exp(-shift) * sum_j l_ij / p_w(x_j)
+    return lpw, torch.log(c) - shift - math.log(E.shape[1])
+
+
 def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter: int = 1000,
-                   tol: float = 1e-6, block_rows: int | None = None) -> BAResult:
+                   tol: float = 1e-6, block_rows: int | None = None,
+                   max_bytes: int = 2 * 2**30) -> BAResult:
     """Blahut-Arimoto on a finite set of atoms: w_i <- w_i c_w(z_i). The NLL never increases and, at
-    every step, nll(w) - max_i log c_w(z_i) <= min_w nll(w) <= nll(w); stops when that gap < tol."""
+    every step, nll(w) - max_i log c_w(z_i) <= min_w nll(w) <= nll(w); stops when that gap < tol.
+
+    When exp(L - column max) fits in `max_bytes` as float64, each step is two matrix-vector products
+    on it; any step where a column's mixture would underflow is done exactly in the log domain."""
     m, n = L.shape
     if log_w0 is None:
         log_w = torch.full((m,), -math.log(m), dtype=torch.float64, device=L.device)
     else:
         log_w = log_w0.to(device=L.device, dtype=torch.float64)
         log_w = log_w - torch.logsumexp(log_w, 0)
+    E = col_max = None
+    if 8 * m * n <= max_bytes:
+        col_max = L.max(0).values.to(torch.float64)
+        E = torch.exp(L.to(torch.float64) - col_max)
     history: list[tuple[float, float]] = []
     it = 0
     while True:
-        lpw = mixture_log_marginal(L, log_w, block_rows)
-        lc = log_c(L, lpw, block_rows)
+        step = _ba_step_exp(E, col_max, log_w) if E is not None else None
+        lpw, lc = step if step is not None else _ba_step_log(L, log_w, block_rows)
         cur_nll = -lpw.mean().item()
         gap = max(lc.max().item(), 0.0)
         history.append((cur_nll, cur_nll - gap))

@@ -53,7 +53,7 @@ def guarded(fn):
 
 
 def summary(r: dict) -> str:
-    rows = [("NLL (importance sampled, S=%d, N=%d)" % (r["is_samples"], r["n_points"]), r["nll"]),
+    rows = [(f"NLL (importance sampled, S={r['is_samples']}, N={r['n_points']})", r["nll"]),
             ("ELBO", -r["elbo"] if "elbo" in r else None), ("glossy max", r["glossy_max"]),
             ("glossy std", r["glossy_std"]), ("lower bound (NLL - glossy max)", r["lower_bound"]),
             ("nll_ba (re-weighted prior)", r.get("nll_ba")), ("true NLL", r.get("true_nll")),

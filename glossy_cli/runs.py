@@ -9,11 +9,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
-from omegaconf import DictConfig, OmegaConf
-
 import glossy_datasets as datasets
 import glossy_models as models
+import torch
+from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from .errors import GlossyError
@@ -34,14 +33,13 @@ def _excluded(key: str) -> bool:
 
 
 def run_name(dataset: str, model: str, prior: str, seed: Any, overrides: list[str]) -> str:
-    """<dataset>-<model>-<prior>-seed<seed>[,<sorted other overrides>]: a function of the config."""
-    keep = [o for o in overrides if not _excluded(o.lstrip("+~").split("=", 1)[0])]
+    """<dataset>-<model>-<prior>-seed<seed>[__<other overrides>_<hash>]: a function of the config.
+    Only characters that Hydra's override grammar takes unquoted, so `checkpoint=<run dir>` works."""
+    keep = sorted(o for o in overrides if not _excluded(o.lstrip("+~").split("=", 1)[0]))
     name = f"{dataset}-{model}-{prior}-seed{seed}"
     if keep:
-        extra = re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(sorted(keep)))
-        if len(extra) > 60:
-            extra = extra[:40] + "-" + hashlib.sha1(extra.encode()).hexdigest()[:10]
-        name += "," + extra
+        readable = re.sub(r"[^A-Za-z0-9._+-]", "_", "__".join(keep).replace("=", "-"))[:60]
+        name += f"__{readable}_{hashlib.sha1(','.join(keep).encode()).hexdigest()[:8]}"
     return name
 
 

@@ -19,8 +19,17 @@ from . import __version__
 from .errors import GlossyError
 from .evaluate import evaluate
 from .io import atomic_save_image_grid, atomic_torch_save, atomic_write_json, atomic_write_text
-from .runs import BEST, LAST, RESULT, build_model, checkpoint_payload, load_data, model_args, \
-    read_checkpoint, resolve_device
+from .runs import (
+    BEST,
+    LAST,
+    RESULT,
+    build_model,
+    checkpoint_payload,
+    load_data,
+    model_args,
+    read_checkpoint,
+    resolve_device,
+)
 from .validate import validate_eval, validate_train
 
 log = logging.getLogger("glossy")

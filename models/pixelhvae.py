@@ -4,8 +4,6 @@ concatenated with linear projections of z1 and z2 to image size."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 

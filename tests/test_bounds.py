@@ -1,0 +1,177 @@
+"""The bounds maths against brute force, closed forms and Theorem 2 on small finite problems."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from glossy_cli import bounds
+
+
+def brute_log_c(L, log_px):
+    L, lp = np.asarray(L, dtype=np.float64), np.asarray(log_px, dtype=np.float64)
+    m, n = L.shape
+    out = np.empty(m)
+    for i in range(m):
+        a = L[i] - lp
+        mx = a.max()
+        out[i] = mx + math.log(sum(math.exp(v - mx) for v in a)) - math.log(n)
+    return out
+
+
+@pytest.mark.parametrize("scale,offset", [(1.0, 0.0), (50.0, -1e4), (300.0, -3e4)])
+def test_log_c_matches_brute_force_at_extreme_magnitudes(scale, offset):
+    g = torch.Generator().manual_seed(1)
+    L = torch.randn(7, 11, generator=g, dtype=torch.float64) * scale + offset
+    lpx = torch.randn(11, generator=g, dtype=torch.float64) * scale + offset
+    want = brute_log_c(L, lpx)
+    for block in (1, 3, None):
+        got = bounds.log_c(L, lpx, block_rows=block).numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 * max(1.0, scale))
+    assert np.isfinite(bounds.log_c(L.float(), lpx.float()).numpy()).all()
+
+
+def test_glossy_stats_and_lower_bound():
+    v = torch.tensor([0.5, -2.0, 3.0, 1.0], dtype=torch.float64)
+    s = bounds.glossy_stats(v)
+    assert s["glossy_max"] == 3.0 and s["argmax"] == 2
+    assert s["glossy_std"] == pytest.approx(np.std(v.numpy(), ddof=1))
+    assert bounds.lower_bound(10.0, v) == 7.0
+
+
+def _random_problem(seed, m=6, n=40, d=8):
+    """A finite latent model: atoms = Bernoulli images, data drawn from a random mixture of them."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(m, d, generator=g).clamp(0.05, 0.95)
+    k = torch.randint(m, (n,), generator=g)
+    x = torch.bernoulli(p[k], generator=g)
+    L = (x @ torch.log(p).T + (1 - x) @ torch.log1p(-p).T).T.double()  # [m, n]
+    return L, g
+
+
+def brute_min_nll(L, iters=20000):
+    """min over priors by plain exponentiated-gradient descent on the simplex (independent of BA)."""
+    m = L.shape[0]
+    theta = torch.zeros(m, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([theta], lr=0.05)
+    for _ in range(iters // 10):
+        opt.zero_grad()
+        f = -torch.logsumexp(L + torch.log_softmax(theta, 0)[:, None], 0).mean()
+        f.backward()
+        opt.step()
+    return f.item()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_theorem2_bound_never_exceeds_min_over_priors_and_meets_it_at_the_optimum(seed):
+    L, g = _random_problem(seed)
+    ba = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-10)
+    assert ba.converged
+    best = ba.nll
+    assert best == pytest.approx(brute_min_nll(L), abs=1e-3)
+    for _ in range(20):  # random positive tau
+        log_tau = torch.randn(L.shape[1], generator=g, dtype=torch.float64) * 5 - 5
+        lb = bounds.lower_bound(bounds.nll(log_tau), bounds.log_c(L, log_tau))
+        assert lb <= best + 1e-9
+    # at the optimum tau = p_w*, sup log c = 0 and the bound equals the minimum
+    lpw = bounds.mixture_log_marginal(L, ba.log_w)
+    lb_opt = bounds.lower_bound(bounds.nll(lpw), bounds.log_c(L, lpw))
+    assert lb_opt == pytest.approx(best, abs=1e-8)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_blahut_arimoto_is_monotone_and_sandwiches_the_optimum(seed):
+    L, _ = _random_problem(seed, m=10, n=60)
+    ba = bounds.blahut_arimoto(L, max_iter=300, tol=0)
+    nlls = [h[0] for h in ba.history]
+    assert all(b <= a + 1e-12 for a, b in zip(nlls, nlls[1:]))
+    opt = bounds.blahut_arimoto(L, max_iter=50000, tol=1e-11).nll
+    for nll_w, lower in ba.history:
+        assert lower <= opt + 1e-9 <= nll_w + 2e-9
+
+
+def test_blahut_arimoto_finds_the_known_optimum():
+    # each datum is explained by exactly one atom (others 1000 nats worse): the optimal prior is the
+    # empirical frequency of the atoms, and min NLL = -mean log(freq) - mean L[k_j, j]
+    counts = torch.tensor([5, 1, 3, 0, 11])
+    n = int(counts.sum())
+    k = torch.repeat_interleave(torch.arange(5), counts)
+    L = torch.full((5, n), -1000.0, dtype=torch.float64)
+    L[k, torch.arange(n)] = -3.0
+    ba = bounds.blahut_arimoto(L, max_iter=5000, tol=1e-10)
+    freq = counts.double() / n
+    np.testing.assert_allclose(ba.log_w.exp().numpy(), freq.numpy(), atol=1e-6)
+    want = -(torch.log(freq[k]).mean().item()) + 3.0
+    assert ba.nll == pytest.approx(want, abs=1e-6)
+
+
+def test_ba_matrix_path_equals_log_path_at_large_magnitudes():
+    g = torch.Generator().manual_seed(3)
+    L = torch.randn(50, 70, generator=g, dtype=torch.float64) * 40 - 1e4
+    a = bounds.blahut_arimoto(L, max_iter=50, tol=0)
+    b = bounds.blahut_arimoto(L, max_iter=50, tol=0, max_bytes=0)
+    assert a.nll == pytest.approx(b.nll, abs=1e-8)
+    np.testing.assert_allclose(a.log_w.numpy(), b.log_w.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sandwich_order_on_random_problems(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = 50
+    L = torch.randn(n, n, generator=g, dtype=torch.float64) * 10 - 100
+    log_px = torch.logsumexp(L, 0) - math.log(n) + torch.randn(n, generator=g, dtype=torch.float64)
+    nll = bounds.nll(log_px)
+    lb = bounds.lower_bound(nll, bounds.log_c(L, log_px))
+    s = bounds.sandwich(L, log_px, max_iter=3000, tol=1e-7)
+    aug = torch.cat([L, log_px[None]], 0)
+    best = bounds.blahut_arimoto(aug, max_iter=50000, tol=1e-10).nll
+    assert lb <= best + 1e-8
+    assert best <= s["nll_ba"] + 1e-9
+    assert s["nll_ba"] <= nll + 1e-12
+    assert s["ba_best_prior_lower"] <= best + 1e-9
+
+
+def test_bootstrap_matches_explicit_resampling():
+    g = torch.Generator().manual_seed(0)
+    n = 30
+    L = torch.randn(n, n, generator=g, dtype=torch.float64) * 20 - 500
+    lpx = torch.randn(n, generator=g, dtype=torch.float64) * 3 - 480
+    ci = bounds.bootstrap(L, lpx, n_boot=200, seed=7, level=0.9)
+    gen = torch.Generator().manual_seed(7)
+    idx = torch.randint(n, (200, n), generator=gen)
+    maxes, stds = [], []
+    for b in range(200):
+        sel = idx[b]
+        lc = bounds.log_c(L[sel][:, sel], lpx[sel])
+        maxes.append(lc.max().item())
+        stds.append(lc.std().item())
+    q = [0.05, 0.95]
+    np.testing.assert_allclose(ci["glossy_max"], np.quantile(maxes, q), atol=1e-8)
+    np.testing.assert_allclose(ci["glossy_std"], np.quantile(stds, q), atol=1e-8)
+
+
+def test_bootstrap_intervals_cover_at_roughly_the_nominal_rate():
+    # data x ~ N(mu, 1), candidates at the data, Gaussian likelihood l(x|z) = N(x; z, 1) and tau = the
+    # true marginal N(mu, 2). Population log c(z) = log E_x[l(x|z)/tau(x)] in closed form; its std over
+    # candidates z ~ N(mu, 1) is the estimand (smooth, so the percentile bootstrap should cover it).
+    rng = np.random.default_rng(0)
+    n, reps, hits = 120, 150, 0
+    # closed form: E_x N(x; z, 1) / N(x; 0, 2) with x ~ N(0, 1) -> population log c(z) is a quadratic
+    # in z; its std over z ~ N(0, 1) is computed by Monte Carlo once with 10^6 draws
+    zz = rng.standard_normal(400_000)
+    xs = rng.standard_normal(4000)
+
+    def pop_log_c(z):
+        a = -0.5 * (xs[None] - z[:, None]) ** 2 + 0.25 * xs[None] ** 2 + 0.5 * math.log(2)
+        return np.log(np.mean(np.exp(a), 1))
+
+    true_std = np.std(np.concatenate([pop_log_c(c) for c in np.array_split(zz[:40000], 40)]), ddof=1)
+    for _ in range(reps):
+        x = torch.tensor(rng.standard_normal(n))
+        L = -0.5 * (x[None] - x[:, None]) ** 2 - 0.5 * math.log(2 * math.pi)
+        lpx = -0.25 * x**2 - 0.5 * math.log(4 * math.pi)
+        lo, hi = bounds.bootstrap(L, lpx, n_boot=200, seed=int(rng.integers(1 << 30)), level=0.9)["glossy_std"]
+        hits += lo <= true_std <= hi
+    rate = hits / reps
+    assert 0.7 <= rate <= 0.99, rate

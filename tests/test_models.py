@@ -1,0 +1,228 @@
+"""The model zoo: reference parameter counts, normalisation, the PixelCNN's masks, the interface."""
+
+import itertools
+import math
+
+import glossy_models as models
+import numpy as np
+import pytest
+import torch
+from glossy_models.likelihoods import Bernoulli, DiscretizedLogistic256
+from glossy_models.priors import VampPrior, log_normal_diag, log_standard_normal
+
+SHAPE = (1, 28, 28)
+
+
+# --- parameter counts of the reference architecture, computed by hand from the layer list ---------
+def lin(i, o, bias=True):
+    return i * o + (o if bias else 0)
+
+
+def gd(i, o):  # GatedDense: two linear maps
+    return 2 * lin(i, o)
+
+
+def gc(i, o, k):  # GatedConv2d: two convolutions with bias
+    return 2 * (i * o * k * k + o)
+
+
+D, H, Z = 784, 300, 40
+VAE_COUNT = (gd(D, H) + gd(H, H) + lin(H, Z) + lin(H, Z)  # q(z|x): 2 gated layers, mean, logvar
+             + gd(Z, H) + gd(H, H) + lin(H, D))  # p(x|z): 2 gated layers, Bernoulli mean
+HVAE_COUNT = (gd(D, H) + gd(H, H) + 2 * lin(H, Z)  # q(z2|x)
+              + gd(D, H) + gd(Z, H) + gd(2 * H, H) + 2 * lin(H, Z)  # q(z1|x,z2)
+              + gd(Z, H) + gd(H, H) + 2 * lin(H, Z)  # p(z1|z2)
+              + gd(Z, H) + gd(Z, H) + gd(2 * H, H) + lin(H, D))  # p(x|z1,z2)
+HS = 6 * 7 * 7  # 294: the encoders' conv output for 28x28
+PIXEL_COUNT = (gc(1, 32, 7) + gc(32, 32, 3) + gc(32, 64, 5) + gc(64, 64, 3) + gc(64, 6, 3) + 2 * lin(HS, Z)
+               + gc(1, 32, 3) + gc(32, 32, 3) + gc(32, 64, 3) + gc(64, 64, 3) + gc(64, 6, 3)
+               + gd(Z, HS) + gd(2 * HS, H) + 2 * lin(H, Z)
+               + gd(Z, H) + gd(H, H) + 2 * lin(H, Z)
+               + 2 * gd(Z, D)  # projections of z1 and z2 to image size
+               + 3 * 64 * 9 + 7 * 64 * 64 * 9  # masked convs without bias (A on 3 channels, then 7 x B)
+               + 8 * 2 * 64  # batch norm scale and shift
+               + lin(64, 1))  # 1x1 conv to Bernoulli logits
+VAMP_COUNT = 500 * D  # pseudo-inputs
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("name,count", [("vae", VAE_COUNT), ("hvae", HVAE_COUNT), ("pixelhvae", PIXEL_COUNT)])
+def test_parameter_counts_match_the_reference(name, count):
+    assert count == {"vae": 1_116_864, "hvae": 2_431_024, "pixelhvae": 1_385_821}[name]  # arithmetic check
+    assert n_params(models.build(name, "standard", SHAPE, "binary")) == count
+    assert n_params(models.build(name, "vamp", SHAPE, "binary")) == count + VAMP_COUNT
+
+
+def test_gray_heads_add_a_log_scale_layer():
+    assert n_params(models.build("vae", "standard", SHAPE, "gray")) == VAE_COUNT + lin(H, D)
+    assert n_params(models.build("pixelhvae", "standard", SHAPE, "gray")) == PIXEL_COUNT - lin(64, 1) + 2 * 64
+
+
+# --- normalisation -------------------------------------------------------------------------------
+def test_logistic256_sums_to_one_over_the_bins():
+    g = torch.Generator().manual_seed(0)
+    mean = torch.cat([torch.rand(20, generator=g), torch.tensor([1 / 512, 1 - 1 / 512, 0.5])])
+    log_scale = torch.cat([torch.rand(20, generator=g) * -4.5, torch.tensor([-4.5, 0.0, -2.0])])
+    dist = DiscretizedLogistic256(mean[:, None], log_scale[:, None])
+    x = ((torch.arange(256) + 0.5) / 256)[None, :, None]  # every bin
+    lp = DiscretizedLogistic256(mean[:, None, None], log_scale[:, None, None]).log_prob(x)  # [23, 256]
+    total = torch.logsumexp(lp.double(), 1).exp()
+    np.testing.assert_allclose(total.numpy(), 1.0, atol=1e-5)
+    table = dist.bin_table()[:, 0, :]
+    np.testing.assert_allclose(table.numpy(), lp.numpy(), atol=1e-5)
+
+
+def test_bernoulli_sums_to_one_over_all_binary_images():
+    d = 6
+    logits = torch.randn(d) * 5
+    xs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=d)))
+    total = torch.logsumexp(Bernoulli(logits).log_prob(xs).double(), 0).exp()
+    assert total.item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_vampprior_integrates_to_one_by_quadrature():
+    for dim in (1, 2):
+        enc = lambda u, dim=dim: (u.flatten(1)[:, :dim] * 4 - 2, u.flatten(1)[:, dim : 2 * dim] * 2 - 1.5)
+        prior = VampPrior(dim, enc, (1, 2, 2), n_components=7, init_mean=0.5, init_std=0.3)
+        grid = torch.linspace(-9, 9, 1201, dtype=torch.float64)
+        h = (grid[1] - grid[0]).item()
+        with torch.no_grad():
+            if dim == 1:
+                mass = prior.log_prob(grid[:, None].float()).double().exp().sum().item() * h
+            else:
+                zz = torch.cartesian_prod(grid, grid)
+                mass = prior.log_prob(zz.float()).double().exp().sum().item() * h * h
+        assert mass == pytest.approx(1.0, abs=2e-3)
+
+
+def test_vampprior_matrix_form_equals_componentwise_density():
+    m = models.build("vae", "vamp", SHAPE, "binary", n_components=50)
+    z = torch.randn(3, 17, Z) * 2
+    with torch.no_grad():
+        np.testing.assert_allclose(m.prior.log_prob(z).numpy(), m.prior.log_prob_direct(z).numpy(),
+                                   rtol=1e-5, atol=1e-3)
+        with m.prior.frozen():
+            np.testing.assert_allclose(m.prior.log_prob(z).numpy(), m.prior.log_prob_direct(z).numpy(),
+                                       rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["hvae", "pixelhvae"])
+@pytest.mark.parametrize("prior", ["standard", "vamp"])
+def test_two_level_log_prior_is_p_z1_given_z2_times_p_z2(name, prior):
+    m = models.build(name, prior, SHAPE, "binary", n_components=20).eval()
+    z = torch.randn(5, 80)
+    z1, z2 = z[:, :40], z[:, 40:]
+    with torch.no_grad():
+        mean, logvar = m.p_z1(z2)
+        want = log_normal_diag(z1, mean, logvar)
+        want = want + (log_standard_normal(z2) if prior == "standard" else m.prior.log_prob_direct(z2))
+        np.testing.assert_allclose(m.log_prior(z).numpy(), want.numpy(), rtol=1e-5, atol=1e-3)
+
+
+# --- the PixelCNN is autoregressive ------------------------------------------------------------------
+def test_pixelcnn_output_at_pixel_k_ignores_pixels_at_and_after_k():
+    m = models.build("pixelhvae", "standard", (1, 8, 8), "binary").eval()
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((1, 1, 8, 8), 0.5))
+    zproj = m.project(torch.randn(1, 80))
+    with torch.no_grad():
+        base = m.decode(x, zproj).logits.view(8, 8)
+        for k in [0, 9, 27, 40, 63]:
+            i, j = divmod(k, 8)
+            x2 = x.clone().view(-1)
+            x2[k:] = 1 - x2[k:]  # change pixel k and everything after it
+            out = m.decode(x2.view(1, 1, 8, 8), zproj).logits.view(-1)
+            assert torch.allclose(out[: k + 1], base.view(-1)[: k + 1], atol=1e-6), k
+            if k < 63:  # and the later outputs do depend on pixel k (the mask is not trivially zero)
+                assert not torch.allclose(out[k + 1 :], base.view(-1)[k + 1 :])
+
+
+# --- the interface, for every model and prior ---------------------------------------------------------
+ALL = [(m, p) for m in ("vae", "hvae", "pixelhvae") for p in ("standard", "vamp")]
+
+
+def _tiny(name, prior, input_type="binary", shape=(1, 8, 8)):
+    return models.build(name, prior, shape, input_type, n_components=10)
+
+
+def _data(input_type, n, shape=(1, 8, 8)):
+    if input_type == "binary":
+        return torch.bernoulli(torch.full((n, *shape), 0.4))
+    return (torch.randint(0, 256, (n, *shape)).float() + 0.5) / 256
+
+
+@pytest.mark.parametrize("name,prior", ALL)
+@pytest.mark.parametrize("input_type", ["binary", "gray"])
+def test_pairwise_blocks_equal_per_pair_calls(name, prior, input_type):
+    m = _tiny(name, prior, input_type).eval()
+    x = _data(input_type, 5)
+    with torch.no_grad():
+        z = m.posterior_mean(x[:4]) + 0.3 * torch.randn(4, m.latent_dim)
+        L = m.log_likelihood_matrix(x, z)
+        assert L.shape == (4, 5)
+        for i in range(4):
+            for j in range(5):
+                want = m.log_likelihood(x[j : j + 1], z[i].view(1, 1, -1))[0, 0]
+                assert L[i, j].item() == pytest.approx(want.item(), rel=1e-5, abs=1e-3)
+
+
+@pytest.mark.parametrize("name,prior", ALL)
+def test_importance_sampling_is_above_the_elbo_and_stabilises_with_s(name, prior):
+    from glossy_cli.evaluate import Plan, importance_sampling
+
+    m = _tiny(name, prior)
+    big = 1000 if name != "pixelhvae" else 250  # the PixelCNN costs a decoder pass per sample
+    x = _data("binary", 48 if name != "pixelhvae" else 16)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    for _ in range(40):  # fit q(z|x) a little, as training would
+        opt.zero_grad()
+        m.elbo(x)["loss"].mean().backward()
+        opt.step()
+    plan = Plan(points=48, samples=250, matrix_rows=1, matrix_cols=1)
+    with m.frozen():
+        torch.manual_seed(1)
+        est = {s: importance_sampling(m, x, s, plan, torch.device("cpu"))[0].mean().item() for s in (1, 10, 100)}
+        lp_big, elbo_big = importance_sampling(m, x, big, plan, torch.device("cpu"))
+        lp_big2, _ = importance_sampling(m, x, big, plan, torch.device("cpu"))
+    est[big] = lp_big.mean().item()
+    elbo = elbo_big.mean().item()  # the mean log-weight over `big` samples: a precise ELBO
+    gain = est[big] - elbo
+    assert gain > 0  # log p^ >= ELBO on average
+    values = [est[s] for s in sorted(est)]
+    assert all(b >= a - 0.1 * gain for a, b in zip(values, values[1:]))  # E log p^_S grows with S
+    assert values[-1] - values[-2] < values[1] - values[0]  # ... by ever smaller steps
+    assert abs(lp_big.mean().item() - lp_big2.mean().item()) < 0.3 * gain  # and settles
+
+
+@pytest.mark.parametrize("name,prior", ALL)
+@pytest.mark.parametrize("input_type", ["binary", "gray", "continuous"])
+def test_one_optimisation_step_runs_and_changes_the_weights(name, prior, input_type):
+    shape = (3, 8, 8) if input_type == "continuous" else (1, 8, 8)
+    m = _tiny(name, prior, input_type, shape)
+    x = _data(input_type, 4, shape)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in m.parameters()]
+    terms = m.elbo(x, beta=0.5)
+    assert terms["loss"].shape == (4,) and torch.isfinite(terms["loss"]).all()
+    terms["loss"].mean().backward()
+    opt.step()
+    changed = sum(not torch.equal(a, p) for a, p in zip(before, m.parameters()))
+    assert changed >= len(before) - 2  # every layer that the loss touches moved
+
+
+def test_sampling_produces_images_in_range():
+    for name in ("vae", "pixelhvae"):
+        m = _tiny(name, "vamp")
+        s = m.sample(3)
+        assert s.shape == (3, 1, 8, 8) and (s >= 0).all() and (s <= 1).all()
+
+
+def test_unknown_names_list_the_valid_choices():
+    with pytest.raises(KeyError, match="vae, hvae, pixelhvae"):
+        models.build("transformer", "standard", SHAPE, "binary")
+    with pytest.raises(KeyError, match="standard, vamp"):
+        models.build("vae", "flow", SHAPE, "binary")
+    assert math.isfinite(VAE_COUNT)
