@@ -118,7 +118,7 @@ def _finite_or_fail(result: dict, keys) -> None:
 
 
 def evaluate(model, x: torch.Tensor, *, true_model=None, is_samples: int = 5000, max_points=None,
-             max_candidates=None, subset_seed: int = 0, seed: int = 1234, memory_budget_gb: float = 4.0,
+             max_candidates=None, autoregressive_max_candidates=None, subset_seed: int = 0, seed: int = 1234, memory_budget_gb: float = 4.0,
              bootstrap: int = 100, bootstrap_level: float = 0.95, ba_iters: int = 500, ba_tol: float = 1e-4,
              device: torch.device | str = "cpu", show_progress: bool = True, **_: object) -> dict:
     """Every number of result.json for model on data x [N, C, H, W]. Pure in its inputs: the same
@@ -132,6 +132,8 @@ def evaluate(model, x: torch.Tensor, *, true_model=None, is_samples: int = 5000,
     if sub is not None:
         x = x[sub]
     n = len(x)
+    if model.autoregressive and autoregressive_max_candidates is not None:
+        max_candidates = min(max_candidates or n, autoregressive_max_candidates)
     cand = _subset(n, max_candidates, subset_seed + 1)
     m = n if cand is None else len(cand)
     if 4 * m * n > budget:
@@ -141,8 +143,11 @@ def evaluate(model, x: torch.Tensor, *, true_model=None, is_samples: int = 5000,
     plan = make_plan(model, n, m, is_samples, budget - 4 * m * n)
     log.info("evaluating N=%d points, M=%d candidates, S=%d samples on %s; %s", n, m, is_samples, device,
              plan.describe())
-    if model.autoregressive:
-        log.info("the autoregressive glossy matrix costs %d decoder passes (M x N)", m * n)
+    macs = model.decoder_macs()
+    log.info("cost: importance sampling %d decoder passes (N x S), glossy matrix %d %s; about %.3g GFLOP",
+             n * is_samples, m * n if model.autoregressive else m,
+             "decoder passes (M x N, autoregressive)" if model.autoregressive else "decoder passes (M) + an M x N product",
+             2e-9 * macs * (n * is_samples + (m * n if model.autoregressive else m)))
     gen_state = torch.random.get_rng_state()
     cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
     torch.manual_seed(seed)

@@ -99,6 +99,7 @@ def _trajectory_point(model, splits, cfg, device, subset: torch.Tensor, epoch: i
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         r = evaluate(model, splits.test[subset], true_model=splits.meta.true_model,
                      is_samples=int(t.trajectory_samples), bootstrap=0, ba_iters=100, ba_tol=1e-3,
+                     autoregressive_max_candidates=cfg.eval.get("autoregressive_max_candidates"),
                      memory_budget_gb=float(cfg.eval.memory_budget_gb), seed=int(cfg.eval.seed),
                      device=device, show_progress=False)
     keys = ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba", "ba_gap", "true_nll",
@@ -171,6 +172,10 @@ def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> d
     traj_subset = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(0))[
         : int(t.trajectory_points)]
     n_batches = math.ceil(len(train_x) / int(t.batch_size))
+    if t.get("batches_per_epoch"):
+        n_batches = min(n_batches, int(t.batches_per_epoch))
+    if t.get("val_points"):
+        val_x = val_x[: int(t.val_points)]
 
     def loss_fn(xb, beta):
         terms = model.elbo(xb, beta)

@@ -27,6 +27,8 @@ def validate_train(cfg: DictConfig) -> None:
                     ("val_batch_size", 1), ("trajectory_every", 0), ("trajectory_points", 1),
                     ("trajectory_samples", 1), ("grid", 0)]:
         _check(t, "train", key, int, lo)
+    _check(t, "train", "batches_per_epoch", int, 1, allow_none=True)
+    _check(t, "train", "val_points", int, 1, allow_none=True)
     _check(t, "train", "lr", float, 0)
     if not t.lr > 0:
         raise GlossyError(f"train.lr={t.lr} must be positive")
@@ -38,6 +40,7 @@ def validate_eval(e: DictConfig) -> None:
     _check(e, "eval", "is_samples", int, 1)
     _check(e, "eval", "max_points", int, 1, allow_none=True)
     _check(e, "eval", "max_candidates", int, 1, allow_none=True)
+    _check(e, "eval", "autoregressive_max_candidates", int, 1, allow_none=True)
     _check(e, "eval", "bootstrap", int, 0)
     _check(e, "eval", "ba_iters", int, 0)
     _check(e, "eval", "ba_tol", float, 0)

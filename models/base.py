@@ -94,6 +94,14 @@ class LatentVariableModel(nn.Module):
         finally:
             self.train(was_training)
 
+    def decoder_macs(self) -> int:
+        """Multiply-adds of one pass of the likelihood network (the floor of importance sampling)."""
+        return sum(m.weight.numel() for m in self.decoder_modules() if isinstance(m, nn.Linear))
+
+    def decoder_modules(self):
+        """The modules run per importance sample: the likelihood network (and p(z1|z2))."""
+        return [m for name, m in self.named_modules() if name.startswith(("p_x", "p_z1"))]
+
     def eval_bytes_per_sample(self) -> int:
         """Rough peak bytes of activations per (sample, data point) during importance sampling."""
         d = math.prod(self.input_shape)

@@ -109,6 +109,13 @@ class PixelHVAE(TwoLevelMixin, LatentVariableModel):
                 x[:, :, i, j] = pix[:, :, i, j]
         return x
 
+    def decoder_macs(self) -> int:
+        _, h, w = self.input_shape
+        dense = sum(m.weight.numel() for m in self.decoder_modules() if isinstance(m, nn.Linear))
+        conv = sum(m.weight.numel() * h * w for m in self.modules() if isinstance(m, nn.Conv2d)
+                   and m not in set(self.q_z2_layers.modules()) | set(self.q_z1_layers_x.modules()))
+        return dense + conv
+
     def eval_bytes_per_sample(self) -> int:
         c, h, w = self.input_shape
         return 4 * h * w * (4 * self.channels + 8 * c) + 4 * 6 * 300
