@@ -171,7 +171,8 @@ def fetch_url(url: str, dest: Path, desc: str = "") -> None:
 
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp, open(dest, "wb") as out:
-        total = resp.length if resp.length is not None else None
+        length = resp.headers.get("Content-Length")
+        total = int(length) if length and length.strip().isdigit() else None
         done = 0
         with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc or Path(dest).name,
                   disable=None, leave=False) as bar:
@@ -187,9 +188,7 @@ def download(remote: Remote, data_dir: Path, validate: Callable[[Path], Any] | N
     """Fetch one file atomically; verify it (SHA-256 and size, else `validate`) before it takes its place."""
     path = remote.path(data_dir)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not _writable_dir(path.parent):
-            raise PermissionError(f"{path.parent} is read-only")
+        _make_writable_dir(path.parent)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{remote.filename}.", suffix=".part", dir=path.parent)
         os.close(fd)
     except OSError as e:
@@ -288,10 +287,18 @@ def _writable_dir(path: Path) -> bool:
         return False
 
 
+def _make_writable_dir(folder: Path) -> None:
+    """Create `folder` unless it or its nearest existing ancestor is read-only (then PermissionError)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not _writable_dir(existing):
+        raise PermissionError(f"{existing} is read-only")
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not _writable_dir(path.parent):
-        raise PermissionError(f"{path.parent} is read-only")
+    _make_writable_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -1,0 +1,762 @@
+"""Dataset loaders, downloads and `glossy data`: generated fixtures in every canonical format, every failure
+mode, and the real files of ../shared/data (skipped when absent, required when GLOSSY_REQUIRE_REAL_DATA=1).
+
+No test touches the network: downloads go through a replaced `fetch_url`, file:// URLs or a closed local port.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tarfile
+import urllib.error
+from pathlib import Path
+
+import glossy_datasets as datasets
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from glossy_datasets import caltech101, download, frey, histopathology, mnist, omniglot
+from glossy_datasets.download import DatasetCorrupt, DatasetMissing
+
+SHARED = Path(os.environ.get("GLOSSY_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+GLOSSY = Path(sys.executable).with_name("glossy")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """No test reads or writes the user's data or cache directories."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("GLOSSY_DATA_DIR", raising=False)
+
+
+# ------------------------------------------------------------------------------------------ fixture helpers
+
+
+def letter_f(h: int = 28, w: int = 28) -> np.ndarray:
+    """A binary 'F': asymmetric under transposition and both flips."""
+    img = np.zeros((h, w), dtype=np.uint8)
+    img[3:h - 4, 5] = 1
+    img[3, 5:w - 6] = 1
+    img[h // 2, 5:w // 2 + 2] = 1
+    return img
+
+
+class Py2Pickler(pickle._Pickler):
+    """Pickles as Python 2's cPickle did: every str and bytes becomes a Python 2 byte string (STRING /
+    BINSTRING opcodes), so the file loads only with encoding='latin1', like the canonical files."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_py2_string(self, obj):
+        data = obj.encode("latin1") if isinstance(obj, str) else bytes(obj)
+        if self.proto == 0:
+            self.write(pickle.STRING + repr(data)[1:].encode("ascii") + b"\n")
+        elif len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[str] = save_py2_string
+    dispatch[bytes] = save_py2_string
+
+
+def py2_pickle(obj, protocol: int = 2) -> bytes:
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=protocol).dump(obj)
+    return buf.getvalue()
+
+
+def pin(monkeypatch, module, key: str, path: Path, size: bool = True) -> None:
+    """Record a fixture's SHA-256 (and size) as the expected one, as the real file's are recorded."""
+    r = module.FILES[key]
+    data = path.read_bytes()
+    monkeypatch.setitem(module.FILES, key, dataclasses.replace(
+        r, sha256=hashlib.sha256(data).hexdigest(), size=len(data) if size else None))
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def fake_fetcher(monkeypatch, payloads: dict[str, bytes | Exception], calls: list | None = None):
+    """Replace the network: url -> bytes written, or an exception raised (after writing half the bytes)."""
+
+    def fetch(url, dest, desc=""):
+        if calls is not None:
+            calls.append(url)
+        what = payloads.get(url, urllib.error.URLError("no route to host (simulated offline)"))
+        if isinstance(what, Exception):
+            Path(dest).write_bytes(b"partial")
+            raise what
+        Path(dest).write_bytes(what)
+
+    monkeypatch.setattr(download, "fetch_url", fetch)
+
+
+def one_line_message(e: BaseException) -> str:
+    msg = str(e)
+    assert "\n" not in msg and "Traceback" not in msg
+    return msg
+
+
+# ------------------------------------------------------------------------------------------ static MNIST
+
+
+def amat_text(x: np.ndarray) -> bytes:
+    return "".join(" ".join(map(str, row)) + "\n" for row in x.reshape(len(x), -1)).encode()
+
+
+@pytest.fixture
+def mnist_files(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    arrays = {"train": (rng.random((5, 28, 28)) < 0.3).astype(np.uint8), "val": (rng.random((3, 28, 28)) < 0.3)
+              .astype(np.uint8), "test": (rng.random((2, 28, 28)) < 0.3).astype(np.uint8)}
+    arrays["train"][0] = letter_f()
+    root = tmp_path / "data"
+    (root / "mnist").mkdir(parents=True)
+    for split, x in arrays.items():
+        path = mnist.FILES[split].path(root)
+        path.write_bytes(amat_text(x))
+        pin(monkeypatch, mnist, split, path)
+    return root, arrays
+
+
+def test_mnist_amat_shape_orientation_binary(mnist_files):
+    root, arrays = mnist_files
+    s = datasets.load("mnist", root, download=False)
+    assert s.sizes() == {"train": 5, "val": 3, "test": 2}
+    assert s.train.dtype == torch.float32 and s.train.shape == (5, 1, 28, 28)
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(s, split)[:, 0], torch.from_numpy(arrays[split]).float())
+    assert torch.equal(s.train[0, 0], torch.from_numpy(letter_f()).float())  # no transposition, no flip
+    assert set(s.train.unique().tolist()) <= {0.0, 1.0}
+    m = s.meta
+    assert (m.input_type, m.shape, m.dynamic_binarization) == ("binary", (1, 28, 28), False)
+    assert (m.pseudo_init_mean, m.pseudo_init_std) == (0.05, 0.01)
+    assert s.info["files"]["binarized_mnist_train.amat"]["verified_by"] == "sha256"
+
+
+def test_mnist_cache_used_while_source_unchanged(mnist_files, monkeypatch):
+    root, arrays = mnist_files
+    first = datasets.load("mnist", root, download=False)
+    cache = root / "mnist" / "binarized_mnist_train.amat.cache.npz"
+    assert cache.is_file()
+
+    def no_parse(*a, **k):
+        raise AssertionError("the source was parsed although its cache is valid")
+
+    monkeypatch.setattr(mnist, "parse_amat", no_parse)
+    assert torch.equal(datasets.load("mnist", root, download=False).train, first.train)
+    # a changed source (new content, its new hash recorded) is parsed again, not served from the stale cache
+    monkeypatch.undo()
+    new = 1 - arrays["train"]
+    path = mnist.FILES["train"].path(root)
+    path.write_bytes(amat_text(new))
+    pin(monkeypatch, mnist, "train", path)
+    for split in ("val", "test"):
+        pin(monkeypatch, mnist, split, mnist.FILES[split].path(root))
+    assert torch.equal(datasets.load("mnist", root, download=False).train[:, 0], torch.from_numpy(new).float())
+
+
+def test_mnist_cache_goes_to_user_cache_when_data_dir_read_only(mnist_files, tmp_path):
+    root, _ = mnist_files
+    (root / "mnist").chmod(0o555)
+    try:
+        datasets.load("mnist", root, download=False)
+        assert not list((root / "mnist").glob("*.cache.npz"))
+        assert len(list((tmp_path / "xdg-cache" / "glossy" / "parsed").glob("*.cache.npz"))) == 3
+        assert datasets.load("mnist", root, download=False, cache=False).sizes()["train"] == 5
+    finally:
+        (root / "mnist").chmod(0o755)
+
+
+def test_amat_parser_accepts_any_whitespace_layout(tmp_path):
+    x = (np.random.default_rng(1).random((4, 784)) < 0.5).astype(np.uint8)
+    text = "".join("  ".join(map(str, row)) + " \r\n" for row in x) + "\n\n"
+    (tmp_path / "f.amat").write_text(text)
+    np.testing.assert_array_equal(mnist.parse_amat(tmp_path / "f.amat"), x)
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda t: t.replace(b"\n", b" 0\n", 1), "wrong shape: line 1 holds 785 values, expected 784"),
+    (lambda t: t[:2] + b"2" + t[3:], "line 1 holds the value '2'"),
+    (lambda t: t[:2] + b"x" + t[3:], "line 1 holds the value 'x'"),
+])
+def test_mnist_wrong_content_is_reported_as_corrupt(mnist_files, monkeypatch, mutate, expected):
+    root, _ = mnist_files
+    path = mnist.FILES["train"].path(root)
+    path.write_bytes(mutate(path.read_bytes()))
+    pin(monkeypatch, mnist, "train", path)  # the hash matches: the parser must catch it
+    with pytest.raises(DatasetCorrupt) as e:
+        datasets.load("mnist", root, download=False)
+    msg = one_line_message(e.value)
+    assert expected in msg and str(path) in msg and mnist.FILES["train"].url in msg
+    assert path.is_file()  # a user's file is reported, never deleted
+
+
+def test_mnist_truncated_and_checksum_mismatch(mnist_files):
+    root, _ = mnist_files
+    path = mnist.FILES["val"].path(root)
+    good = path.read_bytes()
+    path.write_bytes(good[:-100])
+    with pytest.raises(DatasetCorrupt) as e:
+        datasets.load("mnist", root, download=False)
+    msg = one_line_message(e.value)
+    assert f"truncated: {len(good) - 100} bytes, expected {len(good)}" in msg
+    assert str(path) in msg and mnist.FILES["val"].url in msg and "Delete it" in msg
+    path.write_bytes(good[:-2] + (b"1" if good[-2:-1] == b"0" else b"0") + b"\n")  # same size, other bytes
+    with pytest.raises(DatasetCorrupt, match="SHA-256 mismatch: got [0-9a-f]{64}, expected [0-9a-f]{64}"):
+        datasets.load("mnist", root, download=False)
+
+
+def test_mnist_missing_without_download(tmp_path):
+    with pytest.raises(DatasetMissing) as e:
+        datasets.load("mnist", tmp_path, download=False)
+    msg = one_line_message(e.value)
+    for r in mnist.FILES.values():
+        assert r.filename in msg and str(r.path(tmp_path)) in msg and r.url in msg
+    assert "download=false" in msg and "glossy data fetch dataset=mnist" in msg
+    assert leftovers(tmp_path) == []
+
+
+def test_mnist_download_verified_and_atomic(tmp_path, monkeypatch, mnist_files):
+    src, arrays = mnist_files
+    payloads = {r.url: r.path(src).read_bytes() for r in mnist.FILES.values()}
+    calls = []
+    fake_fetcher(monkeypatch, payloads, calls)
+    dest = tmp_path / "fresh"
+    s = datasets.load("mnist", dest, download=True)
+    assert sorted(calls) == sorted(payloads) and s.sizes() == {"train": 5, "val": 3, "test": 2}
+    assert not [n for n in leftovers(dest) if n.endswith(".part")]
+    assert (mnist.FILES["train"].path(dest).stat().st_mode & 0o777) != 0o600  # not mkstemp's private mode
+    calls.clear()
+    datasets.load("mnist", dest, download=True)
+    assert calls == []  # present and verified: nothing fetched again
+
+
+def test_mnist_download_checksum_mismatch_leaves_nothing(tmp_path, monkeypatch, mnist_files):
+    src, _ = mnist_files
+    payloads = {r.url: r.path(src).read_bytes() for r in mnist.FILES.values()}
+    payloads[mnist.FILES["test"].url] = payloads[mnist.FILES["test"].url][::-1]  # same size, wrong bytes
+    fake_fetcher(monkeypatch, payloads)
+    dest = tmp_path / "fresh"
+    with pytest.raises(DatasetCorrupt) as e:
+        datasets.load("mnist", dest, download=True)
+    msg = one_line_message(e.value)
+    assert "SHA-256 mismatch" in msg and mnist.FILES["test"].url in msg and "deleted" in msg
+    assert str(mnist.FILES["test"].path(dest)) in msg
+    assert "binarized_mnist_test.amat" not in leftovers(dest)
+    assert not [n for n in leftovers(dest) if n.endswith(".part")]
+
+
+def test_download_offline_or_interrupted_leaves_nothing(tmp_path, monkeypatch):
+    fake_fetcher(monkeypatch, {mnist.FILES["train"].url: ConnectionResetError("connection reset mid-transfer")})
+    with pytest.raises(datasets.DatasetError) as e:
+        datasets.load("mnist", tmp_path, download=True)
+    msg = one_line_message(e.value)
+    assert "could not download binarized_mnist_train.amat" in msg and mnist.FILES["train"].url in msg
+    assert "ConnectionResetError" in msg and str(mnist.FILES["train"].path(tmp_path)) in msg
+    assert leftovers(tmp_path) == []
+
+
+def test_real_fetch_url_over_file_and_closed_port(tmp_path, monkeypatch):
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(200_000))
+    download.fetch_url(src.as_uri(), tmp_path / "copy.bin")
+    assert (tmp_path / "copy.bin").read_bytes() == src.read_bytes()
+    r = dataclasses.replace(caltech101.FILES["mat"], url="http://127.0.0.1:9/caltech.mat")
+    monkeypatch.setitem(caltech101.FILES, "mat", r)
+    with pytest.raises(datasets.DatasetError, match="could not download .*URLError") as e:
+        datasets.load("caltech101", tmp_path / "d", download=True)
+    one_line_message(e.value)
+    assert leftovers(tmp_path / "d") == []
+
+
+def test_unwritable_data_dir_is_a_clear_error(tmp_path, monkeypatch):
+    fake_fetcher(monkeypatch, {})
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    try:
+        with pytest.raises(datasets.DatasetError, match="cannot write .*writable data_dir"):
+            datasets.load("caltech101", ro, download=True)
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def test_unknown_dataset_and_options(tmp_path):
+    with pytest.raises(datasets.DatasetError, match="unknown dataset 'nope'"):
+        datasets.load("nope", tmp_path)
+    with pytest.raises(datasets.DatasetError, match="unknown option.*n_vall"):
+        datasets.load("frey", tmp_path, n_vall=3)
+
+
+# ------------------------------------------------------------------------------------------ Omniglot
+
+
+def colmajor_columns(imgs: np.ndarray) -> np.ndarray:
+    """784 x N: every image a column, stored column-major (MATLAB order)."""
+    return np.stack([im.flatten(order="F") for im in imgs], axis=1)
+
+
+@pytest.fixture
+def omniglot_file(tmp_path):
+    rng = np.random.default_rng(2)
+    train = rng.random((30, 28, 28)).astype(np.float32)
+    train[7] = letter_f()
+    test = (rng.random((10, 28, 28)) < 0.4).astype(np.float32)
+    test[0] = letter_f()
+    root = tmp_path / "data"
+    (root / "omniglot").mkdir(parents=True)
+    scipy.io.savemat(omniglot.FILES["chardata"].path(root),
+                     {"data": colmajor_columns(train), "testdata": colmajor_columns(test)})
+    return root, train, test
+
+
+def test_omniglot_mat_split_orientation_binarisation(omniglot_file):
+    root, train, test = omniglot_file
+    s = datasets.load("omniglot", root, download=False, n_validation=5)
+    assert s.sizes() == {"train": 25, "val": 5, "test": 10}
+    m = s.meta
+    assert (m.input_type, m.shape, m.dynamic_binarization, m.pseudo_init_mean, m.pseudo_init_std) == \
+        ("binary", (1, 28, 28), True, 0.05, 0.01)
+    # the test set (already binary) round-trips exactly: orientation as in the reference's reshape
+    stored = scipy.io.loadmat(omniglot.FILES["chardata"].path(root))["testdata"]
+    ref = stored.T.reshape((-1, 28, 28)).reshape((-1, 784), order="F").reshape(-1, 28, 28)
+    np.testing.assert_array_equal(s.test[:, 0].numpy(), ref)
+    assert torch.equal(s.test[0, 0], torch.from_numpy(letter_f()).float())
+    # train stays gray (binarised per batch by the trainer), a shuffled subset of the file's images
+    got = np.concatenate([s.train[:, 0].numpy(), s.val[:, 0].numpy()])
+    assert not set(np.unique(s.train).tolist()) <= {0.0, 1.0}
+    originals = {im.tobytes() for im in train}
+    assert all(im.tobytes() in originals for im in s.train[:, 0].numpy())
+    assert any(np.array_equal(im, letter_f()) for im in got)  # the 'F' survives, upright
+    # val is binarised once, and identically in every run
+    assert set(np.unique(s.val).tolist()) <= {0.0, 1.0}
+    again = datasets.load("omniglot", root, download=False, n_validation=5)
+    assert torch.equal(again.train, s.train) and torch.equal(again.val, s.val) and torch.equal(again.test, s.test)
+    other = datasets.load("omniglot", root, download=False, n_validation=5, split_seed=1)
+    assert not torch.equal(other.train, s.train)
+    assert s.info["files"]["chardata.mat"]["verified_by"] == "format"
+
+
+@pytest.mark.parametrize("content, expected", [
+    ({"data": np.zeros((783, 4)), "testdata": np.zeros((784, 2))}, "wrong shape: 'data' is float64 (783, 4)"),
+    ({"data": np.zeros((784, 4))}, "no variable 'testdata'"),
+    ({"data": np.full((784, 4), 2.0), "testdata": np.zeros((784, 2))}, "values outside [0, 1]"),
+])
+def test_omniglot_bad_file(tmp_path, content, expected):
+    path = omniglot.FILES["chardata"].path(tmp_path)
+    path.parent.mkdir()
+    scipy.io.savemat(path, content)
+    with pytest.raises(DatasetCorrupt) as e:
+        datasets.load("omniglot", tmp_path, download=False)
+    msg = one_line_message(e.value)
+    assert expected in msg and str(path) in msg and omniglot.FILES["chardata"].url in msg
+
+
+def test_omniglot_download_validates_format_without_hash(tmp_path, monkeypatch, omniglot_file):
+    src, _, _ = omniglot_file
+    url = omniglot.FILES["chardata"].url
+    fake_fetcher(monkeypatch, {url: b"<html>404: Not Found</html>"})  # what a moved file often returns
+    dest = tmp_path / "fresh"
+    with pytest.raises(DatasetCorrupt, match="downloaded from .* is corrupt .* it was deleted") as e:
+        datasets.load("omniglot", dest, download=True)
+    one_line_message(e.value)
+    assert leftovers(dest) == []
+    fake_fetcher(monkeypatch, {url: omniglot.FILES["chardata"].path(src).read_bytes()})
+    assert datasets.load("omniglot", dest, download=True, n_validation=5).sizes() == \
+        {"train": 25, "val": 5, "test": 10}
+
+
+# ------------------------------------------------------------------------------------------ Caltech 101
+
+
+@pytest.fixture
+def caltech_file(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    sil = {k: (rng.random((n, 28, 28)) < 0.5).astype(np.uint8) for k, n in (("train", 6), ("val", 4), ("test", 3))}
+    sil["train"][0] = letter_f()
+    root = tmp_path / "data"
+    path = caltech101.FILES["mat"].path(root)
+    path.parent.mkdir(parents=True)
+    # the file stores 1 = background, every image a column-major row
+    scipy.io.savemat(path, {f"{k}_data": colmajor_columns(1 - v).T for k, v in sil.items()}
+                     | {f"{k}_labels": np.ones((len(v), 1)) for k, v in sil.items()})
+    pin(monkeypatch, caltech101, "mat", path)
+    return root, sil
+
+
+def test_caltech_mat_orientation_inversion_splits(caltech_file):
+    root, sil = caltech_file
+    s = datasets.load("caltech101", root, download=False)
+    assert s.sizes() == {"train": 6, "val": 4, "test": 3}
+    for k in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(s, k)[:, 0].numpy(), sil[k].astype(np.float32))
+    assert torch.equal(s.train[0, 0], torch.from_numpy(letter_f()).float())  # silhouette 1, upright
+    m = s.meta
+    assert (m.input_type, m.shape, m.dynamic_binarization, m.pseudo_init_mean, m.pseudo_init_std) == \
+        ("binary", (1, 28, 28), False, 0.5, 0.02)
+    raw = datasets.load("caltech101", root, download=False, invert=False)
+    assert torch.equal(raw.train, 1 - s.train)
+
+
+def test_caltech_wrong_shape(tmp_path, monkeypatch):
+    path = caltech101.FILES["mat"].path(tmp_path)
+    path.parent.mkdir()
+    scipy.io.savemat(path, {"train_data": np.zeros((3, 780)), "val_data": np.zeros((1, 784)),
+                            "test_data": np.zeros((1, 784))})
+    pin(monkeypatch, caltech101, "mat", path)
+    with pytest.raises(DatasetCorrupt, match=r"wrong shape: 'train_data' is \(3, 780\), expected N x 784"):
+        datasets.load("caltech101", tmp_path, download=False)
+
+
+# ------------------------------------------------------------------------------------------ Frey Faces
+
+
+FREY_N = 20
+
+
+def frey_frames() -> np.ndarray:
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 256, size=(FREY_N, 28, 20), dtype=np.uint8)
+    frames[0] = (np.arange(560) % 256).reshape(28, 20)  # asymmetric: a 28x20 ramp
+    return frames
+
+
+def frey_split_options() -> dict:
+    return {"n_train": 10, "n_val": 5, "n_test": 5}
+
+
+@pytest.mark.parametrize("protocol", [0, 2])
+def test_frey_py2_pickle(tmp_path, monkeypatch, protocol):
+    frames = frey_frames()
+    path = frey.FILES["pkl"].path(tmp_path)
+    path.parent.mkdir()
+    path.write_bytes(py2_pickle([frames.reshape(FREY_N, 560)], protocol))
+    with pytest.raises(UnicodeDecodeError):  # a genuine Python 2 byte-string pickle: needs latin1
+        pickle.loads(path.read_bytes())
+    pin(monkeypatch, frey, "pkl", path)
+    s = datasets.load("frey", tmp_path, download=False, **frey_split_options())
+    assert s.sizes() == {"train": 10, "val": 5, "test": 5}
+    assert s.train.shape[1:] == (1, 28, 20)
+    m = s.meta
+    assert (m.input_type, m.shape, m.pseudo_init_mean, m.pseudo_init_std) == ("gray", (1, 28, 20), 0.5, 0.02)
+    allx = torch.cat([s.train, s.val, s.test])[:, 0].numpy()
+    expected = (frames.astype(np.float32) + 0.5) / 256
+    assert sorted(a.tobytes() for a in allx) == sorted(a.tobytes() for a in expected)  # a permutation
+    assert any(np.array_equal(a, expected[0]) for a in allx)  # the ramp frame, upright and unflipped
+    assert allx.min() >= 0.5 / 256 and allx.max() <= 255.5 / 256
+    assert torch.equal(datasets.load("frey", tmp_path, download=False, **frey_split_options()).train, s.train)
+
+
+def test_frey_mat_matches_pkl_and_pkl_is_preferred(tmp_path, monkeypatch):
+    frames = frey_frames()
+    d = tmp_path / "frey"
+    d.mkdir()
+    scipy.io.savemat(d / "frey_rawface.mat", {"ff": frames.reshape(FREY_N, 560).T})
+    from_mat = datasets.load("frey", tmp_path, download=False, **frey_split_options())
+    assert "frey_rawface.mat" in from_mat.info["files"]
+    (d / "freyfaces.pkl").write_bytes(py2_pickle([frames.reshape(FREY_N, 560)], 2))
+    pin(monkeypatch, frey, "pkl", d / "freyfaces.pkl")
+    from_pkl = datasets.load("frey", tmp_path, download=False, **frey_split_options())
+    assert "freyfaces.pkl" in from_pkl.info["files"]
+    for k in ("train", "val", "test"):
+        assert torch.equal(getattr(from_mat, k), getattr(from_pkl, k))
+    chosen = datasets.load("frey", tmp_path, download=False, file="frey_rawface.mat", **frey_split_options())
+    assert "frey_rawface.mat" in chosen.info["files"]
+
+
+def test_frey_pickle_never_runs_code(tmp_path, monkeypatch):
+    path = frey.FILES["pkl"].path(tmp_path)
+    path.parent.mkdir()
+    path.write_bytes(b"cos\nsystem\n(S'echo pwned'\ntR.")
+    pin(monkeypatch, frey, "pkl", path)
+    with pytest.raises(DatasetCorrupt, match="refusing to load os.system"):
+        datasets.load("frey", tmp_path, download=False)
+
+
+def test_frey_missing_and_download_fallback(tmp_path, monkeypatch):
+    with pytest.raises(DatasetMissing) as e:
+        datasets.load("frey", tmp_path, download=False)
+    msg = one_line_message(e.value)
+    for r in frey.FILES.values():
+        assert r.url in msg and str(r.path(tmp_path)) in msg
+    # the .pkl's server is gone: the .mat from its own address is used instead
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"ff": frey_frames().reshape(FREY_N, 560).T})
+    fake_fetcher(monkeypatch, {frey.FILES["mat"].url: buf.getvalue()})
+    s = datasets.load("frey", tmp_path, download=True, **frey_split_options())
+    assert s.sizes() == {"train": 10, "val": 5, "test": 5} and leftovers(tmp_path) == ["frey_rawface.mat"]
+
+
+def test_frey_both_downloads_fail(tmp_path, monkeypatch):
+    fake_fetcher(monkeypatch, {frey.FILES["mat"].url: b"not a mat file"})
+    with pytest.raises(datasets.DatasetError) as e:
+        datasets.load("frey", tmp_path, download=True)
+    msg = one_line_message(e.value)
+    assert frey.FILES["pkl"].url in msg and frey.FILES["mat"].url in msg
+    assert leftovers(tmp_path) == []
+
+
+def test_frey_wrong_shape_and_bad_split(tmp_path, monkeypatch):
+    path = frey.FILES["pkl"].path(tmp_path)
+    path.parent.mkdir()
+    path.write_bytes(py2_pickle([np.zeros((4, 559), np.uint8)]))
+    pin(monkeypatch, frey, "pkl", path)
+    with pytest.raises(DatasetCorrupt, match=r"wrong shape: the pickled array is uint8 \(4, 559\)"):
+        datasets.load("frey", tmp_path, download=False)
+    path.write_bytes(py2_pickle([np.zeros((4, 560), np.uint8)]))
+    pin(monkeypatch, frey, "pkl", path)
+    with pytest.raises(datasets.DatasetError, match="cannot split 4 frames"):
+        datasets.load("frey", tmp_path, download=False)
+
+
+# ------------------------------------------------------------------------------------------ Histopathology
+
+
+def histo_dict() -> dict:
+    rng = np.random.default_rng(5)
+    d = {k: rng.random((n, 784)) for k, n in (("training", 7), ("validation", 3), ("test", 2))}
+    ramp = np.linspace(0, 1, 784).reshape(28, 28)
+    ramp[0, 0], ramp[-1, -1] = 0.0, 1.0
+    d["training"][0] = ramp.reshape(784)
+    return d
+
+
+def test_histopathology_pkl_and_tar_gz(tmp_path):
+    d = histo_dict()
+    raw = py2_pickle(d, 2)
+    folder = tmp_path / "histopathology"
+    folder.mkdir()
+    with tarfile.open(folder / "histopathology.pkl.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("histopathologyGray/histopathology.pkl")
+        info.size = len(raw)
+        tar.addfile(info, io.BytesIO(raw))
+    s = datasets.load("histopathology", tmp_path, download=False)
+    assert s.sizes() == {"train": 7, "val": 3, "test": 2} and s.train.shape[1:] == (1, 28, 28)
+    assert s.info["files"]["histopathology.pkl.tar.gz"]["verified_by"] == "format"
+    assert float(s.train.min()) == pytest.approx(1 / 512) and float(s.train.max()) == pytest.approx(1 - 1 / 512)
+    expected = np.clip(d["training"][0].reshape(28, 28), 1 / 512, 1 - 1 / 512).astype(np.float32)
+    np.testing.assert_array_equal(s.train[0, 0].numpy(), expected)  # row-major, not transposed
+    m = s.meta
+    assert (m.input_type, m.shape, m.pseudo_init_mean, m.pseudo_init_std) == ("gray", (1, 28, 28), 0.4, 0.05)
+    (folder / "histopathology.pkl").write_bytes(raw)
+    p = datasets.load("histopathology", tmp_path, download=False)
+    assert "histopathology.pkl" in p.info["files"] and torch.equal(p.train, s.train)
+
+
+def test_histopathology_failures(tmp_path, monkeypatch):
+    with pytest.raises(DatasetMissing) as e:
+        datasets.load("histopathology", tmp_path, download=False)
+    assert histopathology.FILES["tar"].url in one_line_message(e.value)
+    folder = tmp_path / "histopathology"
+    folder.mkdir()
+    (folder / "histopathology.pkl.tar.gz").write_bytes(b"\x1f\x8b\x08\x00truncated")
+    with pytest.raises(DatasetCorrupt, match="histopathology.pkl.tar.gz is corrupt"):
+        datasets.load("histopathology", tmp_path, download=False)
+    (folder / "histopathology.pkl.tar.gz").unlink()
+    bad = histo_dict() | {"test": np.zeros((2, 700))}
+    (folder / "histopathology.pkl").write_bytes(py2_pickle(bad))
+    with pytest.raises(DatasetCorrupt, match=r"wrong shape: 'test' is float64 \(2, 700\)"):
+        datasets.load("histopathology", tmp_path, download=False)
+    (folder / "histopathology.pkl").unlink()
+    fake_fetcher(monkeypatch, {histopathology.FILES["tar"].url: b"\x1f\x8b" + os.urandom(100)})
+    with pytest.raises(DatasetCorrupt, match="it was deleted"):
+        datasets.load("histopathology", tmp_path, download=True)
+    assert leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------ CIFAR-10
+
+
+def cifar_image() -> np.ndarray:
+    """[3, 32, 32] uint8, different and asymmetric in every channel."""
+    r = np.arange(1024, dtype=np.int64).reshape(32, 32) % 256
+    return np.stack([r, r.T[::-1], np.full((32, 32), 7)]).astype(np.uint8)
+
+
+@pytest.fixture
+def cifar_dir(tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    rng = np.random.default_rng(6)
+    root = tmp_path / "data"
+    folder = root / "cifar10" / CIFAR10.base_folder
+    folder.mkdir(parents=True)
+    batches, md5 = {}, {}
+    for i in range(1, 6):
+        batches[f"data_batch_{i}"] = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+    batches["data_batch_3"][2] = cifar_image().reshape(3072)  # 1024 R, then G, then B; each row-major
+    batches["test_batch"] = rng.integers(0, 256, (6, 3072), dtype=np.uint8)
+    for name, data in batches.items():
+        content = {"batch_label": name, "labels": [int(v) for v in rng.integers(0, 10, len(data))], "data": data,
+                   "filenames": [f"img{j}.png" for j in range(len(data))]}
+        (folder / name).write_bytes(py2_pickle(content, 2))
+    (folder / "batches.meta").write_bytes(py2_pickle({"label_names": [f"c{i}" for i in range(10)],
+                                                      "num_cases_per_batch": 4, "num_vis": 3072}, 2))
+    for f in folder.iterdir():
+        md5[f.name] = hashlib.md5(f.read_bytes()).hexdigest()
+    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(CIFAR10, "meta", dict(CIFAR10.meta, md5=md5["batches.meta"]))
+    return root, batches
+
+
+def test_cifar10_batches(cifar_dir):
+    root, batches = cifar_dir
+    s = datasets.load("cifar10", root, download=False, n_val=5)
+    assert s.sizes() == {"train": 15, "val": 5, "test": 6}
+    assert s.train.shape[1:] == (3, 32, 32) and s.train.dtype == torch.float32
+    m = s.meta
+    assert (m.input_type, m.shape, m.pseudo_init_mean, m.pseudo_init_std) == ("continuous", (3, 32, 32), 0.4, 0.05)
+    expected = (torch.from_numpy(cifar_image()).float() + 0.5) / 256
+    assert any(torch.equal(x, expected) for x in torch.cat([s.train, s.val]))  # channels and axes in place
+    test = (torch.from_numpy(batches["test_batch"].reshape(-1, 3, 32, 32)).float() + 0.5) / 256
+    assert torch.equal(s.test, test)  # test order kept
+    trainval = torch.cat([s.train, s.val])
+    assert float(trainval.min()) >= 0.5 / 256 and float(trainval.max()) <= 255.5 / 256
+    again = datasets.load("cifar10", root, download=False, n_val=5)
+    assert torch.equal(again.train, s.train) and torch.equal(again.val, s.val)
+
+
+def test_cifar10_failures(cifar_dir, tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    root, _ = cifar_dir
+    batch = root / "cifar10" / CIFAR10.base_folder / "data_batch_2"
+    batch.write_bytes(batch.read_bytes()[:-10])
+    with pytest.raises(DatasetCorrupt) as e:
+        datasets.load("cifar10", root, download=False, n_val=5)
+    msg = one_line_message(e.value)
+    assert "data_batch_2" in msg and "MD5" in msg and CIFAR10.url in msg
+    empty = tmp_path / "empty"
+    with pytest.raises(DatasetMissing) as e:
+        datasets.load("cifar10", empty, download=False)
+    msg = one_line_message(e.value)
+    assert CIFAR10.url in msg and str(empty / "cifar10" / CIFAR10.filename) in msg
+    monkeypatch.setattr(CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    with pytest.raises(datasets.DatasetError, match="could not download cifar-10-python.tar.gz") as e:
+        datasets.load("cifar10", empty, download=True)
+    one_line_message(e.value)
+    assert leftovers(empty) == []
+
+
+# ------------------------------------------------------------------------------------------ real files
+
+
+def real_data(name: str) -> Path:
+    if not (SHARED / name).is_dir():
+        why = (f"real data folder {SHARED / name} is absent (set GLOSSY_SHARED_DATA to the folder holding "
+               f"<dataset>/<file>)")
+        if os.environ.get("GLOSSY_REQUIRE_REAL_DATA") == "1":
+            pytest.fail(f"GLOSSY_REQUIRE_REAL_DATA=1 but {why}")
+        pytest.skip(why)
+    return SHARED
+
+
+def test_real_mnist():
+    s = datasets.load("mnist", real_data("mnist"), download=False)
+    assert s.sizes() == {"train": 50000, "val": 10000, "test": 10000}
+    assert s.train.shape[1:] == (1, 28, 28)
+    assert set(s.test.unique().tolist()) == {0.0, 1.0}
+    mean = s.train[:, 0].mean(0).double()
+    border = torch.cat([mean[:2].flatten(), mean[-2:].flatten(), mean[:, :2].flatten(), mean[:, -2:].flatten()])
+    assert float(border.max()) < 0.05 and float(mean[10:18, 10:18].mean()) > 0.3  # centred digits
+    idx = torch.arange(28, dtype=torch.float64)
+
+    def spread(p):
+        m = (idx * p).sum() / p.sum()
+        return float((((idx - m) ** 2) * p).sum() / p.sum()) ** 0.5
+
+    assert spread(mean.sum(1)) > spread(mean.sum(0)) + 1  # digits are taller than wide: not transposed
+    x0 = s.train[0, 0]
+    assert float(x0[14:].sum()) > float(x0[:14].sum())  # train[0] is a 6: its loop is at the bottom
+
+
+def test_real_caltech101():
+    root = real_data("caltech101")
+    s = datasets.load("caltech101", root, download=False)
+    assert s.sizes() == {"train": 4100, "val": 2264, "test": 2307}
+    assert set(s.train.unique().tolist()) == {0.0, 1.0}
+    x = s.train[:, 0]
+    border = torch.cat([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], 1)
+    assert float(border.mean()) < 0.05 and float(x.mean()) > 0.3  # inverted: background 0, silhouette 1
+    mat = scipy.io.loadmat(caltech101.FILES["mat"].path(root), variable_names=["train_labels", "classnames"])
+    names = [str(c[0]) for c in mat["classnames"][0]]
+    planes = x[torch.from_numpy(mat["train_labels"][:, 0] == names.index("Airplanes Side 2") + 1)]
+    height = float((planes.sum(2) > 0).sum(1).float().mean())
+    width = float((planes.sum(1) > 0).sum(1).float().mean())
+    assert len(planes) == 100 and width > height + 1  # side views of airplanes are wide: not transposed
+    assert float(planes[:, 14:].mean()) > float(planes[:, :14].mean())  # fuselage low, tail fin high: upright
+
+
+def test_real_frey():
+    root = real_data("frey")
+    s = datasets.load("frey", root, download=False)
+    assert s.sizes() == {"train": 1565, "val": 200, "test": 200}
+    assert s.train.shape[1:] == (1, 28, 20) and s.meta.input_type == "gray"
+    allx = torch.cat([s.train, s.val, s.test])
+    k = allx * 256 - 0.5
+    assert torch.equal(k, k.round()) and float(k.min()) >= 0 and float(k.max()) <= 255
+    rows = allx[:, 0].mean((0, 2))
+    assert float(rows[:4].mean()) > float(rows[5:9].mean()) + 0.1  # bright forehead above dark eyes: upright
+    assert torch.equal(datasets.load("frey", root, download=False).val, s.val)  # fixed split
+
+
+# ------------------------------------------------------------------------------------------ glossy data
+
+
+def run_glossy(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "GLOSSY_DATA_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg-cache")
+    return subprocess.run([str(GLOSSY), *args], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
+
+
+def test_glossy_data_lists_missing_and_corrupt(tmp_path):
+    data = tmp_path / "data"
+    (data / "caltech101").mkdir(parents=True)
+    (data / "caltech101" / caltech101.FILES["mat"].filename).write_bytes(b"garbage")
+    p = run_glossy("data", f"data_dir={data}", tmp_path=tmp_path)
+    assert p.returncode == 0, p.stderr
+    lines = {ln.split()[0]: ln.split() for ln in p.stdout.splitlines()
+             if ln[:1].strip() and ln.split()[0] in datasets.DATASETS}  # the table, not the notes below it
+    assert set(lines) == set(datasets.DATASETS)
+    for name in ("mnist", "omniglot", "frey", "histopathology", "cifar10"):
+        assert lines[name][1] == "missing" and lines[name][-1] == str(data / name)
+    assert lines["caltech101"][1] == "corrupt" and lines["synthetic"][1] == "generated"
+    assert lines["synthetic"][2:5] == ["50000", "10000", "10000"]
+    assert mnist.FILES["train"].url in p.stdout and "truncated: 7 bytes" in p.stdout
+    assert "Traceback" not in p.stdout + p.stderr
+    assert sorted(x.name for x in data.rglob("*")) == ["caltech101", caltech101.FILES["mat"].filename]
+
+
+def test_glossy_data_fetch_offline_fails_cleanly(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    p = run_glossy("data", "fetch", "dataset=mnist", f"data_dir={empty}", "download=false", tmp_path=tmp_path)
+    assert p.returncode != 0
+    err = p.stderr.strip()
+    assert "Traceback" not in p.stderr and len(err.splitlines()) == 1 and err.startswith("glossy: error: ")
+    assert "binarized_mnist_train.amat" in err and mnist.FILES["train"].url in err and str(empty / "mnist") in err
+    assert list(empty.iterdir()) == []
+
+
+def test_glossy_data_real_frey(tmp_path):
+    root = real_data("frey")
+    p = run_glossy("data", "list", "dataset=frey", f"data_dir={root}", tmp_path=tmp_path)
+    assert p.returncode == 0, p.stderr
+    row = next(ln.split() for ln in p.stdout.splitlines() if ln.startswith("frey"))
+    assert row[1:6] == ["ok", "1565", "200", "200", "sha256"]
+    p = run_glossy("data", "fetch", "dataset=frey", f"data_dir={root}", tmp_path=tmp_path)
+    assert p.returncode == 0 and "frey: ok  train 1565  val 200  test 200" in p.stdout, p.stderr
