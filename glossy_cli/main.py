@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "train a model (dataset=, model=, prior=, train=quick, ...), then evaluate it",
     "eval": "re-evaluate a saved model: glossy eval checkpoint=<run dir or .pt> [eval.is_samples=...]",
     "table": "gather every result.json under runs_root into results/table1.{csv,md,tex}",
+    "figure": "draw Figure 1 (bounds over epochs) from a run: glossy figure checkpoint=<run dir> [out=...]",
     "data": "list the datasets and their status; download one ahead of a job: glossy data fetch dataset=<name>",
 }
 
@@ -116,7 +117,14 @@ def _data(cfg):
     return data_task(cfg)
 
 
-TASKS = {"train": _train, "eval": _eval, "table": _table, "data": _data}
+def _figure(cfg):
+    from .figure import make_figure
+
+    for p in make_figure(cfg.checkpoint, cfg.out):
+        print(f"wrote {p}")
+
+
+TASKS = {"train": _train, "eval": _eval, "table": _table, "figure": _figure, "data": _data}
 
 
 def _precheck(cmd: str, args: list[str]) -> None:
