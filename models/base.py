@@ -24,8 +24,8 @@ class LatentVariableModel(nn.Module):
     """A model (p(z), l(x|z)) with an encoder q(z|x). z is always a flat tensor [..., latent_dim];
     two-level models concatenate (z1, z2). Images x are [B, C, H, W]."""
 
-    input_shape: tuple[int, int, int]
-    input_type: str
+    input_shape: tuple[int, ...]
+    input_type: str = "continuous"
     latent_dim: int
     autoregressive: bool = False
 
@@ -88,8 +88,9 @@ class LatentVariableModel(nn.Module):
         """Evaluation context: eval mode, no gradients, prior quantities computed once."""
         was_training = self.training
         self.eval()
+        prior = getattr(self, "prior", None)
         try:
-            with torch.no_grad(), self.prior.frozen():
+            with torch.no_grad(), (prior.frozen() if hasattr(prior, "frozen") else contextlib.nullcontext()):
                 yield self
         finally:
             self.train(was_training)
