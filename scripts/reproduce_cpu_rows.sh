@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The Table-1 rows reproduced on a 2-core CPU with the faithful settings (full early stopping,
+# S = 5000), one run after another. Re-running resumes whatever is unfinished.
+#   scripts/reproduce_cpu_rows.sh [runs_root] [data_dir]
+# then: glossy table runs_root=<runs_root>; glossy figure checkpoint=<runs_root>/synthetic-vae-standard-seed0
+set -euo pipefail
+RUNS="${1:-$HOME/glossy-runs}"
+DATA="${2:-../shared/data}"
+GLOSSY="${GLOSSY:-glossy}"
+$GLOSSY train dataset=synthetic model=vae prior=standard runs_root="$RUNS" train.trajectory_every=5
+for ds in frey caltech101; do
+  for model in vae hvae; do
+    for prior in standard vamp; do
+      $GLOSSY train dataset=$ds model=$model prior=$prior data_dir="$DATA" runs_root="$RUNS"
+    done
+  done
+done
+for prior in standard vamp; do
+  $GLOSSY train dataset=mnist model=vae prior=$prior data_dir="$DATA" runs_root="$RUNS"
+done
