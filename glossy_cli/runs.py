@@ -120,6 +120,12 @@ def checkpoint_payload(kind: str, cfg: DictConfig, margs: dict, model: torch.nn.
             "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
 
 
+def _describe(e: BaseException) -> str:
+    """'Type: first line of the message' (at most 200 characters of it), or 'Type' for an empty message."""
+    first = (str(e).splitlines() or [""])[0][:200]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Load and check a checkpoint file; any problem becomes one clear GlossyError."""
     path = Path(path)
@@ -128,8 +134,8 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, foreign or corrupt file
-        raise GlossyError(f"{path} is not a readable glossy checkpoint ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:200]}); it may be truncated or not written by glossy") from e
+        raise GlossyError(f"{path} is not a readable glossy checkpoint ({_describe(e)}); "
+                          f"it may be truncated or not written by glossy") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise GlossyError(f"{path} is not a glossy checkpoint (no glossy format marker)")
     if ckpt.get("format_version") != CHECKPOINT_VERSION:
@@ -161,5 +167,5 @@ def model_from_checkpoint(ckpt: dict, path: Path, meta: datasets.DatasetMeta | N
         model.load_state_dict(ckpt["model_state"])
     except (KeyError, RuntimeError, TypeError) as e:
         raise GlossyError(f"{path} does not fit this glossy's {margs.get('model')} model "
-                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+                          f"({_describe(e)})") from e
     return model
