@@ -64,8 +64,11 @@ def test_importance_sampled_nll_matches_the_closed_form_marginal():
     torch.manual_seed(0)
     log_px, elbo = importance_sampling(m, x, 4000, Plan(50, 1000, 1, 1), torch.device("cpu"))
     exact = m.exact_log_marginal(x)
-    # tolerance: with S = 4000 the per-point error of log p^ is ~ sd(w)/(sqrt(S) E w) << 0.01 nats here
-    np.testing.assert_allclose(log_px.numpy(), exact.numpy(), atol=0.02)
+    # tolerance: with S = 4000 the per-point Monte Carlo error of log p^ has sd ~0.007 nats here (measured
+    # over seeds), so the max over 200 points reaches 0.02-0.04: every point within 0.05 (7 sd), and
+    # the mean error (sd ~0.0005) within 0.003
+    np.testing.assert_allclose(log_px.numpy(), exact.numpy(), atol=0.05)
+    assert abs((log_px - exact).mean().item()) < 0.003
     assert (elbo < exact + 1e-9).all() and (exact - elbo).mean() > 0.01  # the ELBO is strictly looser
 
 
