@@ -24,7 +24,8 @@ class Plan:
     matrix_cols: int  # data points per block of the glossy matrix
 
     def describe(self) -> str:
-        return (f"importance sampling in chunks of {self.points} points x {self.samples} samples; "
+        return (f"importance sampling in chunks of {self.points} point{'s' * (self.points != 1)} x "
+                f"{self.samples} samples; "
                 f"glossy matrix in blocks of {self.matrix_rows} x {self.matrix_cols}")
 
 
@@ -41,7 +42,10 @@ def plan_chunks(n_points: int, n_samples: int, bytes_per_item: int, budget_bytes
 
 
 def make_plan(model, n_points: int, n_candidates: int, n_samples: int, budget_bytes: int) -> Plan:
-    points, samples = plan_chunks(n_points, n_samples, model.eval_bytes_per_sample(), budget_bytes)
+    # importance sampling runs one data point per call (see `importance_sampling`), so that its
+    # random draws, hence the numbers, do not depend on the budget; only its samples are chunked
+    _, samples = plan_chunks(1, n_samples, model.eval_bytes_per_sample(), budget_bytes)
+    points = 1
     d = math.prod(model.input_shape)
     if model.autoregressive:
         pairs = max(1, budget_bytes // model.matrix_bytes_per_pair())
@@ -56,28 +60,48 @@ def make_plan(model, n_points: int, n_candidates: int, n_samples: int, budget_by
     return Plan(points, samples, rows, cols)
 
 
+_MASK64 = 2**64 - 1
+
+
+def _point_seed(base: int, j: int) -> int:
+    """A seed for data point j: splitmix64 of (base, j), so that neighbouring points get unrelated streams."""
+    z = (base + (j + 1) * 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) >> 1  # 63 bits
+
+
 @torch.no_grad()
 def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, device: torch.device,
                         progress=None) -> tuple[torch.Tensor, torch.Tensor]:
     """log p^(x_j) = logsumexp_s log w_s - log S and the mean of log w_s (an ELBO estimate), [N] each,
-    float64. Samples of many points go through the decoder in one batch; the log-sum-exp over
-    samples is accumulated chunk by chunk, so memory stays within the plan."""
+    float64. One data point per call, its samples in one batch (or in chunks of `plan.samples` when
+    they do not fit the budget), with the random number generator seeded from (one draw of the
+    current RNG, j): the draws of point j, hence every number, are the same whatever the memory
+    budget, the chunking and the order of the points. The log-sum-exp over sample chunks is
+    accumulated, so memory stays within the plan."""
     n = x.shape[0]
     log_px = torch.empty(n, dtype=torch.float64)
     elbo = torch.empty(n, dtype=torch.float64)
-    for p0 in range(0, n, plan.points):
-        xb = x[p0 : p0 + plan.points].to(device, non_blocking=True)
-        acc = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=device)
-        total = torch.zeros(xb.shape[0], dtype=torch.float64, device=device)
-        for s0 in range(0, n_samples, plan.samples):
-            s = min(plan.samples, n_samples - s0)
-            lw = model.log_importance_weights(xb, s).to(torch.float64)  # [s, P]
-            acc = torch.logaddexp(acc, torch.logsumexp(lw, 0))
-            total += lw.sum(0)
-        log_px[p0 : p0 + xb.shape[0]] = (acc - math.log(n_samples)).cpu()
-        elbo[p0 : p0 + xb.shape[0]] = (total / n_samples).cpu()
-        if progress is not None:
-            progress.update(xb.shape[0])
+    base = int(torch.randint(0, 2**62, (1,)).item())
+    after = torch.random.get_rng_state()
+    try:
+        for j in range(n):
+            torch.manual_seed(_point_seed(base, j))
+            xb = x[j : j + 1].to(device, non_blocking=True)
+            acc = torch.full((1,), -math.inf, dtype=torch.float64, device=device)
+            total = torch.zeros(1, dtype=torch.float64, device=device)
+            for s0 in range(0, n_samples, plan.samples):
+                s = min(plan.samples, n_samples - s0)
+                lw = model.log_importance_weights(xb, s).to(torch.float64)  # [s, 1]
+                acc = torch.logaddexp(acc, torch.logsumexp(lw, 0))
+                total += lw.sum(0)
+            log_px[j] = (acc - math.log(n_samples)).item()
+            elbo[j] = (total / n_samples).item()
+            if progress is not None:
+                progress.update(1)
+    finally:
+        torch.random.set_rng_state(after)
     return log_px, elbo
 
 
@@ -118,11 +142,13 @@ def _finite_or_fail(result: dict, keys) -> None:
 
 
 def evaluate(model, x: torch.Tensor, *, true_model=None, is_samples: int = 5000, max_points=None,
-             max_candidates=None, autoregressive_max_candidates=None, subset_seed: int = 0, seed: int = 1234, memory_budget_gb: float = 4.0,
+             max_candidates=None, autoregressive_max_candidates=None, subset_seed: int = 0, seed: int = 1234,
+             memory_budget_gb: float = 4.0,
              bootstrap: int = 100, bootstrap_level: float = 0.95, ba_iters: int = 500, ba_tol: float = 1e-4,
              device: torch.device | str = "cpu", show_progress: bool = True, **_: object) -> dict:
     """Every number of result.json for model on data x [N, C, H, W]. Pure in its inputs: the same
-    model, data and settings give the same numbers."""
+    model, data and settings give the same numbers; `memory_budget_gb` changes only the chunking, never
+    the numbers (up to floating-point noise of blocked matrix products)."""
     from tqdm.auto import tqdm
 
     device = torch.device(device)
@@ -146,7 +172,8 @@ def evaluate(model, x: torch.Tensor, *, true_model=None, is_samples: int = 5000,
     macs = model.decoder_macs()
     log.info("cost: importance sampling %d decoder passes (N x S), glossy matrix %d %s; about %.3g GFLOP",
              n * is_samples, m * n if model.autoregressive else m,
-             "decoder passes (M x N, autoregressive)" if model.autoregressive else "decoder passes (M) + an M x N product",
+             "decoder passes (M x N, autoregressive)" if model.autoregressive
+             else "decoder passes (M) + an M x N product",
              2e-9 * macs * (n * is_samples + (m * n if model.autoregressive else m)))
     gen_state = torch.random.get_rng_state()
     cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
