@@ -133,6 +133,20 @@ def _subset(n: int, cap: int | None, seed: int) -> torch.Tensor | None:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
 
 
+def _fail_if_not_finite(values: torch.Tensor, what: str, index_names: tuple[str, ...],
+                        allow_minus_inf: bool = False) -> None:
+    """Stop with a clear message when an intermediate quantity holds NaN (or inf), before anything is written."""
+    bad = torch.isnan(values) | (values == math.inf)
+    if not allow_minus_inf:
+        bad |= values == -math.inf
+    if bool(bad.any()):
+        first = [int(i) for i in bad.nonzero()[0]]
+        where = ", ".join(f"{name} {i}" for name, i in zip(index_names, first))
+        raise GlossyError(f"evaluation failed: {what} is NaN or infinite for {int(bad.sum())} of {values.numel()} "
+                          f"entries (first at {where}: {values[tuple(first)].item()}); the model produces "
+                          "non-finite log-likelihoods (check the checkpoint's training history); nothing was written")
+
+
 def _finite_or_fail(result: dict, keys) -> None:
     bad = [k for k in keys if isinstance(result.get(k), float) and not math.isfinite(result[k])]
     if bad:
@@ -192,6 +206,8 @@ def evaluate(model, x: torch.Tensor, *, true_model=None, is_samples: int = 5000,
         if cuda_state is not None:
             torch.cuda.set_rng_state_all(cuda_state)
     t_mat = time.perf_counter() - t0 - t_is
+    _fail_if_not_finite(log_px, "the importance-sampled log p(x_j)", ("point",))
+    _fail_if_not_finite(L, "the glossy matrix log l(x_j | z_i)", ("candidate", "point"), allow_minus_inf=True)
     lpx = log_px.to(L.device)
     lc = bounds.log_c(L, lpx)
     stats = bounds.glossy_stats(lc)
