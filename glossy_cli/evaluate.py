@@ -34,7 +34,7 @@ def plan_chunks(n_points: int, n_samples: int, bytes_per_item: int, budget_bytes
     samples per point as fit (so that the encoder runs once per point when possible)."""
     items = int(budget_bytes // max(1, bytes_per_item))
     if items < 1:
-        raise GlossyError(f"memory budget of {budget_bytes / 2**20:.1f} MiB cannot hold even one importance "
+        raise GlossyError(f"memory budget of {budget_bytes / 2**20:.3g} MiB cannot hold even one importance "
                           f"sample ({bytes_per_item / 2**20:.2f} MiB); raise eval.memory_budget_gb")
     samples = min(n_samples, items)
     points = max(1, min(n_points, items // samples))
@@ -127,6 +127,27 @@ def likelihood_matrix(model, x: torch.Tensor, z: torch.Tensor, plan: Plan, devic
     return out
 
 
+def _plan_within_budget(model, n: int, m: int, is_samples: int, memory_budget_gb: float) -> Plan:
+    budget = int(memory_budget_gb * 2**30)
+    if 4 * m * n > budget:
+        raise GlossyError(f"the {m} x {n} glossy matrix needs {4 * m * n / 2**30:.2f} GiB, over the memory "
+                          f"budget of {memory_budget_gb} GiB; raise eval.memory_budget_gb or cap "
+                          f"eval.max_candidates / eval.max_points")
+    return make_plan(model, n, m, is_samples, budget - 4 * m * n)
+
+
+def check_budget(model, n_total: int, *, is_samples: int, max_points=None, max_candidates=None,
+                 autoregressive_max_candidates=None, memory_budget_gb: float = 4.0, **_: object) -> Plan:
+    """The plan `evaluate` will use on `n_total` points with these settings, or the GlossyError it would
+    raise when the memory budget cannot hold it. Cheap: training calls it before its first epoch, so that
+    a budget that cannot fit fails at once rather than after hours of training."""
+    n = n_total if max_points is None else min(n_total, max_points)
+    if model.autoregressive and autoregressive_max_candidates is not None:
+        max_candidates = min(max_candidates or n, autoregressive_max_candidates)
+    m = n if max_candidates is None else min(n, max_candidates)
+    return _plan_within_budget(model, n, m, is_samples, memory_budget_gb)
+
+
 def _subset(n: int, cap: int | None, seed: int) -> torch.Tensor | None:
     if cap is None or cap >= n:
         return None
@@ -167,7 +188,6 @@ def evaluate(model, x: torch.Tensor, *, true_model=None, is_samples: int = 5000,
 
     device = torch.device(device)
     t0 = time.perf_counter()
-    budget = int(memory_budget_gb * 2**30)
     sub = _subset(len(x), max_points, subset_seed)
     if sub is not None:
         x = x[sub]
@@ -176,11 +196,7 @@ def evaluate(model, x: torch.Tensor, *, true_model=None, is_samples: int = 5000,
         max_candidates = min(max_candidates or n, autoregressive_max_candidates)
     cand = _subset(n, max_candidates, subset_seed + 1)
     m = n if cand is None else len(cand)
-    if 4 * m * n > budget:
-        raise GlossyError(f"the {m} x {n} glossy matrix needs {4 * m * n / 2**30:.2f} GiB, over the memory "
-                          f"budget of {memory_budget_gb} GiB; raise eval.memory_budget_gb or cap "
-                          f"eval.max_candidates / eval.max_points")
-    plan = make_plan(model, n, m, is_samples, budget - 4 * m * n)
+    plan = _plan_within_budget(model, n, m, is_samples, memory_budget_gb)
     log.info("evaluating N=%d points, M=%d candidates, S=%d samples on %s; %s", n, m, is_samples, device,
              plan.describe())
     macs = model.decoder_macs()
