@@ -130,9 +130,14 @@ def likelihood_matrix(model, x: torch.Tensor, z: torch.Tensor, plan: Plan, devic
 def _plan_within_budget(model, n: int, m: int, is_samples: int, memory_budget_gb: float) -> Plan:
     budget = int(memory_budget_gb * 2**30)
     if 4 * m * n > budget:
-        raise GlossyError(f"the {m} x {n} glossy matrix needs {4 * m * n / 2**30:.2f} GiB, over the memory "
+        raise GlossyError(f"the {m} x {n} glossy matrix needs {4 * m * n / 2**30:.3g} GiB, over the memory "
                           f"budget of {memory_budget_gb} GiB; raise eval.memory_budget_gb or cap "
                           f"eval.max_candidates / eval.max_points")
+    per_sample = model.eval_bytes_per_sample()
+    if budget - 4 * m * n < per_sample:
+        raise GlossyError(f"eval.memory_budget_gb={memory_budget_gb} cannot hold the evaluation: the {m} x {n} "
+                          f"glossy matrix takes {4 * m * n / 2**20:.3g} MiB of it and one importance sample needs "
+                          f"{per_sample / 2**20:.3g} MiB more; raise eval.memory_budget_gb")
     return make_plan(model, n, m, is_samples, budget - 4 * m * n)
 
 
