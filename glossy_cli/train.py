@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from .errors import GlossyError
-from .evaluate import evaluate
+from .evaluate import check_budget, evaluate
 from .io import atomic_save_image_grid, atomic_torch_save, atomic_write_json, atomic_write_text
 from .runs import (
     BEST,
@@ -149,6 +149,13 @@ def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> d
     margs = model_args(cfg, splits.meta)
     torch.manual_seed(int(cfg.seed))
     model = build_model(margs).to(device)
+    # a memory budget that cannot hold the evaluation fails now, not after the training
+    ecfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    check_budget(model, len({"test": splits.test, "val": splits.val, "train": splits.train}[ecfg["split"]]), **ecfg)
+    if int(t.trajectory_every) > 0:
+        check_budget(model, min(int(t.trajectory_points), len(splits.test)), is_samples=int(t.trajectory_samples),
+                     autoregressive_max_candidates=ecfg.get("autoregressive_max_candidates"),
+                     memory_budget_gb=float(ecfg["memory_budget_gb"]))
     opt = torch.optim.Adam(model.parameters(), lr=float(t.lr))
     gen = torch.Generator().manual_seed(int(cfg.seed))
     state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "es_counter": 0, "done": False,
