@@ -133,6 +133,18 @@ def run_eval_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, ext
     return record
 
 
+def _diverged(what: str, epoch: int, state: dict, run_dir: Path) -> str:
+    good = run_dir / BEST
+    if good.exists():
+        keep = (f"The last good checkpoint is {good} from epoch {state['best_epoch']}: it is intact, and "
+                f"`glossy eval checkpoint={run_dir}` evaluates it")
+    else:
+        keep = "No epoch finished with a finite loss, so there is no good checkpoint yet"
+    return (f"training diverged: {what} in epoch {epoch} (NaN or inf). {keep}; {run_dir / LAST} still holds "
+            f"the state after epoch {state['epoch']}, but resuming from it repeats the same random draws and "
+            f"will likely diverge again: to train again, lower train.lr (a new run)")
+
+
 def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> dict:
     """Train (or resume) the run in `run_dir`, keep the best checkpoint, evaluate it into result.json."""
     from tqdm.auto import tqdm
@@ -219,16 +231,10 @@ def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> d
                             f"{last}; re-run the same command to resume", caught["signum"])
             train_loss, train_re, train_kl = (sums / n_batches).tolist()
             if not all(math.isfinite(v) for v in (train_loss, train_re, train_kl)):
-                good = run_dir / BEST
-                raise GlossyError(
-                    f"training diverged: the loss became {train_loss} in epoch {epoch}. The last good "
-                    f"checkpoint is {good if good.exists() else '(none yet)'} from epoch {state['best_epoch']} "
-                    f"(intact, and what eval uses); {last} still holds the state after epoch {state['epoch']}")
+                raise GlossyError(_diverged(f"the training loss became {train_loss}", epoch, state, run_dir))
             val = validation_loss(model, val_x, int(t.val_batch_size))
             if not math.isfinite(val["val_loss"]):
-                raise GlossyError(f"training diverged: the validation loss became {val['val_loss']} in epoch "
-                                  f"{epoch}; the last good checkpoint is {run_dir / BEST} from epoch "
-                                  f"{state['best_epoch']}")
+                raise GlossyError(_diverged(f"the validation loss became {val['val_loss']}", epoch, state, run_dir))
             improved = val["val_loss"] < state["best_val"]
             if improved:
                 state.update(best_val=val["val_loss"], best_epoch=epoch, es_counter=0)
