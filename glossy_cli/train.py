@@ -59,6 +59,24 @@ def _catch_signals():
             signal.signal(s, h)
 
 
+@contextmanager
+def _stop_on_signals(what: str):
+    """After training there is no state left to save (every file is written atomically): SIGINT/SIGTERM
+    stop at once with a message and exit code 128 + signum, instead of a traceback or a silent death."""
+
+    def handler(signum, _frame):
+        raise TrainingInterrupted(f"{signal.Signals(signum).name} during {what}", signum)
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def kl_beta(epoch: int, warmup: int) -> float:
     """The reference's linear warm-up: beta = epoch / warmup (epochs count from 1), capped at 1."""
     return 1.0 if warmup <= 0 else min(1.0, epoch / warmup)
@@ -264,12 +282,21 @@ def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> d
             log.info("epoch %d: beta %.2f train loss %.3f val loss %.3f (best %.3f at %d, patience %d/%d)",
                      epoch, beta, train_loss, val["val_loss"], state["best_val"], state["best_epoch"],
                      state["es_counter"], int(t.early_stopping))
+        if "signum" in caught:  # arrived after the last step of the last epoch: do not start the evaluation
+            raise TrainingInterrupted(
+                f"{signal.Signals(caught['signum']).name} after the last epoch ({state['epoch']}): training is "
+                f"complete and saved in {last}; re-run the same command to evaluate", caught["signum"])
     log.info("training finished: %s; best epoch %d", state["stop_reason"], state["best_epoch"])
-
-    best = read_checkpoint(run_dir / BEST)
-    model.load_state_dict(best["model_state"])
-    _save_grids(model, splits, run_dir, int(t.grid), device)
-    extra = {"best_epoch": state["best_epoch"], "epochs_trained": state["epoch"],
-             "stop_reason": state["stop_reason"], "best_val_loss": state["best_val"],
-             "train_time_s": state["train_time_s"]}
-    return run_eval_and_save(model, splits, cfg, run_dir, device, extra)
+    with _stop_on_signals(f"the evaluation: training is complete and saved in {last}; "
+                          f"re-run the same command to evaluate"):
+        # from last.pt, in case a kill -9 came between the last checkpoint and the csv files
+        _write_csv(run_dir / "history.csv", state["history"])
+        if state["trajectory"]:
+            _write_csv(run_dir / "trajectory.csv", state["trajectory"])
+        best = read_checkpoint(run_dir / BEST)
+        model.load_state_dict(best["model_state"])
+        _save_grids(model, splits, run_dir, int(t.grid), device)
+        extra = {"best_epoch": state["best_epoch"], "epochs_trained": state["epoch"],
+                 "stop_reason": state["stop_reason"], "best_val_loss": state["best_val"],
+                 "train_time_s": state["train_time_s"]}
+        return run_eval_and_save(model, splits, cfg, run_dir, device, extra)
