@@ -49,6 +49,10 @@ def guarded(fn):
         except GlossyError as e:
             print(f"glossy: error: {e}", file=sys.stderr)
             sys.exit(e.exit_code)
+        except KeyboardInterrupt:  # SIGINT outside the training loop (which handles its own)
+            print("glossy: interrupted (SIGINT); every file glossy writes is complete or absent: re-run the "
+                  "same command", file=sys.stderr)
+            sys.exit(130)
 
     return wrapper
 
