@@ -75,11 +75,12 @@ def _point_seed(base: int, j: int) -> int:
 def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, device: torch.device,
                         progress=None) -> tuple[torch.Tensor, torch.Tensor]:
     """log p^(x_j) = logsumexp_s log w_s - log S and the mean of log w_s (an ELBO estimate), [N] each,
-    float64. One data point per call, its samples in one batch (or in chunks of `plan.samples` when
-    they do not fit the budget), with the random number generator seeded from (one draw of the
-    current RNG, j): the draws of point j, hence every number, are the same whatever the memory
-    budget, the chunking and the order of the points. The log-sum-exp over sample chunks is
-    accumulated, so memory stays within the plan."""
+    float64. One data point per call, its samples in one batch, with the random number generator
+    seeded from (one draw of the current RNG, j): the draws of point j, hence every number, are the
+    same whatever the memory budget, as long as the S samples of one point fit in it (S x
+    `eval_bytes_per_sample`: ~140 MiB for S = 5000 on MNIST). Below that the samples of a point are
+    split into chunks of `plan.samples`, whose draws differ (the estimate stays unbiased); the
+    log-sum-exp over sample chunks is accumulated, so memory stays within the plan."""
     n = x.shape[0]
     log_px = torch.empty(n, dtype=torch.float64)
     elbo = torch.empty(n, dtype=torch.float64)
