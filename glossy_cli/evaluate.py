@@ -101,9 +101,11 @@ def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, devi
                         progress=None, fast: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """log p^(x_j) = logsumexp_s log w_s - log S and the mean of log w_s (an ELBO estimate), [N] each,
     float64. The random number generator is seeded per data point from (one draw of the current RNG,
-    j), and point j's samples are drawn in chunks of `plan.samples`: the draws of point j, hence every
-    number, are the same whatever the memory budget, the chunking and the order of the points. The
-    log-sum-exp over sample chunks is accumulated, so memory stays within the plan.
+    j): the draws of point j, hence every number, are the same whatever the memory budget and the
+    order of the points, as long as the S samples of one point fit in it (S x `eval_bytes_per_sample`:
+    ~140 MiB for S = 5000 on MNIST). Below that the samples of a point are split into chunks of
+    `plan.samples`, whose draws differ (the estimate stays unbiased); the log-sum-exp over sample
+    chunks is accumulated, so memory stays within the plan.
 
     `fast` (the default) draws exactly the same samples, then runs the likelihood and prior on them in
     cache-sized blocks (`is_blocks`), grouping the samples of several points into one block when S is
