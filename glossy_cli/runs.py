@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -59,11 +58,10 @@ def _resolve_eval_dir(checkpoint: str) -> str:
 
 
 def default_data_dir() -> str:
-    """$GLOSSY_DATA_DIR if set, else <user cache dir>/glossy/data ($XDG_CACHE_HOME or ~/.cache)."""
-    if os.environ.get("GLOSSY_DATA_DIR"):
-        return os.environ["GLOSSY_DATA_DIR"]
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return str(Path(cache) / "glossy" / "data")
+    """$GLOSSY_DATA_DIR if set, else <user cache dir>/glossy/data (the datasets package decides)."""
+    from glossy_datasets.download import default_data_dir as _default
+
+    return str(_default())
 
 
 def register_resolvers() -> None:
@@ -106,7 +104,8 @@ def build_model(args: dict[str, Any]) -> models.LatentVariableModel:
 
 
 def load_data(cfg: DictConfig) -> datasets.Splits:
-    opts = OmegaConf.to_container(cfg.dataset.get("options", {}) or {}, resolve=True)
+    node = cfg.dataset.get("options")
+    opts = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     try:
         return datasets.load(cfg.dataset.name, cfg.data_dir, download=bool(cfg.get("download", True)), **opts)
     except datasets.DatasetError as e:

@@ -38,6 +38,7 @@ def test_glossy_stats_and_lower_bound():
     assert s["glossy_max"] == 3.0 and s["argmax"] == 2
     assert s["glossy_std"] == pytest.approx(np.std(v.numpy(), ddof=1))
     assert bounds.lower_bound(10.0, v) == 7.0
+    assert bounds.lower_bound(10.0, v - 5) == 10.0  # the prior itself is a candidate with log c = 0
 
 
 def _random_problem(seed, m=6, n=40, d=8):
