@@ -1,0 +1,661 @@
+"""Faults provoked for real: SIGTERM and kill -9 mid-epoch against an uninterrupted twin, NaN at a
+given step, bad input through the console script, concurrent writers with a reader, and an evaluation
+under a small memory budget. Tiny models on tiny synthetic data, so that the file stays fast."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import glossy_models.vae as vae_module
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import compose, glossy_exe, run_glossy
+
+from glossy_cli import __version__
+from glossy_cli.errors import GlossyError
+from glossy_cli.runs import read_checkpoint
+from glossy_cli.table import read_results
+from glossy_cli.train import TrainingInterrupted, train
+
+TINY_MODEL = ["model.hidden=32", "model.z_dim=4"]
+# long enough epochs (200 steps, ~0.6 s) that a signal lands mid-epoch; everything else tiny
+RESUMABLE = ["train=quick", "dataset.options.n_train=3000", "dataset.options.n_val=100", "dataset.options.n_test=50",
+             *TINY_MODEL, "train.epochs=4", "train.warmup=2", "train.batch_size=10", "train.batches_per_epoch=200",
+             "train.trajectory_every=2", "train.trajectory_points=20", "train.trajectory_samples=3", "train.grid=0",
+             "eval.is_samples=5", "eval.bootstrap=0", "eval.ba_iters=50", "deterministic=true"]
+EPOCHS = 4
+# in-process runs: a few steps per epoch
+QUICK = ["train=quick", "dataset.options.n_train=300", "dataset.options.n_val=50", "dataset.options.n_test=40",
+         *TINY_MODEL, "train.batch_size=20", "train.batches_per_epoch=5", "train.trajectory_every=0", "train.grid=0",
+         "eval.is_samples=5", "eval.bootstrap=0", "eval.ba_iters=50"]
+NUMBERS = ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba", "true_nll", "exact_lower_bound"]
+OUTPUTS = ["last.pt", "best.pt", "history.csv", "trajectory.csv", "result.json", "config.yaml"]
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+
+def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`glossy train` in the background; its stdout and stderr go to files in cwd."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    n = len(list(cwd.glob("out*.txt")))
+    out, err = open(cwd / f"out{n}.txt", "w"), open(cwd / f"err{n}.txt", "w")
+    p = subprocess.Popen(glossy_exe() + ["train", *args], cwd=cwd, stdout=out, stderr=err, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    p.out_path, p.err_path = cwd / f"out{n}.txt", cwd / f"err{n}.txt"
+    out.close()
+    err.close()
+    return p
+
+
+def output(p: subprocess.Popen) -> tuple[str, str]:
+    return p.out_path.read_text(), p.err_path.read_text()
+
+
+def wait_until(cond, p: subprocess.Popen | None, timeout: float = 240, what: str = "") -> None:
+    t0 = time.monotonic()
+    while not cond():
+        if p is not None and p.poll() is not None:
+            out, err = output(p)
+            raise AssertionError(f"glossy exited ({p.returncode}) before {what}:\n{out[-3000:]}\n{err[-3000:]}")
+        assert time.monotonic() - t0 < timeout, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def finish(p: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    try:
+        rc = p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise
+    return (rc, *output(p))
+
+
+def the_run(cwd: Path) -> Path | None:
+    runs = [d for d in (cwd / "runs").glob("*") if d.is_dir()] if (cwd / "runs").is_dir() else []
+    assert len(runs) <= 1, runs
+    return runs[0] if runs else None
+
+
+def epochs_done(run: Path) -> int:
+    """Rows of history.csv; it is written atomically, so it is always readable."""
+    try:
+        return len(pd.read_csv(run / "history.csv"))
+    except FileNotFoundError:
+        return 0
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_tensors(a, b, where: str = "") -> None:
+    """Nested dicts/lists of tensors and plain values, bit for bit."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same_tensors(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def without_seconds(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def assert_same_as_twin(run: Path, twin: Path) -> None:
+    """The resumed run reached exactly what the uninterrupted twin did (deterministic mode, same machine):
+    best.pt weights, last.pt (model, optimiser, RNG, early-stopping state), history.csv except its
+    wall-clock 'seconds' column, trajectory.csv, and the numbers of result.json."""
+    a, b = load(run / "best.pt"), load(twin / "best.pt")
+    assert a["epoch"] == b["epoch"] and a["val_loss"] == b["val_loss"]
+    assert_same_tensors(a["model_state"], b["model_state"], "best.model_state")
+    a, b = load(run / "last.pt"), load(twin / "last.pt")
+    assert_same_tensors(a["model_state"], b["model_state"], "last.model_state")
+    assert_same_tensors(a["optimizer_state"], b["optimizer_state"], "last.optimizer_state")
+    assert_same_tensors(a["rng"], b["rng"], "last.rng")
+    sa, sb = dict(a["state"]), dict(b["state"])
+    for s in (sa, sb):
+        s.pop("train_time_s")
+        s["history"] = without_seconds(s["history"])
+    assert sa == sb
+    ha, hb = (pd.read_csv(d / "history.csv").drop(columns="seconds") for d in (run, twin))
+    pd.testing.assert_frame_equal(ha, hb, check_exact=True)
+    assert (run / "trajectory.csv").read_text() == (twin / "trajectory.csv").read_text()
+    ra, rb = (json.loads((d / "result.json").read_text()) for d in (run, twin))
+    for k in NUMBERS + ["best_epoch", "epochs_trained", "best_val_loss", "n_points", "is_samples"]:
+        assert ra[k] == rb[k], (k, ra[k], rb[k])
+
+
+def assert_every_output_readable(run: Path) -> dict:
+    """Every file a run leaves is whole: checkpoints load, csv and json parse. Returns what was found."""
+    found = {}
+    for name in OUTPUTS:
+        f = run / name
+        if not f.exists():
+            continue
+        if name.endswith(".pt"):
+            found[name] = read_checkpoint(f)
+        elif name.endswith(".csv"):
+            found[name] = pd.read_csv(f)
+        elif name == "result.json":
+            found[name] = json.loads(f.read_text())
+            assert found[name]["complete"] is True
+        else:
+            found[name] = yaml.safe_load(f.read_text())
+    # a kill during a write can leave the writer's temporary file: hidden, named .<file>.<random>.tmp,
+    # never read by glossy (it only reads the exact names above)
+    for f in run.iterdir():
+        if f.is_file() and f.name not in OUTPUTS and f.name != "train.log":
+            assert re.fullmatch(r"\.[\w.]+\.\w+\.tmp", f.name), f.name
+    return found
+
+
+def resumed_from(text: str) -> int | None:
+    m = re.search(r"resuming \S+ after epoch (\d+)", text)
+    return int(m[1]) if m else None
+
+
+# --- the uninterrupted twins and the concurrent reader -----------------------------------------------------
+
+class Shared:
+    """Two `glossy train` runs (seed 0, the twin of the interrupted runs, and seed 1) writing under one
+    runs_root at the same time, while a reader runs `glossy table` over and over and, in this process,
+    polls every result.json as `glossy table` reads them."""
+
+    def __init__(self, root: Path):
+        self.cwd = root
+        self.runs = root / "runs"
+        # a stale temporary file of an interrupted writer, half a result: must never be picked up
+        stale = self.runs / "synthetic-vae-vamp-seed9"
+        stale.mkdir(parents=True)
+        (stale / ".result.json.k2j4x8.tmp").write_text('{"dataset": "synthetic", "model": "vae", "nll": 1')
+        (stale / ".last.pt.q9w1e3.tmp").write_bytes(b"\x80\x02half a checkpoint")
+        # both write under the same runs_root, <root>/runs; seed 1 stops after two epochs
+        self.procs = [start_train([*RESUMABLE, "seed=0"], root),
+                      start_train([*RESUMABLE, "seed=1", "train.epochs=2"], root)]
+        self.table_calls: list[subprocess.CompletedProcess] = []
+        self.polls = 0
+        self.seen: dict[str, list[str]] = {}  # result.json path -> distinct contents seen
+        self.reader_problems: list[str] = []
+        self.errors: list[BaseException] = []
+        self.done = threading.Event()
+        self.threads = [threading.Thread(target=self._table_loop, daemon=True),
+                        threading.Thread(target=self._poll_loop, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def alive(self) -> bool:
+        return any(p.poll() is None for p in self.procs)
+
+    def _table(self) -> None:
+        res = self.cwd / f"results{len(self.table_calls)}"
+        self.table_calls.append(run_glossy(["table", f"runs_root={self.runs}", f"results_dir={res}"], self.cwd,
+                                           timeout=120))
+
+    def _table_loop(self) -> None:
+        try:
+            self._table()  # before any result: a clear error
+            # once the shorter run has its result, while the other still trains and writes
+            while self.alive() and not list(self.runs.rglob("result.json")):
+                time.sleep(0.05)
+            if self.alive():
+                self._table()
+            while self.alive():
+                time.sleep(0.1)
+            self._table()  # and once both have finished
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            self.errors.append(e)
+
+    def _poll_loop(self) -> None:
+        try:
+            while not self.done.is_set():
+                results, problems = read_results(self.runs)
+                self.reader_problems += problems
+                for r in results:
+                    text = (self.runs / r["run"] / "result.json").read_text()
+                    seen = self.seen.setdefault(r["run"], [])
+                    if text not in seen:
+                        seen.append(text)
+                self.polls += 1
+                time.sleep(0.03)
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            self.errors.append(e)
+
+    def wait(self) -> None:
+        for p in self.procs:
+            rc, out, err = finish(p)
+            assert rc == 0, f"{out[-3000:]}\n{err[-3000:]}"
+        for t in self.threads[:1]:
+            t.join(300)
+        self.done.set()
+        self.threads[1].join(60)
+        assert not self.errors, self.errors
+
+    def run_dir(self, seed: int) -> Path:
+        (d,) = [d for d in self.runs.iterdir() if d.name.startswith(f"synthetic-vae-standard-seed{seed}__")]
+        return d
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    s = Shared(tmp_path_factory.mktemp("shared"))
+    yield s
+    for p in s.procs:
+        if p.poll() is None:
+            p.kill()
+    s.done.set()
+
+
+# --- 1. interruption ------------------------------------------------------------------------------------
+
+def test_sigterm_mid_epoch_exits_with_the_resume_message_and_resuming_equals_the_twin(shared, tmp_path):
+    p = start_train(RESUMABLE, tmp_path)
+    wait_until(lambda: the_run(tmp_path) is not None and epochs_done(the_run(tmp_path)) >= 1, p, what="epoch 1")
+    run = the_run(tmp_path)
+    epoch_s = float(pd.read_csv(run / "history.csv")["seconds"].iloc[0])
+    time.sleep(0.4 * epoch_s)  # well inside epoch 2
+    p.send_signal(signal.SIGTERM)
+    rc, out, err = finish(p)
+    assert rc == 128 + signal.SIGTERM, f"{out[-2000:]}\n{err[-2000:]}"
+    m = re.search(r"glossy: error: SIGTERM during epoch (\d+): the state after epoch (\d+) is saved in (\S+); "
+                  r"re-run the same command to resume", err)
+    assert m, err[-2000:]
+    assert "Traceback" not in out + err
+    stopped_in, kept = int(m[1]), int(m[2])
+    assert kept == stopped_in - 1 and 1 <= kept < EPOCHS
+    assert Path(m[3]) == run / "last.pt"
+    found = assert_every_output_readable(run)
+    assert found["last.pt"]["state"]["epoch"] == kept and not found["last.pt"]["state"]["done"]
+    assert len(found["history.csv"]) == kept and "result.json" not in found
+
+    again = run_glossy(["train", *RESUMABLE], tmp_path, check=True)
+    assert resumed_from(again.stdout + again.stderr) == kept
+    shared.wait()
+    assert_same_as_twin(run, shared.run_dir(0))
+
+
+def test_kill_9_at_a_random_moment_leaves_readable_files_and_loses_at_most_the_epoch_in_progress(shared, tmp_path):
+    p = start_train(RESUMABLE, tmp_path)
+    wait_until(lambda: the_run(tmp_path) is not None and epochs_done(the_run(tmp_path)) >= 1, p, what="epoch 1")
+    run = the_run(tmp_path)
+    # a random moment in the next two epochs (steps, validation, trajectory or the writes after them)
+    delay = random.uniform(0, 2 * float(pd.read_csv(run / "history.csv")["seconds"].iloc[0]))
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < delay:
+        time.sleep(0.005)
+    seen = epochs_done(run)  # epochs finished (as history.csv shows them) just before the kill
+    p.kill()
+    assert p.wait(60) == -signal.SIGKILL, f"the run ended before the kill (delay {delay:.3f} s)"
+    found = assert_every_output_readable(run)
+    last = found["last.pt"]["state"]
+    # nothing finished is lost (last.pt is written before history.csv), only the epoch in progress
+    assert last["epoch"] >= seen >= 1, (delay, seen, last["epoch"])
+    assert last["epoch"] - 1 <= len(found["history.csv"]) <= last["epoch"], delay
+    assert found["best.pt"]["epoch"] <= last["epoch"] + 1 and "result.json" not in found
+
+    rc, out, err = finish(start_train(RESUMABLE, tmp_path))
+    assert rc == 0, (delay, out[-2000:], err[-2000:])
+    assert resumed_from(out + err) == last["epoch"], delay
+    final = assert_every_output_readable(run)
+    # the finished epochs were not redone: their rows, wall-clock seconds included, are those of before
+    assert final["last.pt"]["state"]["history"][: last["epoch"]] == last["history"]
+    shared.wait()
+    assert_same_as_twin(run, shared.run_dir(0))
+
+
+def _tiny_run(tmp_path: Path, extra: list[str] = ()) -> tuple:
+    cfg = compose("train", [*QUICK, f"runs_root={tmp_path}", *extra])
+    return cfg, tmp_path / "run"
+
+
+def test_a_signal_after_the_last_step_stops_before_the_evaluation_and_the_rerun_only_evaluates(tmp_path, monkeypatch):
+    import glossy_cli.train as train_module
+
+    cfg, run = _tiny_run(tmp_path, ["train.epochs=2"])
+    real = train_module.validation_loss
+    calls = []
+
+    def validation_then_sigterm(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # the last epoch's validation: after its last optimiser step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_module, "validation_loss", validation_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match=r"SIGTERM after the last epoch \(2\): training is complete") as e:
+        train(cfg, run, show_progress=False)
+    assert e.value.exit_code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert not (run / "result.json").exists() and read_checkpoint(run / "last.pt")["state"]["done"]
+    history = (run / "history.csv").read_text()
+    monkeypatch.setattr(train_module, "validation_loss", real)
+    r = train(cfg, run, show_progress=False)
+    assert (run / "history.csv").read_text() == history  # nothing retrained
+    assert r["epochs_trained"] == 2 and json.loads((run / "result.json").read_text())["nll"] == r["nll"]
+
+
+def test_sigint_during_the_evaluation_stops_it_with_a_message_and_writes_nothing(tmp_path, monkeypatch):
+    import glossy_cli.train as train_module
+
+    cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])
+    real = train_module.evaluate
+
+    def interrupted_evaluate(*a, **k):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the handler raises here
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_module, "evaluate", interrupted_evaluate)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted, match="SIGINT during the evaluation: training is complete") as e:
+        train(cfg, run, show_progress=False)
+    assert e.value.exit_code == 128 + signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) == before
+    assert not (run / "result.json").exists()
+    assert not [f for f in run.iterdir() if f.name.endswith(".tmp")]
+
+
+# --- 2. numerical faults ----------------------------------------------------------------------------------
+
+def _nan_after(monkeypatch, n_calls: int) -> list:
+    """VAE.elbo gives a NaN loss from its n-th call on (training steps and validation batches both call it);
+    the NaN goes through backward, so the weights become NaN as they would in a real divergence."""
+    real = vae_module.VAE.elbo
+    calls = []
+
+    def elbo(self, x, beta=1.0):
+        out = real(self, x, beta)
+        calls.append(1)
+        if len(calls) >= n_calls:
+            out = {**out, "loss": out["loss"] * float("nan")}
+        return out
+
+    monkeypatch.setattr(vae_module.VAE, "elbo", elbo)
+    return calls
+
+
+def test_nan_loss_names_the_epoch_and_the_last_good_checkpoint_which_eval_then_uses(tmp_path, monkeypatch):
+    cfg, run = _tiny_run(tmp_path, ["train.epochs=5"])
+    # 5 training steps + 1 validation batch per epoch: call 14 is the 2nd step of epoch 3
+    _nan_after(monkeypatch, 14)
+    with pytest.raises(GlossyError) as e:
+        train(cfg, run, show_progress=False)
+    msg = str(e.value)
+    best = read_checkpoint(run / "best.pt")  # intact: the NaN epoch never reached it
+    assert best["epoch"] in (1, 2)
+    assert "training diverged: the training loss became nan in epoch 3" in msg
+    assert f"The last good checkpoint is {run / 'best.pt'} from epoch {best['epoch']}" in msg
+    assert f"glossy eval checkpoint={run}" in msg and "state after epoch 2" in msg
+    assert all(torch.isfinite(v).all() for v in best["model_state"].values() if v.is_floating_point())
+    assert read_checkpoint(run / "last.pt")["state"]["epoch"] == 2
+    assert len(pd.read_csv(run / "history.csv")) == 2 and not (run / "result.json").exists()
+    monkeypatch.undo()
+    p = run_glossy(["eval", f"checkpoint={run}", "eval.is_samples=5", "eval.bootstrap=0"], tmp_path, check=True)
+    r = json.loads((run / "result.json").read_text())
+    assert r["best_epoch"] == best["epoch"] and all(math.isfinite(r[k]) for k in NUMBERS)
+    assert "glossy max" in p.stdout
+
+
+def test_nan_in_the_first_epoch_says_there_is_no_good_checkpoint_yet(tmp_path, monkeypatch):
+    cfg, run = _tiny_run(tmp_path, ["train.epochs=3"])
+    _nan_after(monkeypatch, 1)
+    with pytest.raises(GlossyError, match="in epoch 1 .*there is no good checkpoint yet"):
+        train(cfg, run, show_progress=False)
+    assert not (run / "best.pt").exists() and not (run / "last.pt").exists()
+
+
+@pytest.mark.parametrize("method,quantity", [
+    ("log_likelihood_matrix", r"the glossy matrix log l\(x_j \| z_i\) is NaN or infinite for 1600 of 1600"),
+    ("log_importance_weights", r"the importance-sampled log p\(x_j\) is NaN or infinite for 40 of 40"),
+], ids=["glossy-matrix", "importance-sampling"])
+def test_eval_never_writes_nan_statistics(tmp_path, monkeypatch, method, quantity):
+    cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])
+    train(cfg, run, show_progress=False)
+    good = (run / "result.json").read_bytes()
+    real = getattr(vae_module.VAE, method)
+    monkeypatch.setattr(vae_module.VAE, method, lambda self, *a: real(self, *a) * float("nan"))
+    with pytest.raises(GlossyError, match=f"evaluation failed: {quantity} entries .*nothing was written"):
+        train(cfg, run, show_progress=False)  # resumes (done) and re-evaluates
+    assert (run / "result.json").read_bytes() == good  # the earlier, finite result is left as it was
+
+
+# --- 3. bad input through the console script ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("good")
+    cfg = compose("train", [*QUICK, "train.epochs=1", f"runs_root={root}"])
+    run = root / "synthetic-vae-standard-seed0"
+    train(cfg, run, show_progress=False)
+    return run
+
+
+def _bad_checkpoints(root: Path, good: Path) -> dict[str, Path]:
+    """Each a directory holding one broken best.pt (or none)."""
+    made = {}
+
+    def put(name: str, data: bytes | None = None, ckpt: dict | None = None) -> None:
+        d = root / name
+        d.mkdir(parents=True)
+        if ckpt is not None:
+            torch.save(ckpt, d / "best.pt")
+        elif data is not None:
+            (d / "best.pt").write_bytes(data)
+        made[name] = d
+
+    raw = (good / "best.pt").read_bytes()
+    put("truncated", raw[: len(raw) // 2])
+    put("empty", b"")
+    put("text", b"this is not a checkpoint\n")
+    put("tensor", ckpt=torch.zeros(3))
+    c = load(good / "best.pt")
+    put("version", ckpt={**c, "format_version": 99, "glossy_version": "9.0"})
+    c = load(good / "best.pt")
+    c["model_args"] = {**c["model_args"], "input_shape": [1, 20, 20]}
+    put("shape", ckpt=c)
+    put("no_best")
+    return made
+
+
+BAD_EVAL = {
+    "missing": (None, "no such file or directory"),
+    "truncated": ("best.pt", "is not a readable glossy checkpoint"),
+    "tensor": ("best.pt", "is not a glossy checkpoint (no glossy format marker)"),
+    "version": ("best.pt", f"was written by glossy 9.0 in checkpoint format 99; this glossy ({__version__}) reads "
+                           "format 1 only"),
+    "shape": ("best.pt", "was trained on binary images of shape [1, 20, 20], but dataset synthetic has binary "
+                         "images of shape [1, 28, 28]"),
+}
+# refused by the same reader; checked in-process (the console script's handling of its error is shown above)
+BAD_IN_PROCESS = {
+    "empty": ("best.pt", "is not a readable glossy checkpoint (EOFError); it may be truncated"),
+    "text": ("best.pt", "is not a readable glossy checkpoint"),
+    "no_best": (None, "holds no best.pt; has its training finished an epoch?"),
+}
+BAD_TRAIN = {
+    "unknown prior": (["prior=gaussian"], ["Could not find 'prior/gaussian'", "Available options in 'prior':",
+                                           "\tstandard\n\tvamp\n"]),
+    "budget that cannot fit": (["eval.memory_budget_gb=0.00001"],
+                               ["eval.memory_budget_gb=1e-05 cannot hold the evaluation: the 40 x 40 glossy matrix"]),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_input(good_run, tmp_path_factory):
+    """Every bad command at once (a few processes at a time), for the tests below to inspect."""
+    root = tmp_path_factory.mktemp("bad")
+    ckpts = _bad_checkpoints(root / "ckpt", good_run)
+    jobs = {}
+    for name, (leaf, _) in BAD_EVAL.items():
+        target = root / "nowhere" / "best.pt" if name == "missing" else ckpts[name] / leaf if leaf else ckpts[name]
+        (root / "nowhere").mkdir(exist_ok=True)
+        jobs[f"eval {name}"] = (["eval", f"checkpoint={target}", "eval.is_samples=5"], root)
+    for name, (args, _) in BAD_TRAIN.items():
+        cwd = root / "train" / name.replace(" ", "_")
+        cwd.mkdir(parents=True)
+        jobs[f"train {name}"] = (["train", *QUICK, *args], cwd)
+    empty = root / "empty_runs"
+    empty.mkdir()
+    jobs["table empty"] = (["table", f"runs_root={empty}", f"results_dir={root / 'res_empty'}"], root)
+    mixed = _mixed_runs(root / "mixed_runs", good_run)
+    jobs["table mixed"] = (["table", f"runs_root={mixed}", f"results_dir={root / 'res_mixed'}"], root)
+    with ThreadPoolExecutor(3) as pool:
+        futures = {k: pool.submit(run_glossy, args, cwd, 300) for k, (args, cwd) in jobs.items()}
+        done = {k: f.result() for k, f in futures.items()}
+    return {"root": root, "ckpts": ckpts, "good": good_run, "mixed": mixed, "results": done,
+            "cwd": {k: cwd for k, (_, cwd) in jobs.items()}}
+
+
+def _mixed_runs(root: Path, good: Path) -> Path:
+    """Two good results, one truncated, one with a NaN NLL and one unfinished."""
+    r = json.loads((good / "result.json").read_text())
+    for name, patch in [("synthetic-vae-standard-seed0", {}), ("synthetic-vae-vamp-seed0", {"prior": "vamp"})]:
+        (root / name).mkdir(parents=True)
+        (root / name / "result.json").write_text(json.dumps({**r, **patch}))
+    text = json.dumps({**r, "model": "hvae"})
+    for name, content in [("synthetic-hvae-standard-seed0", text[: len(text) // 2]),
+                          ("synthetic-hvae-vamp-seed0", text.replace(f'"nll": {json.dumps(r["nll"])}', '"nll": NaN')),
+                          ("synthetic-pixelhvae-standard-seed0", json.dumps({**r, "complete": False}))]:
+        (root / name).mkdir(parents=True)
+        (root / name / "result.json").write_text(content)
+    return root
+
+
+def _clean_failure(p: subprocess.CompletedProcess) -> str:
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out[-2000:]
+    assert "Traceback" not in out and "Error executing job" not in out, out[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("name", list(BAD_EVAL))
+def test_glossy_eval_on_a_missing_truncated_or_foreign_checkpoint(bad_input, name):
+    p = bad_input["results"][f"eval {name}"]
+    out = _clean_failure(p)
+    assert p.returncode == 2
+    assert out.count("glossy: error:") == 1 and BAD_EVAL[name][1] in out, out[-2000:]
+    d = bad_input["ckpts"].get(name)
+    assert d is None or not (d / "result.json").exists()
+
+
+@pytest.mark.parametrize("name", list(BAD_IN_PROCESS))
+def test_empty_text_and_missing_checkpoints_are_refused_clearly(bad_input, name):
+    from glossy_cli.runs import find_checkpoint
+
+    leaf, needle = BAD_IN_PROCESS[name]
+    d = bad_input["ckpts"][name]
+    with pytest.raises(GlossyError) as e:
+        read_checkpoint(find_checkpoint(str(d / leaf if leaf else d)))
+    assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("name", list(BAD_TRAIN))
+def test_glossy_train_bad_input(bad_input, name):
+    p = bad_input["results"][f"train {name}"]
+    out = _clean_failure(p)
+    for needle in BAD_TRAIN[name][1]:
+        assert needle in out, (needle, out[-2000:])
+    # refused before any training: no epoch ran, no checkpoint
+    assert "epoch 1:" not in out
+    assert not list(bad_input["cwd"][f"train {name}"].rglob("*.pt"))
+
+
+def test_glossy_table_on_a_folder_without_results(bad_input):
+    p = bad_input["results"]["table empty"]
+    out = _clean_failure(p)
+    assert p.returncode == 2 and "glossy: error: no complete result.json under" in out
+
+
+def test_glossy_table_skips_and_names_malformed_results_and_keeps_the_rest(bad_input):
+    p = bad_input["results"]["table mixed"]
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "Traceback" not in p.stdout + p.stderr
+    mixed = bad_input["mixed"]
+    skipped = {line for line in p.stderr.splitlines() if line.startswith("glossy: skipped ")}
+    assert len(skipped) == 3, skipped
+    for name, why in [("synthetic-hvae-standard-seed0", "not valid JSON"),
+                      ("synthetic-hvae-vamp-seed0", "non-finite nll"),
+                      ("synthetic-pixelhvae-standard-seed0", "not a complete glossy result")]:
+        assert any(str(mixed / name / "result.json") in s and why in s for s in skipped), (name, skipped)
+    df = pd.read_csv(bad_input["root"] / "res_mixed" / "table1.csv")
+    filled = df[df["nll"].notna()]
+    assert sorted(filled["run"]) == ["synthetic-vae-standard-seed0", "synthetic-vae-vamp-seed0"]
+
+
+# --- 4. concurrency -------------------------------------------------------------------------------------
+
+def test_concurrent_runs_share_no_file_and_a_reader_only_ever_sees_complete_results(shared):
+    shared.wait()
+    runs = shared.runs
+    a, b = shared.run_dir(0), shared.run_dir(1)
+    assert a != b
+    # every file under runs_root belongs to exactly one run directory (or the stale one planted beforehand)
+    for f in runs.rglob("*"):
+        if f.is_file():
+            assert f.relative_to(runs).parts[0] in (a.name, b.name, "synthetic-vae-vamp-seed9"), f
+    for d, seed in ((a, 0), (b, 1)):
+        found = assert_every_output_readable(d)
+        assert found["result.json"]["seed"] == seed and found["result.json"]["run_dir"] == str(d)
+        assert found["config.yaml"]["seed"] == seed
+    # the in-process reader polled while both wrote; it never met a partial file, and each run's result
+    # was written once, whole
+    assert shared.polls >= 10
+    assert shared.reader_problems == []
+    assert set(shared.seen) == {a.name, b.name}
+    for run, texts in shared.seen.items():
+        assert texts == [(runs / run / "result.json").read_text()], run
+    # `glossy table`, run before, while and after they wrote: never crashed, never picked up a temporary
+    # file, and every row it gave is a complete, final result
+    final = {d.name: json.loads((d / "result.json").read_text())["nll"] for d in (a, b)}
+    assert len(shared.table_calls) >= 2
+    for i, p in enumerate(shared.table_calls):
+        assert p.returncode in (0, 2), p.stderr[-2000:]
+        assert "Traceback" not in p.stdout + p.stderr and ".tmp" not in p.stdout + p.stderr
+        if p.returncode == 2:
+            assert "no complete result.json under" in p.stderr
+            continue
+        filled = pd.read_csv(shared.cwd / f"results{i}" / "table1.csv").dropna(subset=["nll"])
+        assert set(filled["run"]) <= set(final)
+        assert all(final[r] == nll for r, nll in zip(filled["run"], filled["nll"]))
+    assert shared.table_calls[-1].returncode == 0
+    assert set(filled["run"]) == set(final)
+
+
+# --- 5. memory -----------------------------------------------------------------------------------------
+
+def test_a_small_memory_budget_chunks_logs_it_and_gives_the_same_numbers(shared, tmp_path):
+    shared.wait()
+    twin = shared.run_dir(0)
+    shutil.copy(twin / "best.pt", tmp_path / "best.pt")
+    big = json.loads((twin / "result.json").read_text())  # the default 4 GiB budget: one block
+    same = [f"eval.{k}={'null' if v is None else v}" for k, v in big["eval_config"].items() if k != "memory_budget_gb"]
+    # 0.5 MiB: the glossy matrix in blocks of 20 candidates; importance sampling one point at a time
+    p = run_glossy(["eval", f"checkpoint={tmp_path / 'best.pt'}", *same, "eval.memory_budget_gb=0.0005"], tmp_path,
+                   check=True)
+    log = p.stdout + p.stderr
+    m = re.search(r"importance sampling in chunks of 1 point x 5 samples; glossy matrix in blocks of (\d+) x 50", log)
+    assert m and int(m[1]) < 50, log[-2000:]
+    small = json.loads((tmp_path / "result.json").read_text())
+    assert big["plan"]["matrix_rows"] == 50 and small["plan"]["matrix_rows"] == int(m[1])
+    for k in NUMBERS:
+        assert small[k] == pytest.approx(big[k], rel=1e-9, abs=1e-9), k
