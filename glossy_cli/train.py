@@ -151,15 +151,16 @@ def run_eval_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, ext
     return record
 
 
-def _diverged(what: str, epoch: int, state: dict, run_dir: Path) -> str:
+def _diverged(what: str, epoch: int, run_dir: Path) -> str:
+    """The message for a non-finite loss in `epoch`; what is on disk is from the epochs before it."""
     good = run_dir / BEST
     if good.exists():
-        keep = (f"The last good checkpoint is {good} from epoch {state['best_epoch']}: it is intact, and "
-                f"`glossy eval checkpoint={run_dir}` evaluates it")
+        keep = (f"The last good checkpoint is {good} from epoch {read_checkpoint(good)['epoch']}: it is intact, "
+                f"and `glossy eval checkpoint={run_dir}` evaluates it")
     else:
         keep = "No epoch finished with a finite loss, so there is no good checkpoint yet"
     return (f"training diverged: {what} in epoch {epoch} (NaN or inf). {keep}; {run_dir / LAST} still holds "
-            f"the state after epoch {state['epoch']}, but resuming from it repeats the same random draws and "
+            f"the state after epoch {epoch - 1}, but resuming from it repeats the same random draws and "
             f"will likely diverge again: to train again, lower train.lr (a new run)")
 
 
@@ -249,10 +250,10 @@ def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> d
                             f"{last}; re-run the same command to resume", caught["signum"])
             train_loss, train_re, train_kl = (sums / n_batches).tolist()
             if not all(math.isfinite(v) for v in (train_loss, train_re, train_kl)):
-                raise GlossyError(_diverged(f"the training loss became {train_loss}", epoch, state, run_dir))
+                raise GlossyError(_diverged(f"the training loss became {train_loss}", epoch, run_dir))
             val = validation_loss(model, val_x, int(t.val_batch_size))
             if not math.isfinite(val["val_loss"]):
-                raise GlossyError(_diverged(f"the validation loss became {val['val_loss']}", epoch, state, run_dir))
+                raise GlossyError(_diverged(f"the validation loss became {val['val_loss']}", epoch, run_dir))
             improved = val["val_loss"] < state["best_val"]
             if improved:
                 state.update(best_val=val["val_loss"], best_epoch=epoch, es_counter=0)
@@ -265,7 +266,10 @@ def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> d
                                      "es_counter": state["es_counter"],
                                      "seconds": round(time.perf_counter() - t_epoch, 3)})
             if int(t.trajectory_every) > 0 and (epoch % int(t.trajectory_every) == 0 or epoch == 1):
-                state["trajectory"].append(_trajectory_point(model, splits, cfg, device, traj_subset, epoch))
+                try:
+                    state["trajectory"].append(_trajectory_point(model, splits, cfg, device, traj_subset, epoch))
+                except GlossyError as e:  # a non-finite log-likelihood on the trajectory subset
+                    raise GlossyError(_diverged(f"the trajectory evaluation failed ({e})", epoch, run_dir)) from e
             if state["es_counter"] > int(t.early_stopping):
                 state.update(done=True, stop_reason=f"early stopping after epoch {epoch}")
             elif epoch >= int(t.epochs):
