@@ -424,6 +424,35 @@ def test_nan_in_the_first_epoch_says_there_is_no_good_checkpoint_yet(tmp_path, m
     assert not (run / "best.pt").exists() and not (run / "last.pt").exists()
 
 
+def test_nan_in_validation_or_in_the_trajectory_also_names_the_epoch_and_the_good_checkpoint(tmp_path, monkeypatch):
+    cfg, run = _tiny_run(tmp_path, ["train.epochs=4", "train.trajectory_every=1", "train.trajectory_points=10",
+                                    "train.trajectory_samples=2"])
+    real = vae_module.VAE.elbo
+
+    def elbo(self, x, beta=1.0):  # NaN in validation only (eval mode), from epoch 2 on
+        out = real(self, x, beta)
+        if not self.training and (run / "last.pt").exists():
+            out = {**out, "loss": out["loss"] * float("nan")}
+        return out
+
+    monkeypatch.setattr(vae_module.VAE, "elbo", elbo)
+    with pytest.raises(GlossyError, match=rf"the validation loss became nan in epoch 2 \(NaN or inf\)\. The last "
+                                          rf"good checkpoint is {re.escape(str(run))}/best\.pt from epoch 1"):
+        train(cfg, run, show_progress=False)
+    monkeypatch.undo()
+
+    cfg, run = _tiny_run(tmp_path / "t", ["train.epochs=4", "train.trajectory_every=1", "train.trajectory_points=10",
+                                          "train.trajectory_samples=2"])
+    real_matrix = vae_module.VAE.log_likelihood_matrix
+    monkeypatch.setattr(vae_module.VAE, "log_likelihood_matrix", lambda self, x, z: real_matrix(self, x, z) * (
+        float("nan") if (run / "last.pt").exists() else 1.0))
+    with pytest.raises(GlossyError, match=r"training diverged: the trajectory evaluation failed \(evaluation failed: "
+                                          r"the glossy matrix .* in epoch 2 \(NaN or inf\)\. The last good checkpoint "
+                                          r"is .* from epoch 1.*state after epoch 1"):
+        train(cfg, run, show_progress=False)
+    assert read_checkpoint(run / "best.pt")["epoch"] == 1 and read_checkpoint(run / "last.pt")["state"]["epoch"] == 1
+
+
 @pytest.mark.parametrize("method,quantity", [
     ("log_likelihood_matrix", r"the glossy matrix log l\(x_j \| z_i\) is NaN or infinite for 1600 of 1600"),
     ("log_importance_weights", r"the importance-sampled log p\(x_j\) is NaN or infinite for 40 of 40"),
