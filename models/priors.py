@@ -47,8 +47,10 @@ class VampPrior(nn.Module):
     """p(z) = (1/K) sum_k q(z | u_k): a uniform mixture of the encoder's posteriors at K learned
     pseudo-inputs u_k = hardtanh(w_k, 0, 1) (Tomczak & Welling, 2018).
 
-    The mixture density is evaluated as matrix products: expanding the quadratic form,
-    sum_d (z_d - m_kd)^2 / v_kd = (z^2) @ (1/v_k) - 2 z @ (m_k/v_k) + sum_d m_kd^2/v_kd.
+    The mixture density is evaluated as one matrix product: expanding the quadratic form,
+    sum_d (z_d - m_kd)^2 / v_kd = (z^2) @ (1/v_k) - 2 z @ (m_k/v_k) + sum_d m_kd^2/v_kd, so that
+    log q(z | u_k) = [z^2, z] @ W + c for all K components at once; inside `frozen()` the pseudo-input
+    encodings, W and c are computed once for the whole evaluation.
     """
 
     def __init__(self, dim: int, encoder: Encoder, input_shape: tuple[int, ...], n_components: int = 500,
@@ -61,6 +63,7 @@ class VampPrior(nn.Module):
         self.pseudo_inputs = nn.Parameter(torch.empty(n_components, d).normal_(init_mean, init_std))
         object.__setattr__(self, "_encoder", encoder)  # a bound method of the owning model, not a submodule
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._form: tuple[torch.Tensor, torch.Tensor] | None = None  # (W, c) of log_prob, inside frozen()
 
     def pseudo_images(self) -> torch.Tensor:
         return torch.clamp(self.pseudo_inputs, 0.0, 1.0).view(-1, *self.input_shape)
@@ -76,19 +79,25 @@ class VampPrior(nn.Module):
         """Encode the pseudo-inputs once for a whole evaluation (parameters must not change inside)."""
         with torch.no_grad():
             self._cache = tuple(t.detach() for t in self._encoder(self.pseudo_images()))
+            self._form = self._matrix_form()
         try:
             yield
         finally:
-            self._cache = None
+            self._cache = self._form = None
 
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+    def _matrix_form(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W [2 dim, K] and c [K] with log q(z | u_k) = [z^2, z] @ W + c: the whole mixture in one product."""
         mean, logvar = self.components()  # [K, dim]
         prec = torch.exp(-logvar)
+        w = torch.cat([-0.5 * prec, mean * prec], 1).T.contiguous()
+        const = -0.5 * (self.dim * LOG_2PI + logvar.sum(-1) + (mean**2 * prec).sum(-1))
+        return w, const
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        w, const = self._form if self._form is not None else self._matrix_form()
         shape = z.shape[:-1]
         zf = z.reshape(-1, self.dim)  # [B, dim]
-        const = -0.5 * (self.dim * LOG_2PI + logvar.sum(-1) + (mean**2 * prec).sum(-1))  # [K]
-        quad = -0.5 * (zf**2) @ prec.T + zf @ (mean * prec).T  # [B, K]
-        log_comp = quad + const
+        log_comp = torch.addmm(const, torch.cat([zf * zf, zf], -1), w)  # [B, K], one matrix product
         return (torch.logsumexp(log_comp, -1) - math.log(self.n_components)).reshape(shape)
 
     def log_prob_direct(self, z: torch.Tensor) -> torch.Tensor:
