@@ -1,0 +1,89 @@
+"""`glossy table` on hand-made result.json files, and `glossy figure` on a hand-made trajectory."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from conftest import run_glossy
+
+from glossy_cli.figure import make_figure
+from glossy_cli.table import make_table
+
+
+def result(dataset, model, prior, nll, gmax, gstd, **extra):
+    return {"dataset": dataset, "model": model, "prior": prior, "nll": nll, "glossy_max": gmax,
+            "glossy_std": gstd, "lower_bound": nll - max(gmax, 0), "nll_ba": nll - 1.0, "complete": True,
+            "glossy_max_ci": [gmax - 1, gmax + 1], **extra}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    items = {"frey-vae-standard-seed0": result("frey", "vae", "standard", 1800.0, 100.0, 10.0),
+             "caltech101-hvae-vamp-seed0": result("caltech101", "hvae", "vamp", 120.5, 50.25, 200.0),
+             "synthetic-vae-standard-seed0": result("synthetic", "vae", "standard", 85.0, 7.5, 0.7,
+                                                    true_nll=79.3, exact_lower_bound=77.0)}
+    for name, r in items.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "result.json").write_text(json.dumps(r))
+    return root
+
+
+def test_table_lays_out_table1_with_the_paper_beside_ours_and_blanks_for_missing_runs(runs, tmp_path):
+    df, problems = make_table(runs, tmp_path / "res")
+    assert problems == []
+    csv = pd.read_csv(tmp_path / "res" / "table1.csv")
+    # the six paper datasets in blocks of six rows, plus the synthetic block (only our row is real)
+    assert list(csv["dataset"].drop_duplicates()) == ["synthetic", "mnist", "omniglot", "caltech101", "frey",
+                                                       "histopathology", "cifar10"]
+    assert len(csv) == 7 * 6
+    frey = csv[(csv.dataset == "frey") & (csv.model == "vae") & (csv.prior == "standard")].iloc[0]
+    assert frey.nll == 1800.0 and frey.nll_paper == 1808.19 and frey.nll_diff == pytest.approx(1800.0 - 1808.19)
+    assert frey.glossy_max_paper == 89.3 and frey.glossy_std_diff == pytest.approx(10.0 - 331.5)
+    assert frey.lower_bound == 1700.0 and frey.nll_ba == 1799.0
+    missing = csv[(csv.dataset == "mnist") & (csv.model == "pixelhvae") & (csv.prior == "vamp")].iloc[0]
+    assert math.isnan(missing.nll) and missing.nll_paper == 79.86  # blank, not zero
+    assert csv["nll"].notna().sum() == 3
+    md = (tmp_path / "res" / "table1.md").read_text()
+    assert "| frey | vae | standard | 1800.00 | 1808.19 | -8.19 | 100.0 | [99.0, 101.0] | 89.3 |" in md
+    assert "| mnist | pixelhvae | vamp |  | 79.86 |  |" in md
+    assert "| synthetic | vae | standard | 85.00 |  |  | 7.5 |" in md and "79.30 | 77.00 |" in md
+    tex = (tmp_path / "res" / "table1.tex").read_text()
+    assert "\\begin{tabular}" in tex and "\\end{tabular}" in tex
+    assert "caltech101 & hvae & vamp & 120.50 & 121.02 & 50.2 & 47.2 & 200.0 & 210.7" in tex
+    assert "mnist & pixelhvae & vamp &  & 79.86" in tex
+    src = (tmp_path / "res" / "paper_table1.csv").read_text()
+    assert src.startswith("# source: Lastras") and "cifar10,pixelhvae,vamp,10961.67" in src
+
+
+def test_table_skips_and_names_a_malformed_result(runs, tmp_path):
+    bad = runs / "mnist-vae-standard-seed0"
+    bad.mkdir()
+    (bad / "result.json").write_text('{"dataset": "mnist", "nll": ')
+    p = run_glossy(["table", f"runs_root={runs}", f"results_dir={tmp_path / 'res'}"], tmp_path, check=True)
+    assert "mnist-vae-standard-seed0/result.json" in p.stderr
+    csv = pd.read_csv(tmp_path / "res" / "table1.csv")
+    assert csv["nll"].notna().sum() == 3
+
+
+def test_figure_writes_png_and_pdf_from_a_trajectory(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    epochs = list(range(0, 100, 10))
+    pd.DataFrame({"epoch": epochs, "nll": [120 - 0.3 * e for e in epochs],
+                  "lower_bound": [60 + 0.15 * e for e in epochs], "nll_ba": [100 - 0.1 * e for e in epochs],
+                  "glossy_std": [5 - 0.02 * e for e in epochs], "true_nll": 79.2,
+                  "exact_lower_bound": [50 + 0.2 * e for e in epochs]}).to_csv(run / "trajectory.csv", index=False)
+    paths = make_figure(str(run))
+    assert [p.suffix for p in paths] == [".png", ".pdf"]
+    png = paths[0].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    p = run_glossy(["figure", f"checkpoint={run}", f"out={tmp_path / 'fig1'}"], tmp_path, check=True)
+    assert (tmp_path / "fig1.png").stat().st_size > 10_000 and "wrote" in p.stdout
+
+
+def test_figure_without_a_trajectory_is_a_clear_error(tmp_path):
+    (tmp_path / "run").mkdir()
+    p = run_glossy(["figure", f"checkpoint={tmp_path / 'run'}"], tmp_path)
+    assert p.returncode == 2 and "has no trajectory.csv" in p.stderr and "Traceback" not in p.stderr
