@@ -165,8 +165,13 @@ def likelihood_matrix(model, x: torch.Tensor, z: torch.Tensor, plan: Plan, devic
                       progress=None) -> torch.Tensor:
     """L[i, j] = log l(x_j | z_i), [M, N] float32 on `device`, computed block by block."""
     m, n = z.shape[0], x.shape[0]
-    out = torch.empty(m, n, dtype=torch.float32, device=device)
     xd = x.to(device)
+    if m <= plan.matrix_rows and n <= plan.matrix_cols:  # one block: no copy into a second [M, N] matrix
+        L = model.log_likelihood_matrix(xd, z.to(device)).to(torch.float32)
+        if progress is not None:
+            progress.update(m)
+        return L
+    out = torch.empty(m, n, dtype=torch.float32, device=device)
     for i in range(0, m, plan.matrix_rows):
         zb = z[i : i + plan.matrix_rows].to(device)
         for j in range(0, n, plan.matrix_cols):

@@ -37,9 +37,11 @@ class Bernoulli:
         return (x * self.logits - F.softplus(self.logits)).sum(-1)
 
     def log_prob_pairwise(self, x: torch.Tensor) -> torch.Tensor:
-        # logits [M, D], x [N, D] -> [M, N]: one matrix product on logits
+        # logits [M, D], x [N, D] -> [M, N]: one matrix product on logits, the shift by the softplus
+        # sums folded into it (addmm), so the [M, N] result is written once
         logits = self.logits.reshape(self.logits.shape[0], -1)
-        return logits @ x.reshape(x.shape[0], -1).T.to(logits.dtype) - F.softplus(logits).sum(-1, keepdim=True)
+        shift = -F.softplus(logits).sum(-1, keepdim=True)  # [M, 1]
+        return torch.addmm(shift, logits, x.reshape(x.shape[0], -1).T.to(logits.dtype))
 
 
 def _bin_edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
