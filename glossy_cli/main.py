@@ -17,6 +17,7 @@ COMMANDS = {
     "table": "gather every result.json under runs_root into results/table1.{csv,md,tex}",
     "figure": "draw Figure 1 (bounds over epochs) from a run: glossy figure checkpoint=<run dir> [out=...]",
     "data": "list the datasets and their status; download one ahead of a job: glossy data fetch dataset=<name>",
+    "bench": "measure training, importance sampling and the glossy matrix against the machine: results/bench.{csv,md}",
 }
 
 USAGE = """usage: glossy <command> [hydra overrides ...]
@@ -128,7 +129,13 @@ def _figure(cfg):
         print(f"wrote {p}")
 
 
-TASKS = {"train": _train, "eval": _eval, "table": _table, "figure": _figure, "data": _data}
+def _bench(cfg):
+    from .bench import bench_task
+
+    return bench_task(cfg)
+
+
+TASKS = {"train": _train, "eval": _eval, "table": _table, "figure": _figure, "data": _data, "bench": _bench}
 
 
 def _precheck(cmd: str, args: list[str]) -> None:
