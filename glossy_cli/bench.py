@@ -354,8 +354,10 @@ def bench_matrix(input_type, sz, device, peak, seed) -> dict:
         t_naive = best_time(lambda: naive_likelihood_matrix(model, x, z[:m_naive], 100, device), 1, device)
     per_pair = 2 * d if input_type == "binary" else d  # Bernoulli: one multiply-add per pixel; logistic: one add
     flop = per_pair + 2 * costs.decoder / n
-    kind = "Bernoulli: logits @ x^T" if input_type == "binary" else \
-        "logistic-256: per-candidate bin table, gather-sum per pair (no matrix-product form)"
+    kind = "Bernoulli: logits @ x^T (one addmm)" if input_type == "binary" else (
+        f"logistic-256: no matrix-product form; cache-sized bin tables (257 softplus per candidate and pixel) "
+        f"gathered and summed per (pair, pixel): {t_fast / (n * n * d) * 1e9:.2f} ns per (pair, pixel), "
+        f"a gather-bound operation, so its fraction of the matmul peak is small by nature")
     return _row(f"glossy_matrix_{'bernoulli' if input_type == 'binary' else 'logistic'}", "vae", "standard",
                 input_type, "pairs/s", n * n, t_fast, flop, peak, m_naive * n, t_naive,
                 note=f"M = N = {n}; {kind}; naive: {m_naive} candidates, per-pair decoder calls in "
@@ -456,11 +458,13 @@ def judge(rows: list[dict]) -> None:
         ok = r["speedup"] >= SPEEDUP_TARGETS["train"]
         r["target"] = f">= {SPEEDUP_TARGETS['train']}x naive"
         per_batch = r["batch"] / r["baseline_throughput"] - r["batch"] / r["throughput"]
+        need = 100 * SPEEDUP_TARGETS["train"] / r["speedup_at_peak"]
         r["met"] = "met" if ok else (
             f"missed: both paths run the same forward/backward products and Adam; the naive path's extra work "
             f"(per-item DataLoader collation, a host sync) is {1e3 * per_batch:.2f} ms of a "
-            f"{1e3 * r['batch'] / r['baseline_throughput']:.1f} ms step, so even a step at 100% of peak would be "
-            f"only {r['speedup_at_peak']:.2f}x the naive (speed-up at peak); fused Adam: "
+            f"{1e3 * r['batch'] / r['baseline_throughput']:.1f} ms step. 1.5x would need the step itself at "
+            f">= {need:.0f}% of peak (it runs at {r['pct_of_peak']:.0f}%: the batch-100 weight-gradient products "
+            f"are small, and Adam's per-parameter loop is outside the floor); Adam(fused=True) would give "
             f"{r['fused_adam_throughput'] / r['baseline_throughput']:.2f}x")
 
 
@@ -507,7 +511,11 @@ def to_markdown(rows: list[dict], facts: dict, quick: bool) -> str:
              f"GFLOP/s** (fp32, {facts.get('peak_n', '?')}^2, best of {facts.get('repeats', '?')}).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["operation"], r["model"], r["prior"], r["data"], f"{_fmt(r['throughput'])} {r['unit']}",
+        thr = f"{_fmt(r['throughput'])} {r['unit']}"
+        if r["operation"] == "e2e_eval":
+            thr = (f"**{r['wall_s']:.0f} s wall, {r['peak_rss_mib']:.0f} MiB peak RSS** "
+                   f"({'measured' if r['e2e_label'] == 'measured' else 'EXTRAPOLATED'}; {thr})")
+        cells = [r["operation"], r["model"], r["prior"], r["data"], thr,
                  _fmt(float(r["floor_flop_per_item"])), _fmt(r["gflops"]), _fmt(r["pct_of_peak"]),
                  _fmt(r.get("baseline_throughput")), _fmt(r.get("speedup")) + ("x" if r.get("speedup") else ""),
                  _fmt(r.get("speedup_at_peak")) + ("x" if r.get("speedup_at_peak") else ""),
@@ -567,6 +575,10 @@ def run_bench(sizes: dict, device: torch.device, results_dir: str | Path, quick:
     if sz.get("e2e", True):
         add(bench_e2e(sz, device, peak, threads))
     judge(rows)
+    for r in rows:
+        if r["pct_of_peak"] > 100:
+            r["note"] += ("; above 100%: these convolutions (oneDNN) run faster than the 2048^2 sgemm taken as the "
+                          "peak, and the floor counts the masked kernels as dense")
     with contextlib.suppress(OSError):
         facts["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     facts["bench_seconds"] = time.perf_counter() - t_start
