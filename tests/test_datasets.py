@@ -26,7 +26,19 @@ import torch
 from glossy_datasets import caltech101, download, frey, histopathology, mnist, omniglot
 from glossy_datasets.download import DatasetCorrupt, DatasetMissing
 
-SHARED = Path(os.environ.get("GLOSSY_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+def _shared_data() -> Path:
+    """The real data files: $GLOSSY_SHARED_DATA, else ../shared/data beside the checkout, else the
+    workplace's /work/shared/data (a clone elsewhere, e.g. CI's, still finds them)."""
+    if os.environ.get("GLOSSY_SHARED_DATA"):
+        return Path(os.environ["GLOSSY_SHARED_DATA"])
+    for cand in (Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data")):
+        if cand.is_dir():
+            return cand
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+SHARED = _shared_data()
 GLOSSY = Path(sys.executable).with_name("glossy")
 
 
