@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .base import DatasetMeta, Splits
-from .download import Remote, check_options, ensure, read_checked, resolve_data_dir
+from .download import Remote, check_options, ensure, files_info, read_checked, resolve_data_dir
 
 NAME = "caltech101"
 FILES = {
@@ -59,6 +59,5 @@ def load(data_dir: Path | None = None, download: bool = True, *, invert: bool = 
     meta = DatasetMeta(name=NAME, input_type="binary", shape=(1, 28, 28), dynamic_binarization=False,
                        pseudo_init_mean=0.5, pseudo_init_std=0.02,
                        source=f"Caltech 101 Silhouettes (28, split 1) from {data_dir / NAME}")
-    info = {"files": {r.filename: {"path": str(r.path(data_dir)), "sha256": digests[r.filename],
-                                   "verified_by": r.verified_by}}}
+    info = files_info([r], data_dir, digests)
     return Splits(x["train"], x["val"], x["test"], meta, info)

@@ -77,6 +77,12 @@ class Remote:
         return "sha256" if self.sha256 else "format"
 
 
+def files_info(remotes, data_dir: Path, digests: dict[str, str]) -> dict:
+    """{"files": {name: {path, sha256, verified_by}}}: what a loaded Splits records of its sources."""
+    return {"files": {r.filename: {"path": str(r.path(data_dir)), "sha256": digests[r.filename],
+                                   "verified_by": r.verified_by} for r in remotes}}
+
+
 def default_data_dir() -> Path:
     """$GLOSSY_DATA_DIR if set, else <user cache dir>/glossy/data ($XDG_CACHE_HOME or ~/.cache)."""
     if os.environ.get("GLOSSY_DATA_DIR"):

@@ -23,6 +23,7 @@ from .download import (
     Remote,
     check_options,
     ensure,
+    files_info,
     load_pickle,
     read_checked,
     resolve_data_dir,
@@ -114,6 +115,5 @@ def load(data_dir: Path | None = None, download: bool = True, *, file: str = "au
     meta = DatasetMeta(name=NAME, input_type="gray", shape=(1, H, W), dynamic_binarization=False,
                        pseudo_init_mean=0.5, pseudo_init_std=0.02,
                        source=f"Frey Faces {r.filename} from {data_dir / NAME}")
-    info = {"files": {r.filename: {"path": str(r.path(data_dir)), "sha256": digests[r.filename],
-                                   "verified_by": r.verified_by}}, "split_seed": split_seed}
+    info = {**files_info([r], data_dir, digests), "split_seed": split_seed}
     return Splits(train, val, test, meta, info)

@@ -23,6 +23,7 @@ from .download import (
     Remote,
     check_options,
     ensure,
+    files_info,
     load_pickle,
     read_checked,
     resolve_data_dir,
@@ -96,6 +97,5 @@ def load(data_dir: Path | None = None, download: bool = True, *, clip: float = C
     meta = DatasetMeta(name=NAME, input_type="gray", shape=(1, 28, 28), dynamic_binarization=False,
                        pseudo_init_mean=0.4, pseudo_init_std=0.05,
                        source=f"Histopathology gray {r.filename} from {data_dir / NAME}")
-    info = {"files": {r.filename: {"path": str(r.path(data_dir)), "sha256": digests[r.filename],
-                                   "verified_by": r.verified_by}}}
+    info = files_info([r], data_dir, digests)
     return Splits(x["train"], x["val"], x["test"], meta, info)

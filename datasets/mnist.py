@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .base import DatasetMeta, Splits
-from .download import Remote, cached_array, check_options, ensure, read_checked, resolve_data_dir
+from .download import Remote, cached_array, check_options, ensure, files_info, read_checked, resolve_data_dir
 
 NAME = "mnist"
 _URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{}.amat"
@@ -85,6 +85,5 @@ def load(data_dir: Path | None = None, download: bool = True, *, cache: bool = T
     meta = DatasetMeta(name=NAME, input_type="binary", shape=(1, 28, 28), dynamic_binarization=False,
                        pseudo_init_mean=0.05, pseudo_init_std=0.01,
                        source=f"static binarized MNIST from {data_dir / NAME}")
-    info = {"files": {r.filename: {"path": str(r.path(data_dir)), "sha256": digests[r.filename],
-                                   "verified_by": r.verified_by} for r in remotes}}
+    info = files_info(remotes, data_dir, digests)
     return Splits(x["train"], x["val"], x["test"], meta, info)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .base import DatasetError, DatasetMeta, Splits
-from .download import Remote, check_options, ensure, read_checked, resolve_data_dir
+from .download import Remote, check_options, ensure, files_info, read_checked, resolve_data_dir
 
 NAME = "omniglot"
 FILES = {
@@ -75,7 +75,6 @@ def load(data_dir: Path | None = None, download: bool = True, *, n_validation: i
     meta = DatasetMeta(name=NAME, input_type="binary", shape=(1, 28, 28), dynamic_binarization=True,
                        pseudo_init_mean=0.05, pseudo_init_std=0.01,
                        source=f"Omniglot chardata.mat from {data_dir / NAME}")
-    info = {"files": {r.filename: {"path": str(r.path(data_dir)), "sha256": digests[r.filename],
-                                   "verified_by": r.verified_by}},
+    info = {**files_info([r], data_dir, digests),
             "split_seed": split_seed, "binarize_seed": binarize_seed}
     return Splits(*x, meta, info)
