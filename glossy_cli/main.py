@@ -87,6 +87,7 @@ def _train(cfg):
 def _eval(cfg):
     from omegaconf import OmegaConf
 
+    from .io import run_lock
     from .runs import find_checkpoint, load_data, model_from_checkpoint, read_checkpoint, resolve_device
     from .train import run_eval_and_save
     from .validate import validate_eval
@@ -101,7 +102,8 @@ def _eval(cfg):
     splits = load_data(tcfg)
     model = model_from_checkpoint(ckpt, path, splits.meta).to(device)
     extra = {"checkpoint": str(path), "best_epoch": ckpt.get("epoch")}
-    result = run_eval_and_save(model, splits, tcfg, path.parent, device, extra)
+    with run_lock(path.parent):
+        result = run_eval_and_save(model, splits, tcfg, path.parent, device, extra)
     print(summary(result))
     return result
 

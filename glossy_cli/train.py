@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import math
 import platform
@@ -18,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import __version__
 from .errors import GlossyError
 from .evaluate import check_budget, evaluate
-from .io import atomic_save_image_grid, atomic_torch_save, atomic_write_json, atomic_write_text
+from .io import atomic_save_image_grid, atomic_torch_save, atomic_write_json, atomic_write_text, run_lock
 from .runs import (
     BEST,
     LAST,
@@ -164,14 +165,29 @@ def _diverged(what: str, epoch: int, run_dir: Path) -> str:
             f"will likely diverge again: to train again, lower train.lr (a new run)")
 
 
-def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> dict:
-    """Train (or resume) the run in `run_dir`, keep the best checkpoint, evaluate it into result.json."""
-    from tqdm.auto import tqdm
+def _up_to_date(run_dir: Path, state: dict, ecfg: dict) -> dict | None:
+    """The run's result.json when it already evaluates this run's final best checkpoint with this eval config."""
+    try:
+        record = json.loads((run_dir / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+    same = (record.get("complete") and record.get("eval_config") == json.loads(json.dumps(ecfg))
+            and record.get("best_epoch") == state["best_epoch"] and record.get("epochs_trained") == state["epoch"])
+    return record if same else None
 
+
+def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> dict:
+    """Train (or resume) the run in `run_dir`, keep the best checkpoint, evaluate it into result.json.
+    A run that is already trained and evaluated with the same eval settings is not evaluated again."""
     validate_train(cfg)
     validate_eval(cfg.eval)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return _train(cfg, Path(run_dir), show_progress)
+
+
+def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
+    from tqdm.auto import tqdm
+
     device = resolve_device(cfg.device)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -201,6 +217,11 @@ def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> d
         opt.load_state_dict(ck["optimizer_state"])
         _set_rng_state(ck["rng"], gen, device)
         state = ck["state"]
+        if state["done"] and (record := _up_to_date(run_dir, state, ecfg)) is not None:
+            log.info("%s is complete (%s; best epoch %d) and result.json already evaluates it with these eval "
+                     "settings: nothing to do (`glossy eval checkpoint=%s` evaluates it again)", run_dir,
+                     state["stop_reason"], state["best_epoch"], run_dir)
+            return record
         log.info("resuming %s after epoch %d (best validation loss %.4f at epoch %d)", run_dir,
                  state["epoch"], state["best_val"], state["best_epoch"])
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

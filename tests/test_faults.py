@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -373,6 +374,64 @@ def test_sigint_during_the_evaluation_stops_it_with_a_message_and_writes_nothing
     assert signal.getsignal(signal.SIGINT) == before
     assert not (run / "result.json").exists()
     assert not [f for f in run.iterdir() if f.name.endswith(".tmp")]
+
+
+def test_a_second_process_on_a_held_run_is_refused_with_the_holder_named(tmp_path):
+    from glossy_cli.io import run_lock
+
+    cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])
+    train(cfg, run, show_progress=False)
+    # (Hydra opens the command's log file before glossy runs; everything else must stay as it was)
+    before = {f.name: f.read_bytes() for f in run.iterdir() if f.is_file() and f.name != ".lock"}
+    with run_lock(run):
+        # in-process (a second open file: flock refuses it as it would another process)
+        with pytest.raises(GlossyError, match=rf"{re.escape(str(run))} is in use by another glossy process "
+                                              rf"\(pid {os.getpid()} on "):
+            train(cfg, run, show_progress=False)
+        # through the console script: one line, exit 2, no traceback, nothing written
+        p = run_glossy(["eval", f"checkpoint={run}", "eval.is_samples=3", "eval.bootstrap=0"], cwd=tmp_path)
+        assert p.returncode == 2, p.stderr[-2000:]
+        assert "is in use by another glossy process" in p.stderr and "Traceback" not in p.stderr
+    assert {f.name: f.read_bytes() for f in run.iterdir() if f.is_file() and f.suffix != ".log" and f.name != ".lock"} == before
+    # released with the holder: the same command now goes through
+    p = run_glossy(["eval", f"checkpoint={run}", "eval.is_samples=3", "eval.bootstrap=0"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_a_lock_held_by_a_killed_process_is_free_and_its_temporary_files_are_removed(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from glossy_cli.io import run_lock\n"
+                               f"with run_lock({str(run)!r}):\n print('held', flush=True); time.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    stale = run / ".last.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    cfg, _ = _tiny_run(tmp_path, ["train.epochs=1"])
+    with pytest.raises(GlossyError, match="in use by another glossy process"):
+        train(cfg, run, show_progress=False)
+    assert stale.exists()  # never touched while another process may be writing it
+    holder.kill()
+    holder.wait()
+    r = train(cfg, run, show_progress=False)
+    assert r["epochs_trained"] == 1 and not stale.exists()
+    assert not [f for f in run.iterdir() if f.name.endswith(".tmp")]
+
+
+def test_rerunning_a_finished_run_returns_its_result_and_other_eval_settings_evaluate_again(tmp_path, monkeypatch):
+    import glossy_cli.train as train_module
+
+    cfg, run = _tiny_run(tmp_path, ["train.epochs=2"])
+    first = train(cfg, run, show_progress=False)
+    text = (run / "result.json").read_text()
+    calls = []
+    real = train_module.evaluate
+    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert train(cfg, run, show_progress=False) == first
+    assert calls == [] and (run / "result.json").read_text() == text
+    cfg2, _ = _tiny_run(tmp_path, ["train.epochs=2", "eval.is_samples=7"])
+    again = train(cfg2, run, show_progress=False)
+    assert calls == [1] and again["is_samples"] == 7 and again["epochs_trained"] == 2
+    assert json.loads((run / "result.json").read_text())["is_samples"] == 7
 
 
 # --- 2. numerical faults ----------------------------------------------------------------------------------
