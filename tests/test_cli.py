@@ -40,10 +40,14 @@ def test_rerunning_the_same_command_resumes_instead_of_starting_over(trained):
     cwd, run, _ = trained
     before = (run / "history.csv").read_text()
     p = run_glossy(["train", *QUICK, "train.epochs=4"], cwd, check=True)
-    # a different epoch budget is an override, hence a different run; the same command resumes
+    # a different epoch budget is an override, hence a different run; the same command resumes, and since that
+    # run is trained and evaluated with the same eval settings, it only reports its result
+    result = (run / "result.json").read_text()
     p = run_glossy(["train", *QUICK], cwd, check=True)
-    assert "resuming" in p.stdout + p.stderr
+    assert "is complete" in p.stdout + p.stderr and "nothing to do" in p.stdout + p.stderr
     assert (run / "history.csv").read_text() == before  # nothing retrained
+    assert (run / "result.json").read_text() == result  # nor evaluated again
+    assert f"{json.loads(result)['nll']:12.3f}" in p.stdout
 
 
 def test_eval_and_table(trained, tmp_path):
