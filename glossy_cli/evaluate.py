@@ -16,6 +16,49 @@ from .errors import GlossyError
 log = logging.getLogger("glossy")
 
 
+class LogProgress:
+    """Progress for a log file rather than a terminal (a cluster job's output): one log line at each
+    tenth of the work, once the work has run for `quiet_s` seconds (short evaluations stay silent), in
+    place of tqdm's carriage-return bar that would fill the log with one long line."""
+
+    def __init__(self, total: int, desc: str, unit: str, quiet_s: float = 30.0) -> None:
+        self.total, self.desc, self.unit, self.quiet_s = total, desc, unit, quiet_s
+        self.done, self.mark, self.t0 = 0, 1, time.perf_counter()
+
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, k: int) -> None:
+        self.done += k
+        tenth = 10 * self.done // max(self.total, 1)
+        if tenth < self.mark:
+            return
+        self.mark = tenth + 1
+        elapsed = time.perf_counter() - self.t0
+        if elapsed >= self.quiet_s and self.done < self.total:
+            left = elapsed * (self.total - self.done) / self.done
+            log.info("%s: %d/%d %s (%d%%), %s elapsed, about %s left", self.desc, self.done, self.total,
+                     self.unit, 100 * self.done // self.total, _hms(elapsed), _hms(left))
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _progress(show: bool | str, total: int, desc: str, unit: str):
+    """show: True, a tqdm bar; "log", LogProgress; False, nothing."""
+    from tqdm.auto import tqdm
+
+    if show == "log":
+        return LogProgress(total, desc, unit)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not show, leave=False)
+
+
 @dataclass(frozen=True)
 class Plan:
     points: int  # data points per importance-sampling chunk
@@ -240,11 +283,11 @@ def evaluate(model, x: torch.Tensor, *, true_model=None, is_samples: int = 5000,
              max_candidates=None, autoregressive_max_candidates=None, subset_seed: int = 0, seed: int = 1234,
              memory_budget_gb: float = 4.0,
              bootstrap: int = 100, bootstrap_level: float = 0.95, ba_iters: int = 500, ba_tol: float = 1e-4,
-             device: torch.device | str = "cpu", show_progress: bool = True, **_: object) -> dict:
+             device: torch.device | str = "cpu", show_progress: bool | str = True, **_: object) -> dict:
     """Every number of result.json for model on data x [N, C, H, W]. Pure in its inputs: the same
     model, data and settings give the same numbers; `memory_budget_gb` changes only the chunking, never
-    the numbers (up to floating-point noise of blocked matrix products)."""
-    from tqdm.auto import tqdm
+    the numbers (up to floating-point noise of blocked matrix products). show_progress: True, tqdm bars;
+    "log", a log line at each tenth of a long stage; False, nothing."""
 
     device = torch.device(device)
     t0 = time.perf_counter()
@@ -270,12 +313,11 @@ def evaluate(model, x: torch.Tensor, *, true_model=None, is_samples: int = 5000,
     torch.manual_seed(seed)
     try:
         with model.frozen():
-            with tqdm(total=n, desc="importance sampling", unit="pt", disable=not show_progress,
-                      leave=False) as bar:
+            with _progress(show_progress, n, "importance sampling", "points") as bar:
                 log_px, elbo = importance_sampling(model, x, is_samples, plan, device, bar)
             t_is = time.perf_counter() - t0
             z = posterior_means(model, x if cand is None else x[cand], device)
-            with tqdm(total=m, desc="glossy matrix", unit="cand", disable=not show_progress, leave=False) as bar:
+            with _progress(show_progress, m, "glossy matrix", "candidates") as bar:
                 L = likelihood_matrix(model, x, z, plan, device, bar)
     finally:
         torch.random.set_rng_state(gen_state)

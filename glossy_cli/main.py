@@ -103,7 +103,8 @@ def _eval(cfg):
     model = model_from_checkpoint(ckpt, path, splits.meta).to(device)
     extra = {"checkpoint": str(path), "best_epoch": ckpt.get("epoch")}
     with run_lock(path.parent):
-        result = run_eval_and_save(model, splits, tcfg, path.parent, device, extra)
+        result = run_eval_and_save(model, splits, tcfg, path.parent, device, extra,
+                                   show_progress=sys.stderr.isatty() or "log")
     print(summary(result))
     return result
 

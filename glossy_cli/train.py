@@ -137,10 +137,12 @@ def _save_grids(model, splits, run_dir: Path, n: int, device) -> None:
         atomic_save_image_grid(run_dir / "reconstructions.png", pairs, nrow=int(math.sqrt(n)) or 1)
 
 
-def run_eval_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, extra: dict) -> dict:
+def run_eval_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, extra: dict,
+                      show_progress: bool | str = True) -> dict:
     ecfg = OmegaConf.to_container(cfg.eval, resolve=True)
     x = {"test": splits.test, "val": splits.val, "train": splits.train}[ecfg["split"]]
-    result = evaluate(model, x, true_model=splits.meta.true_model, device=device, **ecfg)
+    result = evaluate(model, x, true_model=splits.meta.true_model, device=device, show_progress=show_progress,
+                      **ecfg)
     record = {
         "dataset": splits.meta.name, "model": cfg.model.name, "prior": cfg.prior.name, "seed": int(cfg.seed),
         "split": ecfg["split"], "run_dir": str(run_dir), **extra, **result, "eval_config": ecfg,
@@ -324,4 +326,4 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
         extra = {"best_epoch": state["best_epoch"], "epochs_trained": state["epoch"],
                  "stop_reason": state["stop_reason"], "best_val_loss": state["best_val"],
                  "train_time_s": state["train_time_s"]}
-        return run_eval_and_save(model, splits, cfg, run_dir, device, extra)
+        return run_eval_and_save(model, splits, cfg, run_dir, device, extra, show_progress or "log")

@@ -34,6 +34,9 @@ def test_train_writes_a_complete_run_directory(trained):
     assert r["lower_bound"] <= r["nll_ba"] <= r["nll"]
     assert len(pd.read_csv(run / "history.csv")) == 3
     assert "true NLL" in p.stdout and "glossy max" in p.stdout
+    # not a terminal (a job's log): no carriage-return progress bars in the output or the log
+    assert "\r" not in p.stderr and "importance sampling:" not in p.stderr
+    assert "\r" not in (run / "train.log").read_text()
 
 
 def test_rerunning_the_same_command_resumes_instead_of_starting_over(trained):

@@ -133,3 +133,24 @@ def test_the_glossy_matrix_over_budget_is_refused_clearly():
     m = models.build("vae", "standard", (1, 6, 6), "binary")
     with pytest.raises(GlossyError, match="glossy matrix needs"):
         evaluate(m, torch.zeros(300, 1, 6, 6), is_samples=2, memory_budget_gb=1e-4, show_progress=False)
+
+
+def test_log_progress_writes_one_line_per_tenth_and_stays_quiet_for_short_work(caplog):
+    import logging
+
+    from glossy_cli.evaluate import LogProgress
+
+    with caplog.at_level(logging.INFO, logger="glossy"):
+        with LogProgress(100, "importance sampling", "points", quiet_s=0.0) as p:
+            for _ in range(15):
+                p.update(7)  # 105 > 100: the last update overshoots, as a last partial group can
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 9, lines  # 10% ... 90%; none at completion
+    assert lines[0].startswith("importance sampling: 14/100 points (14%), 0m00s elapsed, about ")
+    assert [int(m.split("(")[1].split("%")[0]) // 10 for m in lines] == list(range(1, 10))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="glossy"):
+        with LogProgress(100, "glossy matrix", "candidates", quiet_s=60.0) as p:
+            for _ in range(100):
+                p.update(1)
+    assert caplog.records == []
