@@ -54,7 +54,9 @@ def draw(df: pd.DataFrame, title: str = ""):
     ax2.set_ylabel("glossy std")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
+    # below the axes, so that it never hides a curve, whatever the data set
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
+              frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
