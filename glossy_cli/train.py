@@ -167,6 +167,12 @@ def _diverged(what: str, epoch: int, run_dir: Path) -> str:
             f"will likely diverge again: to train again, lower train.lr (a new run)")
 
 
+def training_record(state: dict) -> dict:
+    """What result.json says of the training, from the state saved in last.pt."""
+    return {"best_epoch": state["best_epoch"], "epochs_trained": state["epoch"], "stop_reason": state["stop_reason"],
+            "best_val_loss": state["best_val"], "train_time_s": state["train_time_s"]}
+
+
 def _up_to_date(run_dir: Path, state: dict, ecfg: dict) -> dict | None:
     """The run's result.json when it already evaluates this run's final best checkpoint with this eval config."""
     try:
@@ -323,7 +329,5 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
         best = read_checkpoint(run_dir / BEST)
         model.load_state_dict(best["model_state"])
         _save_grids(model, splits, run_dir, int(t.grid), device)
-        extra = {"best_epoch": state["best_epoch"], "epochs_trained": state["epoch"],
-                 "stop_reason": state["stop_reason"], "best_val_loss": state["best_val"],
-                 "train_time_s": state["train_time_s"]}
-        return run_eval_and_save(model, splits, cfg, run_dir, device, extra, show_progress or "log")
+        return run_eval_and_save(model, splits, cfg, run_dir, device, training_record(state),
+                                 show_progress or "log")

@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 from conftest import SMALL_SYNTHETIC, run_glossy
 
+from glossy_cli.runs import read_checkpoint
+
 QUICK = ["train=quick", *SMALL_SYNTHETIC, "eval.is_samples=20", "eval.bootstrap=20",
          "train.trajectory_points=60", "train.trajectory_samples=5", "train.grid=4"]
 
@@ -58,6 +60,9 @@ def test_eval_and_table(trained, tmp_path):
     p = run_glossy(["eval", f"checkpoint={run}", "eval.is_samples=7", "eval.bootstrap=0"], cwd, check=True)
     r = json.loads((run / "result.json").read_text())
     assert r["is_samples"] == 7 and "glossy_max_ci" not in r
+    # the run's own best.pt: what result.json said of the training is kept
+    assert r["epochs_trained"] == 3 and r["stop_reason"] == "reached train.epochs = 3" and r["train_time_s"] > 0
+    assert r["checkpoint"] == str(run / "best.pt") and r["best_epoch"] == read_checkpoint(run / "best.pt")["epoch"]
     p = run_glossy(["table", f"runs_root={cwd / 'runs'}", f"results_dir={tmp_path / 'res'}"], cwd, check=True)
     df = pd.read_csv(tmp_path / "res" / "table1.csv")
     filled = df[df["nll"].notna()]
