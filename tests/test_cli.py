@@ -90,3 +90,27 @@ def test_bad_input_gives_one_clear_message_and_no_traceback(tmp_path, args, need
     assert needle in out
     assert "Traceback" not in out
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))
+
+
+def test_collect_results_copies_the_small_artefacts_draws_the_figure_and_never_a_checkpoint(trained, tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from conftest import glossy_exe
+
+    cwd, run, _ = trained
+    script = Path(__file__).resolve().parents[1] / "scripts" / "collect_results.sh"
+    out = tmp_path / "results"
+    p = subprocess.run([str(script), str(cwd / "runs"), str(out)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "GLOSSY": glossy_exe()[0], "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    dest = out / "runs" / run.name
+    for f in ("result.json", "config.yaml", "history.csv", "trajectory.csv", "samples.png", "figure1.png",
+              "figure1.pdf"):
+        assert (dest / f).is_file() and (dest / f).stat().st_size > 0, f
+    assert (dest / "result.json").read_bytes() == (run / "result.json").read_bytes()
+    assert not list(out.rglob("*.pt"))
+    assert (out / "table1.csv").is_file() and run.name in (out / "table1.csv").read_text()
+    bad = subprocess.run([str(script), str(tmp_path / "nowhere"), str(out)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no such runs_root" in bad.stderr
