@@ -36,12 +36,13 @@ def pixel_log_prob(x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor, 
     inv = torch.exp(-log_scale)
     lo = (k / BINS - loc) * inv
     hi = ((k + 1) / BINS - loc) * inv
+    if variant == "reference":  # the reference's float32 arithmetic, floored by the 1e-7
+        return torch.log(torch.sigmoid(hi) - torch.sigmoid(lo) + 1e-7)
     if variant == "normalised":
         lo = torch.where(k == 0, torch.full_like(lo, -1e4), lo)
         hi = torch.where(k == BINS - 1, torch.full_like(hi, 1e4), hi)
-        return F.logsigmoid(hi) - F.softplus(lo) + torch.log(-torch.expm1(lo - hi))
-    p = torch.sigmoid(hi.double()) - torch.sigmoid(lo.double())
-    return torch.log(p + 1e-7).float() if variant == "reference" else torch.log(p.clamp_min(1e-300)).float()
+    # log(sigmoid(hi) - sigmoid(lo)), stable far from the mean, where the plain difference cancels to 0
+    return F.logsigmoid(hi) - F.softplus(lo) + torch.log(-torch.expm1(lo - hi))
 
 
 @torch.no_grad()
