@@ -2,7 +2,8 @@
 # The Table-1 rows reproduced on a 2-core CPU with the faithful settings (full early stopping,
 # S = 5000), one run after another. Re-running resumes whatever is unfinished.
 #   scripts/reproduce_cpu_rows.sh [runs_root] [data_dir]
-# then: glossy table runs_root=<runs_root>; glossy figure checkpoint=<runs_root>/synthetic-vae-standard-seed0
+# then: scripts/collect_results.sh <runs_root> results (Table 1, and each run's history, trajectory and figure);
+# glossy figure checkpoint=<runs_root>/synthetic-vae-standard-seed0 out=results/figure1_synthetic
 set -euo pipefail
 RUNS="${1:-$HOME/glossy-runs}"
 DATA="${2:-../shared/data}"
