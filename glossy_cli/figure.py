@@ -72,6 +72,6 @@ def make_figure(checkpoint: str, out: str | None = None) -> list[Path]:
     fig = draw(df, title=run.name)
     stem = Path(out) if out else run / "figure1"
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for p in paths:
-        atomic_save_figure(p, fig, dpi=150)
+    for p in paths:  # no creation date in the PDF: the same trajectory gives the same bytes
+        atomic_save_figure(p, fig, dpi=150, **({"metadata": {"CreationDate": None}} if p.suffix == ".pdf" else {}))
     return paths

@@ -81,6 +81,10 @@ def test_figure_writes_png_and_pdf_from_a_trajectory(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     p = run_glossy(["figure", f"checkpoint={run}", f"out={tmp_path / 'fig1'}"], tmp_path, check=True)
     assert (tmp_path / "fig1.png").stat().st_size > 10_000 and "wrote" in p.stdout
+    # the same trajectory gives the same bytes (no creation date), so committed figures do not churn
+    assert b"/CreationDate" not in paths[1].read_bytes()
+    assert (tmp_path / "fig1.pdf").read_bytes() == paths[1].read_bytes()
+    assert (tmp_path / "fig1.png").read_bytes() == png
 
 
 def test_figure_without_a_trajectory_is_a_clear_error(tmp_path):
