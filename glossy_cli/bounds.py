@@ -89,15 +89,17 @@ def _ba_step_log(L, log_w, block_rows):
 
 
 def _ba_step_exp(E, col_max, log_w):
-    """One BA evaluation on E = exp(L - column max) in float64: two matrix-vector products.
-    Returns None where a column's mixture underflows (then the exact log-domain step is used)."""
+    """One BA evaluation on E = exp(L - column max): two matrix-vector products. Returns None where a
+    column's mixture is too small for E's precision (then the exact log-domain step is used): in
+    float64 below 1e-280; in float32, whose entries under e^-87 of their column's max are flushed to
+    zero (at most M e^-87 < 1e-33 in all), below 1e-27, so that the flushed part stays under 1e-6 of it."""
     shift = log_w.max()
     w = torch.exp(log_w - shift)  # [M], relative weights (atoms below e^-745 of the largest drop out)
-    s = w @ E  # [N]: p_w(x_j) = exp(col_max_j + shift) * s_j
-    if s.min().item() < 1e-280:
+    s = w.to(E.dtype) @ E  # [N]: p_w(x_j) = exp(col_max_j + shift) * s_j
+    if s.min().item() < (1e-280 if E.dtype == torch.float64 else 1e-27):
         return None
-    lpw = col_max + shift + torch.log(s)
-    c = E @ (1.0 / s)  # [M]: sum_j E_ij / s_j = exp(-shift) * sum_j l_ij / p_w(x_j)
+    c = (E @ (1.0 / s)).to(torch.float64)  # [M]: sum_j E_ij / s_j = exp(-shift) * sum_j l_ij / p_w(x_j)
+    lpw = col_max + shift + torch.log(s.to(torch.float64))
     return lpw, torch.log(c) - shift - math.log(E.shape[1])
 
 
@@ -107,8 +109,9 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
     """Blahut-Arimoto on a finite set of atoms: w_i <- w_i c_w(z_i). The NLL never increases and, at
     every step, nll(w) - max_i log c_w(z_i) <= min_w nll(w) <= nll(w); stops when that gap < tol.
 
-    When exp(L - column max) fits in `max_bytes` as float64, each step is two matrix-vector products
-    on it; any step where a column's mixture would underflow is done exactly in the log domain."""
+    When exp(L - column max) fits in `max_bytes` (as float64, else as float32), each step is two
+    matrix-vector products on it; any step where a column's mixture would underflow is done exactly in
+    the log domain."""
     m, n = L.shape
     if log_w0 is None:
         log_w = torch.full((m,), -math.log(m), dtype=torch.float64, device=L.device)
@@ -116,9 +119,10 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
         log_w = log_w0.to(device=L.device, dtype=torch.float64)
         log_w = log_w - torch.logsumexp(log_w, 0)
     E = col_max = None
-    if 8 * m * n <= max_bytes:
+    if 4 * m * n <= max_bytes:  # float64 when it fits, else float32 (half the memory and traffic)
         col_max = L.max(0).values.to(torch.float64)
-        E = torch.exp(L.to(torch.float64) - col_max)
+        E = torch.exp(L.to(torch.float64) - col_max) if 8 * m * n <= max_bytes else \
+            torch.exp(L.to(torch.float32) - col_max.to(torch.float32))
     history: list[tuple[float, float]] = []
     it = 0
     while True:
@@ -155,42 +159,98 @@ def sandwich(L: torch.Tensor, log_px: torch.Tensor, max_iter: int = 500, tol: fl
             "ba_converged": res.converged}
 
 
-def bootstrap(L: torch.Tensor, log_px: torch.Tensor, n_boot: int, seed: int = 0, level: float = 0.95,
-              block_rows: int | None = None) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals for glossy_max, glossy_std, lower_bound and nll, resampling
-    data points (a point brings its candidate and its column). Each resample's log c values are
-    weighted log-sum-exps with the resample counts; they are computed for all resamples at once as
-    one float64 matrix product on exp(L - row max), with an exact log-domain fallback wherever
-    that product underflows."""
-    if L.shape[0] != L.shape[1]:
-        raise ValueError("bootstrap needs one candidate per data point (a square L)")
-    n = L.shape[1]
+def bootstrap_counts(n: int, n_boot: int, seed: int = 0) -> torch.Tensor:
+    """[B, N] float64 resample counts of N data points, B resamples (seeded)."""
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(n, (n_boot, n), generator=gen)
     counts = torch.zeros(n_boot, n, dtype=torch.float64)
-    counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))  # [B, N]
-    counts = counts.to(L.device)
+    counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+    return counts
+
+
+def resampled_log_c(L: torch.Tensor, log_px: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """[M, B] log c_b(z_i) = log (1/N) sum_j counts[b, j] l(x_j | z_i) / tau(x_j) for a block of rows of L
+    [M, N]: one float64 matrix product on exp(L - lpx - row max), with an exact log-domain fallback
+    wherever that product underflows. Rows are independent, so L may be any block of candidates."""
+    n = L.shape[1]
     lpx = log_px.to(device=L.device, dtype=torch.float64)
-    lc = torch.empty(n, n_boot, dtype=torch.float64, device=L.device)  # log c_b(z_i)
-    step = _row_block(L, block_rows)
-    for i in range(0, n, step):
-        a = L[i : i + step].to(torch.float64) - lpx  # [m, N]
-        r = a.max(1, keepdim=True).values
-        s = torch.exp(a - r) @ counts.T  # [m, B]
-        blk = r + torch.log(s)
-        bad = s < 1e-250
-        if bad.any():
-            rows, cols = bad.nonzero(as_tuple=True)
-            logw = torch.log(counts[cols])  # [k, N]
-            blk[rows, cols] = torch.logsumexp(a[rows] + logw, 1)
-        lc[i : i + step] = blk
-    lc = lc - math.log(n)
-    present = counts.T > 0  # [N, B]
-    gmax = torch.where(present, lc, torch.full_like(lc, -math.inf)).max(0).values  # [B]
-    w = counts.T
-    mean = (w * lc).sum(0) / n
-    std = torch.sqrt((w * (lc - mean) ** 2).sum(0) / (n - 1))
+    counts = counts.to(L.device)
+    a = L.to(torch.float64) - lpx  # [m, N]
+    r = a.max(1, keepdim=True).values
+    s = torch.exp(a - r) @ counts.T  # [m, B]
+    out = r + torch.log(s)
+    bad = s < 1e-250
+    if bad.any():
+        rows, cols = bad.nonzero(as_tuple=True)
+        out[rows, cols] = torch.logsumexp(a[rows] + torch.log(counts[cols]), 1)
+    return out - math.log(n)
+
+
+def bootstrap_intervals(lc: torch.Tensor, counts: torch.Tensor, log_px: torch.Tensor, level: float = 0.95,
+                        paired: bool = True) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of glossy_max, glossy_std, lower_bound and nll from the resampled log c
+    values lc [M, B] (`resampled_log_c`) and the counts [B, N]. paired: the candidates are the data points
+    themselves (M = N), so a resample brings each point's candidate as many times as the point;
+    otherwise the candidates are fixed (drawn from elsewhere) and only the data points are resampled."""
+    n = counts.shape[1]
+    counts = counts.to(lc.device)
+    lpx = log_px.to(device=lc.device, dtype=torch.float64)
+    if paired:
+        w = counts.T  # [N, B]
+        gmax = torch.where(w > 0, lc, torch.full_like(lc, -math.inf)).max(0).values
+        mean = (w * lc).sum(0) / n
+        std = torch.sqrt((w * (lc - mean) ** 2).sum(0) / (n - 1))
+    else:
+        gmax = lc.max(0).values
+        std = lc.std(0, unbiased=True) if lc.shape[0] > 1 else torch.full_like(gmax, math.nan)
     nll_b = -(counts * lpx).sum(1) / n
     stats = {"glossy_max": gmax, "glossy_std": std, "lower_bound": nll_b - gmax.clamp(min=0), "nll": nll_b}
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64, device=L.device)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64, device=lc.device)
     return {k: tuple(torch.quantile(v, q).tolist()) for k, v in stats.items()}
+
+
+def bootstrap(L: torch.Tensor, log_px: torch.Tensor, n_boot: int, seed: int = 0, level: float = 0.95,
+              block_rows: int | None = None, paired: bool = True) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals for glossy_max, glossy_std, lower_bound and nll, resampling
+    data points. paired (the in-sample candidates, a square L): a point brings its candidate and its
+    column; otherwise (candidates from outside the data, L [M, N]) only the columns are resampled.
+    Each resample's log c values are weighted log-sum-exps with the resample counts, computed for all
+    resamples at once (`resampled_log_c`)."""
+    if paired and L.shape[0] != L.shape[1]:
+        raise ValueError("a paired bootstrap needs one candidate per data point (a square L)")
+    counts = bootstrap_counts(L.shape[1], n_boot, seed).to(L.device)
+    step = _row_block(L, block_rows)
+    lc = torch.cat([resampled_log_c(L[i : i + step], log_px, counts) for i in range(0, L.shape[0], step)])
+    return bootstrap_intervals(lc, counts, log_px, level, paired)
+
+
+def heldout_sandwich(L_fit: torch.Tensor, log_px_fit: torch.Tensor, max_iter: int = 500, tol: float = 1e-4,
+                     max_bytes: int = 2 * 2**30) -> dict:
+    """Blahut-Arimoto weights on atoms z_1..z_M plus the model's own prior (atom M, whose likelihood
+    column is p^(x_j)), fitted on one sample (L_fit [M, Nf] = log l(x_j | z_i), log_px_fit [Nf]) from
+    equal mass on the prior and the atoms. Returns the log weights [M + 1] (`log_w`, the prior's last)
+    and what the fit reached on its own sample. Score them on other data with `heldout_nll`."""
+    m = L_fit.shape[0]
+    aug = torch.cat([L_fit, log_px_fit.to(device=L_fit.device, dtype=L_fit.dtype).unsqueeze(0)], 0)
+    log_w0 = torch.full((m + 1,), -math.log(2 * max(m, 1)), dtype=torch.float64)
+    log_w0[m] = -math.log(2) if m else 0.0
+    res = blahut_arimoto(aug, log_w0, max_iter=max_iter, tol=tol, max_bytes=max_bytes)
+    return {"log_w": res.log_w, "fit_nll": res.nll, "fit_gap": res.gap, "iterations": res.iterations,
+            "converged": res.converged, "prior_weight": math.exp(res.log_w[m].item())}
+
+
+def heldout_nll(log_w: torch.Tensor, log_px_score: torch.Tensor, mixture_atoms: torch.Tensor) -> float:
+    """-(1/N) sum_j log (w_prior p^(x_j) + sum_i w_i l(x_j | z_i)) on the scored sample, given
+    mixture_atoms[j] = log sum_i w_i l(x_j | z_i) over the atoms (log_w[:-1]) and the prior's weight
+    log_w[-1]. Never clamped: it may come out above the model's own NLL."""
+    lp = log_px_score.to(torch.float64) + log_w[-1].item()
+    return -torch.logaddexp(lp, mixture_atoms.to(lp.device, torch.float64)).mean().item()
+
+
+def popoviciu(glossy_max: float, glossy_std: float, n: int) -> dict:
+    """The in-sample check: when every candidate's own image dominates its c (log c(z_i) >= -log N),
+    log c lies in [-log N, max], so Popoviciu's inequality bounds its std by (max + log N) / 2 (times
+    sqrt(N / (N - 1)) for the unbiased std). A reported std above that bound cannot come
+    from in-sample candidates."""
+    bound = (glossy_max + math.log(n)) / 2 * math.sqrt(n / (n - 1))
+    return {"popoviciu_bound": bound, "violates": glossy_std > bound}

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from glossy_models.base import LatentVariableModel
 
 from . import bounds
 from .errors import GlossyError
@@ -134,8 +135,6 @@ def is_blocks(n_samples: int, chunk_samples: int, bytes_per_sample: int,
 
 
 def _has_default_weights(model) -> bool:
-    from glossy_models.base import LatentVariableModel
-
     return getattr(type(model), "log_importance_weights", None) is LatentVariableModel.log_importance_weights
 
 
@@ -225,30 +224,93 @@ def likelihood_matrix(model, x: torch.Tensor, z: torch.Tensor, plan: Plan, devic
     return out
 
 
-def _plan_within_budget(model, n: int, m: int, is_samples: int, memory_budget_gb: float) -> Plan:
+SOURCES = ("test", "train", "valid", "prior")
+SOURCE_HELP = ("test: the posterior means of the evaluated images (the paper's text, in-sample); train / valid: "
+               "those of the training / validation images; prior: samples from the model's prior")
+
+
+def candidate_list(candidates) -> list[str]:
+    """eval.candidates as a list of source names (a single name is accepted too)."""
+    return [candidates] if isinstance(candidates, str) else [str(c) for c in candidates]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many points, candidates and held-out images an evaluation with these settings uses."""
+
+    n: int  # evaluated data points
+    m: dict  # source -> number of candidates
+    n_fit: int  # validation images the held-out prior is fitted on (0: no held-out sandwich)
+    m_atoms: int  # atoms of the held-out prior (the training candidates)
+
+    def reserved_bytes(self) -> int:
+        """The matrices kept whole: the in-sample one (sandwich, paired bootstrap) and the held-out fit's."""
+        return 4 * self.m.get("test", 0) * self.n + 4 * self.m_atoms * self.n_fit
+
+
+def _cap(n: int, max_candidates: int | None, autoregressive_cap: int | None) -> int:
+    cap = n if max_candidates is None else min(n, max_candidates)
+    return cap if autoregressive_cap is None else min(cap, autoregressive_cap)
+
+
+def eval_sizes(model, n_total: int, candidates=("test",), n_train: int = 0, n_valid: int = 0, heldout: bool = False,
+               max_points=None, max_candidates=None, autoregressive_max_candidates=None,
+               prior_candidates=None) -> Sizes:
+    ar = autoregressive_max_candidates if model.autoregressive else None
+    n = n_total if max_points is None else min(n_total, max_points)
+    avail = {"test": n, "train": n_train, "valid": n_valid,
+             "prior": n if prior_candidates is None else int(prior_candidates)}
+    unknown = [c for c in candidates if c not in SOURCES]
+    if unknown:
+        raise GlossyError(f"eval.candidates={list(candidates)}: unknown source {unknown[0]!r}; valid: "
+                          f"{', '.join(SOURCES)} ({SOURCE_HELP})")
+    missing = [c for c in candidates if avail[c] < 1]
+    if missing:
+        raise GlossyError(f"eval.candidates includes {missing[0]!r} but there are no {missing[0]} images to take "
+                          f"candidates from; drop it from eval.candidates")
+    m = {c: _cap(avail[c], max_candidates, ar) for c in candidates}
+    n_fit = m_atoms = 0
+    if heldout:
+        if n_train < 1 or n_valid < 1:
+            raise GlossyError("eval.heldout=true needs training images (the atoms) and validation images (to fit "
+                              "the prior on); set eval.heldout=false for data without them")
+        n_fit = n_valid if max_points is None else min(n_valid, max_points)
+        m_atoms = _cap(n_train, max_candidates, ar)
+    return Sizes(n, m, n_fit, m_atoms)
+
+
+def _plan_within_budget(model, sizes: Sizes, is_samples: int, memory_budget_gb: float) -> Plan:
     budget = int(memory_budget_gb * 2**30)
-    if 4 * m * n > budget:
-        raise GlossyError(f"the {m} x {n} glossy matrix needs {4 * m * n / 2**30:.3g} GiB, over the memory "
-                          f"budget of {memory_budget_gb} GiB; raise eval.memory_budget_gb or cap "
-                          f"eval.max_candidates / eval.max_points")
+    reserved = sizes.reserved_bytes()
+    if reserved > budget:
+        parts = []
+        if sizes.m.get("test"):
+            parts.append(f"the {sizes.m['test']} x {sizes.n} glossy matrix needs "
+                         f"{4 * sizes.m['test'] * sizes.n / 2**30:.3g} GiB")
+        if sizes.n_fit:
+            parts.append(f"the held-out fit's {sizes.m_atoms} x {sizes.n_fit} matrix "
+                         f"{4 * sizes.m_atoms * sizes.n_fit / 2**30:.3g} GiB")
+        raise GlossyError(f"{' and '.join(parts)}, over the memory budget of {memory_budget_gb} GiB; raise "
+                          f"eval.memory_budget_gb or cap eval.max_candidates / eval.max_points"
+                          + ("" if not sizes.n_fit else " (or set eval.heldout=false)"))
     per_sample = model.eval_bytes_per_sample()
-    if budget - 4 * m * n < per_sample:
-        raise GlossyError(f"eval.memory_budget_gb={memory_budget_gb} cannot hold the evaluation: the {m} x {n} "
-                          f"glossy matrix takes {4 * m * n / 2**20:.3g} MiB of it and one importance sample needs "
+    if budget - reserved < per_sample:
+        raise GlossyError(f"eval.memory_budget_gb={memory_budget_gb} cannot hold the evaluation: the glossy "
+                          f"matrices take {reserved / 2**20:.3g} MiB of it and one importance sample needs "
                           f"{per_sample / 2**20:.3g} MiB more; raise eval.memory_budget_gb")
-    return make_plan(model, n, m, is_samples, budget - 4 * m * n)
+    m_stream = max([sizes.n, *sizes.m.values()])
+    return make_plan(model, sizes.n, m_stream, is_samples, budget - reserved)
 
 
-def check_budget(model, n_total: int, *, is_samples: int, max_points=None, max_candidates=None,
-                 autoregressive_max_candidates=None, memory_budget_gb: float = 4.0, **_: object) -> Plan:
+def check_budget(model, n_total: int, *, is_samples: int, candidates=("test",), n_train: int = 0, n_valid: int = 0,
+                 heldout: bool = False, max_points=None, max_candidates=None, autoregressive_max_candidates=None,
+                 prior_candidates=None, memory_budget_gb: float = 4.0, **_: object) -> Plan:
     """The plan `evaluate` will use on `n_total` points with these settings, or the GlossyError it would
     raise when the memory budget cannot hold it. Cheap: training calls it before its first epoch, so that
     a budget that cannot fit fails at once rather than after hours of training."""
-    n = n_total if max_points is None else min(n_total, max_points)
-    if model.autoregressive and autoregressive_max_candidates is not None:
-        max_candidates = min(max_candidates or n, autoregressive_max_candidates)
-    m = n if max_candidates is None else min(n, max_candidates)
-    return _plan_within_budget(model, n, m, is_samples, memory_budget_gb)
+    sizes = eval_sizes(model, n_total, candidates, n_train, n_valid, heldout, max_points, max_candidates,
+                       autoregressive_max_candidates, prior_candidates)
+    return _plan_within_budget(model, sizes, is_samples, memory_budget_gb)
 
 
 def _subset(n: int, cap: int | None, seed: int) -> torch.Tensor | None:
@@ -279,83 +341,216 @@ def _finite_or_fail(result: dict, keys) -> None:
             "(check the checkpoint's training history); nothing was written")
 
 
-def evaluate(model, x: torch.Tensor, *, true_model=None, is_samples: int = 5000, max_points=None,
-             max_candidates=None, autoregressive_max_candidates=None, subset_seed: int = 0, seed: int = 1234,
-             memory_budget_gb: float = 4.0,
+def _source_stats(lc: torch.Tensor, nll: float, suffix: str) -> dict:
+    st = bounds.glossy_stats(lc)
+    return {f"glossy_max{suffix}": st["glossy_max"], f"glossy_std{suffix}": st["glossy_std"],
+            f"glossy_var{suffix}": st["glossy_std"] ** 2, f"glossy_mean{suffix}": lc.mean().item(),
+            f"glossy_argmax{suffix}": st["argmax"], f"lower_bound{suffix}": bounds.lower_bound(nll, lc)}
+
+
+@torch.no_grad()
+def stream_source(model, x: torch.Tensor, z: torch.Tensor, log_px: torch.Tensor, plan: Plan, device,
+                  counts: torch.Tensor | None = None, log_w_atoms: torch.Tensor | None = None, progress=None):
+    """For candidates z [M] on data x [N], without keeping the M x N matrix: log c(z_i) [M]; with bootstrap
+    counts [B, N], the resampled log c [M, B]; with log weights on the M candidates, the atoms' part of the
+    mixture marginal log sum_i w_i l(x_j | z_i) [N]. One block of `plan.matrix_rows` candidates at a time."""
+    lpx = log_px.to(device=device, dtype=torch.float64)
+    lc, lcb = [], []
+    mix = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=device)
+    for i in range(0, z.shape[0], plan.matrix_rows):
+        Lb = likelihood_matrix(model, x, z[i : i + plan.matrix_rows], plan, device)  # [rows, N]
+        _fail_if_not_finite(Lb, "the glossy matrix log l(x_j | z_i)", ("candidate", "point"), allow_minus_inf=True)
+        lc.append(bounds.log_c(Lb, lpx))
+        if counts is not None:
+            lcb.append(bounds.resampled_log_c(Lb, lpx, counts))
+        if log_w_atoms is not None:
+            lw = log_w_atoms[i : i + Lb.shape[0]].to(device=device, dtype=torch.float64)
+            mix = torch.logaddexp(mix, bounds.mixture_log_marginal(Lb, lw))
+        if progress is not None:
+            progress.update(Lb.shape[0])
+    return torch.cat(lc), (torch.cat(lcb) if counts is not None else None), \
+        (mix if log_w_atoms is not None else None)
+
+
+def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, valid_x: torch.Tensor | None = None,
+             candidates=("test",), heldout: bool = False, true_model=None, is_samples: int = 5000,
+             max_points=None, max_candidates=None, autoregressive_max_candidates=None, prior_candidates=None,
+             subset_seed: int = 0, seed: int = 1234, memory_budget_gb: float = 4.0,
              bootstrap: int = 100, bootstrap_level: float = 0.95, ba_iters: int = 500, ba_tol: float = 1e-4,
-             device: torch.device | str = "cpu", show_progress: bool | str = True, **_: object) -> dict:
+             device: torch.device | str = "cpu", show_progress: bool | str = True, keep: dict | None = None,
+             **_: object) -> dict:
     """Every number of result.json for model on data x [N, C, H, W]. Pure in its inputs: the same
     model, data and settings give the same numbers; `memory_budget_gb` changes only the chunking, never
     the numbers (up to floating-point noise of blocked matrix products). show_progress: True, tqdm bars;
-    "log", a log line at each tenth of a long stage; False, nothing."""
+    "log", a log line at each tenth of a long stage; False, nothing.
+
+    candidates: where the candidate latents z_i come from, any of `SOURCES`: "test" (the posterior means
+    of x itself, the paper's text; its statistics keep the plain names glossy_max, glossy_std, lower_bound,
+    nll_ba), "train" / "valid" (those of train_x / valid_x) and "prior" (samples of the model's prior);
+    each source's statistics are named with its suffix (glossy_max_train, ...). heldout: Blahut-Arimoto
+    weights on the training candidates plus the model's prior, fitted on valid_x and scored on x
+    (nll_ba_heldout). keep: a dict to receive the per-point and per-candidate tensors (log_px, elbo, and
+    log_c_<source>, candidates_<source>: the indices of the images the candidates came from)."""
 
     device = torch.device(device)
     t0 = time.perf_counter()
+    candidates = list(dict.fromkeys(candidate_list(candidates)))
     sub = _subset(len(x), max_points, subset_seed)
     if sub is not None:
         x = x[sub]
-    n = len(x)
-    if model.autoregressive and autoregressive_max_candidates is not None:
-        max_candidates = min(max_candidates or n, autoregressive_max_candidates)
-    cand = _subset(n, max_candidates, subset_seed + 1)
-    m = n if cand is None else len(cand)
-    plan = _plan_within_budget(model, n, m, is_samples, memory_budget_gb)
-    log.info("evaluating N=%d points, M=%d candidates, S=%d samples on %s; %s", n, m, is_samples, device,
-             plan.describe())
+    sizes = eval_sizes(model, len(x), candidates, 0 if train_x is None else len(train_x),
+                       0 if valid_x is None else len(valid_x), heldout, max_points, max_candidates,
+                       autoregressive_max_candidates, prior_candidates)
+    n = sizes.n
+    plan = _plan_within_budget(model, sizes, is_samples, memory_budget_gb)
+    ba_bytes = max(0, int(memory_budget_gb * 2**30) - sizes.reserved_bytes())
+    log.info("evaluating N=%d points, candidates %s, S=%d samples on %s%s; %s", n,
+             ", ".join(f"{c} M={sizes.m[c]}" for c in candidates), is_samples, device,
+             f"; held-out prior on {sizes.m_atoms} training atoms fitted on {sizes.n_fit} validation images"
+             if heldout else "", plan.describe())
     macs = model.decoder_macs()
-    log.info("cost: importance sampling %d decoder passes (N x S), glossy matrix %d %s; about %.3g GFLOP",
-             n * is_samples, m * n if model.autoregressive else m,
+    m_all = sum(sizes.m.values()) + sizes.m_atoms
+    n_is = n + sizes.n_fit
+    log.info("cost: importance sampling %d decoder passes, glossy matrices %d %s; about %.3g GFLOP",
+             n_is * is_samples, m_all * n if model.autoregressive else m_all,
              "decoder passes (M x N, autoregressive)" if model.autoregressive
-             else "decoder passes (M) + an M x N product",
-             2e-9 * macs * (n * is_samples + (m * n if model.autoregressive else m)))
+             else "decoder passes (M) + M x N products",
+             2e-9 * macs * (n_is * is_samples + (m_all * n if model.autoregressive else m_all)))
+
+    def images(src: str) -> torch.Tensor:
+        return {"test": x, "train": train_x, "valid": valid_x}[src]
+
+    # which images give the candidates of each source: a seeded subset where capped
+    seeds = {"test": subset_seed + 1, "train": subset_seed + 2, "valid": subset_seed + 3}
+    picks = {c: _subset(len(images(c)), sizes.m[c], seeds[c]) for c in candidates if c != "prior"}
+    timing: dict[str, float] = {}
     gen_state = torch.random.get_rng_state()
     cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
     torch.manual_seed(seed)
+    result: dict = {"n_points": n, "is_samples": is_samples, "candidates": candidates}
+    lc_by: dict[str, torch.Tensor] = {}
     try:
         with model.frozen():
             with _progress(show_progress, n, "importance sampling", "points") as bar:
                 log_px, elbo = importance_sampling(model, x, is_samples, plan, device, bar)
-            t_is = time.perf_counter() - t0
-            z = posterior_means(model, x if cand is None else x[cand], device)
-            with _progress(show_progress, m, "glossy matrix", "candidates") as bar:
-                L = likelihood_matrix(model, x, z, plan, device, bar)
+            timing["importance_sampling"] = time.perf_counter() - t0
+            _fail_if_not_finite(log_px, "the importance-sampled log p(x_j)", ("point",))
+            nll = bounds.nll(log_px)
+            result.update(nll=nll, elbo=elbo.mean().item())
+            lpx = log_px.to(device)
+            counts = bounds.bootstrap_counts(n, bootstrap, seed).to(device) if bootstrap > 0 else None
+            if bootstrap > 0:
+                result.update(bootstrap=bootstrap, bootstrap_level=bootstrap_level)
+
+            def zs(src: str) -> torch.Tensor:
+                if src == "prior":
+                    if type(model).sample_prior is LatentVariableModel.sample_prior:
+                        raise GlossyError(f"eval.candidates includes 'prior' but {type(model).__name__} does not "
+                                          "implement sample_prior(n); drop 'prior' from eval.candidates")
+                    torch.manual_seed(seed + 2)
+                    return torch.cat([model.sample_prior(min(1000, sizes.m["prior"] - i)).to(device)
+                                      for i in range(0, sizes.m["prior"], 1000)])
+                imgs = images(src) if picks[src] is None else images(src)[picks[src]]
+                return posterior_means(model, imgs, device)
+
+            if "test" in candidates:  # in-sample: the whole matrix is kept for the sandwich and the paired bootstrap
+                t1 = time.perf_counter()
+                z = zs("test")
+                with _progress(show_progress, sizes.m["test"], "glossy matrix (test candidates)", "candidates") as bar:
+                    L = likelihood_matrix(model, x, z, plan, device, bar)
+                _fail_if_not_finite(L, "the glossy matrix log l(x_j | z_i)", ("candidate", "point"),
+                                    allow_minus_inf=True)
+                lc = bounds.log_c(L, lpx)
+                lc_by["test"] = lc.cpu()
+                st = _source_stats(lc, nll, "_test")
+                result.update(st)
+                result.update({k.removesuffix("_test"): v for k, v in st.items()
+                               if k.startswith(("glossy_max", "glossy_std", "lower_bound"))})
+                result["n_candidates"] = result["n_candidates_test"] = sizes.m["test"]
+                result.update(bounds.sandwich(L, lpx, max_iter=ba_iters, tol=ba_tol))
+                if bootstrap > 0:
+                    if picks["test"] is None:
+                        ci = bounds.bootstrap(L, lpx, bootstrap, seed=seed, level=bootstrap_level)
+                        for k, (lo, hi) in ci.items():
+                            result[f"{k}_ci"] = [lo, hi]
+                            if k != "nll":
+                                result[f"{k}_test_ci"] = [lo, hi]
+                    else:
+                        log.info("bootstrap of the test candidates skipped: it resamples points with their "
+                                 "candidates (needs M = N)")
+                del L
+                timing["test_candidates"] = time.perf_counter() - t1
+
+            log_w_atoms = None
+            if heldout:  # fit a prior on the training atoms to validation images; score it below on x
+                t1 = time.perf_counter()
+                fit = valid_x if sizes.n_fit == len(valid_x) else valid_x[_subset(len(valid_x), sizes.n_fit,
+                                                                                  subset_seed + 4)]
+                torch.manual_seed(seed + 1)
+                with _progress(show_progress, len(fit), "importance sampling (held-out fit)", "points") as bar:
+                    lpx_fit, _ = importance_sampling(model, fit, is_samples, plan, device, bar)
+                _fail_if_not_finite(lpx_fit, "the importance-sampled log p(x_j) of the validation images", ("point",))
+                pick = _subset(len(train_x), sizes.m_atoms, seeds["train"])  # the train source's atoms
+                atoms = train_x if pick is None else train_x[pick]
+                za = posterior_means(model, atoms, device)
+                with _progress(show_progress, len(za), "held-out fit matrix", "candidates") as bar:
+                    L_fit = likelihood_matrix(model, fit, za, plan, device, bar)
+                _fail_if_not_finite(L_fit, "the held-out glossy matrix", ("candidate", "point"), allow_minus_inf=True)
+                ho = bounds.heldout_sandwich(L_fit, lpx_fit.to(device), max_iter=ba_iters, tol=ba_tol,
+                                             max_bytes=ba_bytes)
+                del L_fit
+                log_w_atoms = ho["log_w"][:-1]
+                result.update(ba_heldout_prior_weight=ho["prior_weight"], ba_heldout_fit_nll=ho["fit_nll"],
+                              nll_heldout_fit_model=bounds.nll(lpx_fit), ba_heldout_gap=ho["fit_gap"],
+                              ba_heldout_iterations=ho["iterations"], ba_heldout_converged=ho["converged"],
+                              n_heldout_fit=len(fit), n_heldout_atoms=len(za))
+                timing["heldout_fit"] = time.perf_counter() - t1
+                if "train" not in candidates:  # score the atoms on x alone
+                    _, _, mix = stream_source(model, x, za, lpx, plan, device, log_w_atoms=log_w_atoms)
+                    result["nll_ba_heldout"] = bounds.heldout_nll(ho["log_w"], lpx, mix)
+
+            for src in candidates:
+                if src == "test":
+                    continue
+                t1 = time.perf_counter()
+                z = zs(src)
+                lw = log_w_atoms if src == "train" else None
+                with _progress(show_progress, len(z), f"glossy matrix ({src} candidates)", "candidates") as bar:
+                    lc, lcb, mix = stream_source(model, x, z, lpx, plan, device, counts, lw, bar)
+                lc_by[src] = lc.cpu()
+                result.update(_source_stats(lc, nll, f"_{src}"))
+                result[f"n_candidates_{src}"] = len(z)
+                if lcb is not None:
+                    ci = bounds.bootstrap_intervals(lcb, counts, lpx, bootstrap_level, paired=False)
+                    for k in ("glossy_max", "glossy_std", "lower_bound"):
+                        result[f"{k}_{src}_ci"] = list(ci[k])
+                if mix is not None:
+                    result["nll_ba_heldout"] = bounds.heldout_nll(torch.cat([log_w_atoms, ho["log_w"][-1:]]),
+                                                                  lpx, mix)
+                timing[f"{src}_candidates"] = time.perf_counter() - t1
     finally:
         torch.random.set_rng_state(gen_state)
         if cuda_state is not None:
             torch.cuda.set_rng_state_all(cuda_state)
-    t_mat = time.perf_counter() - t0 - t_is
-    _fail_if_not_finite(log_px, "the importance-sampled log p(x_j)", ("point",))
-    _fail_if_not_finite(L, "the glossy matrix log l(x_j | z_i)", ("candidate", "point"), allow_minus_inf=True)
-    lpx = log_px.to(L.device)
-    lc = bounds.log_c(L, lpx)
-    stats = bounds.glossy_stats(lc)
-    nll = bounds.nll(log_px)
-    result = {
-        "n_points": n, "n_candidates": m, "is_samples": is_samples,
-        "nll": nll, "elbo": elbo.mean().item(),
-        "glossy_max": stats["glossy_max"], "glossy_std": stats["glossy_std"],
-        "lower_bound": bounds.lower_bound(nll, lc),
-    }
-    result.update(bounds.sandwich(L, lpx, max_iter=ba_iters, tol=ba_tol))
-    if bootstrap > 0:
-        if cand is None:
-            ci = bounds.bootstrap(L, lpx, bootstrap, seed=seed, level=bootstrap_level)
-            for k, (lo, hi) in ci.items():
-                result[f"{k}_ci"] = [lo, hi]
-            result["bootstrap"] = bootstrap
-            result["bootstrap_level"] = bootstrap_level
-        else:
-            log.info("bootstrap skipped: it resamples points with their candidates (needs M = N)")
+    if bootstrap > 0 and "nll_ci" not in result and counts is not None:
+        nll_b = -(counts.cpu() * log_px).sum(1) / n
+        q = torch.tensor([(1 - bootstrap_level) / 2, (1 + bootstrap_level) / 2], dtype=torch.float64)
+        result["nll_ci"] = torch.quantile(nll_b, q).tolist()
     if true_model is not None:
         true_lpx = true_model.log_marginal(x)
         exact_lc = bounds.log_c(true_model.log_likelihood_matrix(x), log_px)
         result["true_nll"] = bounds.nll(true_lpx)
         result["exact_lower_bound"] = nll - exact_lc.max().item()
         result["exact_glossy_max"] = exact_lc.max().item()
-    result["timing_s"] = {"importance_sampling": t_is, "glossy_matrix": t_mat,
-                          "total": time.perf_counter() - t0}
+    if keep is not None:
+        keep.update(log_px=log_px, elbo=elbo, **{f"log_c_{c}": v for c, v in lc_by.items()},
+                    **{f"candidates_{c}": (torch.arange(sizes.m[c]) if p is None else p) for c, p in picks.items()})
+    timing["total"] = time.perf_counter() - t0
+    result["timing_s"] = timing
     result["plan"] = plan.__dict__
     if sub is not None:
         result["subset_seed"] = subset_seed
-    _finite_or_fail(result, ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba"])
+    keys = ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba", "nll_ba_heldout"]
+    keys += [f"{k}_{c}" for c in candidates for k in ("glossy_max", "glossy_std", "lower_bound")]
+    _finite_or_fail(result, keys)
     return result

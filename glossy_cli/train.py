@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from .errors import GlossyError
-from .evaluate import check_budget, evaluate
+from .evaluate import candidate_list, check_budget, evaluate
 from .io import atomic_save_image_grid, atomic_torch_save, atomic_write_json, atomic_write_text, run_lock
 from .runs import (
     BEST,
@@ -113,16 +113,31 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
 
 
+def candidate_images(splits, seed: int) -> dict:
+    """The images that candidates and the held-out fit come from: the training and validation splits,
+    with a dynamically binarised training split binarised once (seeded), as the model sees binary data."""
+    train_x = splits.train
+    if splits.meta.dynamic_binarization:
+        train_x = torch.bernoulli(train_x, generator=torch.Generator().manual_seed(seed))
+    return {"train_x": train_x, "valid_x": splits.val}
+
+
+def _trajectory_settings(cfg) -> dict:
+    e = cfg.eval
+    return {"is_samples": int(cfg.train.trajectory_samples), "max_points": int(cfg.train.trajectory_points),
+            "candidates": candidate_list(e.candidates), "heldout": bool(e.heldout),
+            "autoregressive_max_candidates": e.get("autoregressive_max_candidates"),
+            "prior_candidates": e.get("prior_candidates"), "memory_budget_gb": float(e.memory_budget_gb)}
+
+
 def _trajectory_point(model, splits, cfg, device, subset: torch.Tensor, epoch: int) -> dict:
-    t = cfg.train
+    imgs = candidate_images(splits, int(cfg.eval.seed))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        r = evaluate(model, splits.test[subset], true_model=splits.meta.true_model,
-                     is_samples=int(t.trajectory_samples), bootstrap=0, ba_iters=100, ba_tol=1e-3,
-                     autoregressive_max_candidates=cfg.eval.get("autoregressive_max_candidates"),
-                     memory_budget_gb=float(cfg.eval.memory_budget_gb), seed=int(cfg.eval.seed),
-                     device=device, show_progress=False)
-    keys = ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba", "ba_gap", "true_nll",
-            "exact_lower_bound"]
+        r = evaluate(model, splits.test[subset], true_model=splits.meta.true_model, **imgs,
+                     **_trajectory_settings(cfg), bootstrap=0, ba_iters=100, ba_tol=1e-3,
+                     seed=int(cfg.eval.seed), device=device, show_progress=False)
+    keys = ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba", "ba_gap", "glossy_max_train",
+            "glossy_std_train", "lower_bound_train", "nll_ba_heldout", "true_nll", "exact_lower_bound"]
     return {"epoch": epoch, **{k: r[k] for k in keys if k in r}}
 
 
@@ -140,9 +155,10 @@ def _save_grids(model, splits, run_dir: Path, n: int, device) -> None:
 def run_eval_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, extra: dict,
                       show_progress: bool | str = True) -> dict:
     ecfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    ecfg["candidates"] = candidate_list(ecfg["candidates"])
     x = {"test": splits.test, "val": splits.val, "train": splits.train}[ecfg["split"]]
     result = evaluate(model, x, true_model=splits.meta.true_model, device=device, show_progress=show_progress,
-                      **ecfg)
+                      **candidate_images(splits, int(ecfg["seed"])), **ecfg)
     record = {
         "dataset": splits.meta.name, "model": cfg.model.name, "prior": cfg.prior.name, "seed": int(cfg.seed),
         "split": ecfg["split"], "run_dir": str(run_dir), **extra, **result, "eval_config": ecfg,
@@ -206,11 +222,11 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
     model = build_model(margs).to(device)
     # a memory budget that cannot hold the evaluation fails now, not after the training
     ecfg = OmegaConf.to_container(cfg.eval, resolve=True)
-    check_budget(model, len({"test": splits.test, "val": splits.val, "train": splits.train}[ecfg["split"]]), **ecfg)
+    sizes = {"n_train": len(splits.train), "n_valid": len(splits.val)}
+    check_budget(model, len({"test": splits.test, "val": splits.val, "train": splits.train}[ecfg["split"]]),
+                 **sizes, **{**ecfg, "candidates": candidate_list(ecfg["candidates"])})
     if int(t.trajectory_every) > 0:
-        check_budget(model, min(int(t.trajectory_points), len(splits.test)), is_samples=int(t.trajectory_samples),
-                     autoregressive_max_candidates=ecfg.get("autoregressive_max_candidates"),
-                     memory_budget_gb=float(ecfg["memory_budget_gb"]))
+        check_budget(model, len(splits.test), **sizes, **_trajectory_settings(cfg))
     opt = torch.optim.Adam(model.parameters(), lr=float(t.lr))
     gen = torch.Generator().manual_seed(int(cfg.seed))
     state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "es_counter": 0, "done": False,

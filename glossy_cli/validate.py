@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from collections.abc import Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .errors import GlossyError
+from .evaluate import SOURCE_HELP, SOURCES
+
+
+def _plain(v):
+    return OmegaConf.to_container(v) if isinstance(v, ListConfig) else v
 
 
 def _check(cfg: DictConfig, prefix: str, key: str, kind, lo=None, allow_none: bool = False) -> None:
@@ -49,5 +56,14 @@ def validate_eval(e: DictConfig) -> None:
         raise GlossyError(f"eval.memory_budget_gb={e.memory_budget_gb} must be positive")
     if not 0 < e.bootstrap_level < 1:
         raise GlossyError(f"eval.bootstrap_level={e.bootstrap_level} must lie strictly between 0 and 1")
+    _check(e, "eval", "prior_candidates", int, 1, allow_none=True)
+    if not isinstance(e.heldout, bool):
+        raise GlossyError(f"eval.heldout={e.heldout!r} must be true or false")
+    cands = e.candidates
+    if isinstance(cands, str):
+        cands = [cands]
+    if not isinstance(cands, Sequence) or not cands or any(c not in SOURCES for c in cands):
+        raise GlossyError(f"eval.candidates={_plain(cands)} must be a non-empty list of {', '.join(SOURCES)} "
+                          f"({SOURCE_HELP}), e.g. eval.candidates=[test,train]")
     if e.split not in ("test", "val", "train"):
         raise GlossyError(f"eval.split={e.split!r} must be test, val or train")

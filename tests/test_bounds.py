@@ -176,3 +176,106 @@ def test_bootstrap_intervals_cover_at_roughly_the_nominal_rate():
         hits += lo <= true_std <= hi
     rate = hits / reps
     assert 0.7 <= rate <= 0.99, rate
+
+
+def test_unpaired_bootstrap_matches_explicit_resampling_of_the_columns():
+    # candidates from elsewhere (M != N): a resample draws data points only; every candidate stays
+    g = torch.Generator().manual_seed(1)
+    m, n = 13, 25
+    L = torch.randn(m, n, generator=g, dtype=torch.float64) * 15 - 300
+    lpx = torch.randn(n, generator=g, dtype=torch.float64) * 3 - 290
+    ci = bounds.bootstrap(L, lpx, n_boot=150, seed=3, level=0.8, paired=False, block_rows=4)
+    idx = torch.randint(n, (150, n), generator=torch.Generator().manual_seed(3))
+    maxes, stds, lbs = [], [], []
+    for b in range(150):
+        sel = idx[b]
+        lc = bounds.log_c(L[:, sel], lpx[sel])
+        maxes.append(lc.max().item())
+        stds.append(lc.std().item())
+        lbs.append(bounds.lower_bound(bounds.nll(lpx[sel]), lc))
+    q = [0.1, 0.9]
+    np.testing.assert_allclose(ci["glossy_max"], np.quantile(maxes, q), atol=1e-8)
+    np.testing.assert_allclose(ci["glossy_std"], np.quantile(stds, q), atol=1e-8)
+    np.testing.assert_allclose(ci["lower_bound"], np.quantile(lbs, q), atol=1e-8)
+    with pytest.raises(ValueError, match="square"):
+        bounds.bootstrap(L, lpx, 5)
+
+
+def _two_samples(seed, m=5, n_fit=60, n_score=45, d=10):
+    """Atoms = Bernoulli images; a fit sample and a score sample from the same mixture, and the model's
+    marginal tau of each as a noisy version of a uniform mixture (its own prior atom)."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(m, d, generator=g).clamp(0.05, 0.95)
+    mix = torch.softmax(torch.randn(m, generator=g) * 2, 0)
+
+    def sample(n):
+        k = torch.multinomial(mix, n, replacement=True, generator=g)
+        x = torch.bernoulli(p[k], generator=g)
+        L = (x @ torch.log(p).T + (1 - x) @ torch.log1p(-p).T).T.double()  # [m, n]
+        tau = torch.logsumexp(L, 0) - math.log(m) + 0.3 * torch.randn(n, generator=g, dtype=torch.float64)
+        return L, tau
+
+    return sample(n_fit), sample(n_score)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_heldout_sandwich_against_a_brute_force_prior_fitted_on_one_sample_and_scored_on_another(seed):
+    (Lf, tf), (Ls, ts) = _two_samples(seed)
+    ho = bounds.heldout_sandwich(Lf, tf, max_iter=20000, tol=1e-10)
+    assert ho["converged"]
+    # brute force: the best prior on (atoms + model prior) for the fit sample, by gradient descent on the
+    # simplex (independent of BA), then its NLL on the score sample written out term by term
+    aug_f = torch.cat([Lf, tf[None]])
+    theta = torch.zeros(aug_f.shape[0], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([theta], lr=0.05)
+    for _ in range(4000):
+        opt.zero_grad()
+        f = -torch.logsumexp(aug_f + torch.log_softmax(theta, 0)[:, None], 0).mean()
+        f.backward()
+        opt.step()
+    w = torch.softmax(theta.detach(), 0)
+    assert ho["fit_nll"] == pytest.approx(f.item(), abs=1e-4)
+    brute = -np.mean([math.log(sum(w[i].item() * math.exp(Ls[i, j].item()) for i in range(Ls.shape[0]))
+                               + w[-1].item() * math.exp(ts[j].item())) for j in range(Ls.shape[1])])
+    mix = bounds.mixture_log_marginal(Ls, ho["log_w"][:-1])
+    got = bounds.heldout_nll(ho["log_w"], ts, mix)
+    assert got == pytest.approx(brute, abs=2e-3)
+    assert ho["prior_weight"] == pytest.approx(w[-1].item(), abs=2e-3)
+
+
+def test_heldout_sandwich_is_reported_as_it_comes_out_even_above_the_models_nll():
+    # the fit sample is explained by atom 0 far better than by the model's prior; the score sample is
+    # not (atom 0 gives it 50 nats less than the prior): the held-out NLL ends above the model's
+    L_fit = torch.tensor([[-5.0, -5.0, -5.0], [-40.0, -40.0, -40.0]], dtype=torch.float64)
+    tau_fit = torch.full((3,), -20.0, dtype=torch.float64)
+    L_score = torch.tensor([[-70.0, -70.0], [-80.0, -80.0]], dtype=torch.float64)
+    tau_score = torch.full((2,), -20.0, dtype=torch.float64)
+    ho = bounds.heldout_sandwich(L_fit, tau_fit, max_iter=5000, tol=1e-12)
+    got = bounds.heldout_nll(ho["log_w"], tau_score, bounds.mixture_log_marginal(L_score, ho["log_w"][:-1]))
+    w = ho["log_w"].exp()
+    want = -math.log(w[0] * math.exp(-70) + w[1] * math.exp(-80) + w[2] * math.exp(-20))
+    assert got == pytest.approx(want, rel=1e-12)
+    assert got > bounds.nll(tau_score) + 5  # worse than the model's own prior, and reported so
+
+
+def test_ba_float32_matrix_path_agrees_with_float64_and_the_log_domain():
+    L, _ = _random_problem(4, m=30, n=80)
+    m, n = L.shape
+    a = bounds.blahut_arimoto(L, max_iter=200, tol=0)  # float64 matrix
+    b = bounds.blahut_arimoto(L, max_iter=200, tol=0, max_bytes=4 * m * n)  # float32 matrix
+    c = bounds.blahut_arimoto(L, max_iter=200, tol=0, max_bytes=0)  # exact log domain
+    assert a.nll == pytest.approx(c.nll, abs=1e-9)
+    assert b.nll == pytest.approx(c.nll, abs=1e-4)
+    np.testing.assert_allclose(b.log_w.exp().numpy(), c.log_w.exp().numpy(), atol=1e-4)
+
+
+def test_popoviciu_flags_a_row_that_violates_it_and_passes_one_that_does_not():
+    n = 10000  # static MNIST's test set: log N = 9.21
+    bad = bounds.popoviciu(15.7, 34.3, n)  # the paper's MNIST VAE row
+    assert bad["violates"] and bad["popoviciu_bound"] == pytest.approx((15.7 + math.log(n)) / 2, rel=1e-4)
+    assert not bounds.popoviciu(42.8, 6.8, n)["violates"]  # our in-sample MNIST VAE row
+    # the bound is sharp: N in-sample values, half at -log N and half at the max, reach it
+    v = torch.tensor([-math.log(n)] * (n // 2) + [3.0] * (n // 2), dtype=torch.float64)
+    sd = v.std().item()
+    assert sd == pytest.approx(bounds.popoviciu(3.0, sd, n)["popoviciu_bound"], rel=1e-9)
+    assert not bounds.popoviciu(3.0, sd * 0.999, n)["violates"]
