@@ -59,18 +59,28 @@ def guarded(fn):
 
 
 def summary(r: dict) -> str:
+    """The result in a few lines: NLL, the glossy statistics of each candidate source, the bounds."""
     rows = [(f"NLL (importance sampled, S={r['is_samples']}, N={r['n_points']})", r["nll"]),
-            ("ELBO", -r["elbo"] if "elbo" in r else None), ("glossy max", r["glossy_max"]),
-            ("glossy std", r["glossy_std"]), ("lower bound (NLL - glossy max)", r["lower_bound"]),
-            ("nll_ba (re-weighted prior)", r.get("nll_ba")), ("true NLL", r.get("true_nll")),
-            ("exact finite-latent lower bound", r.get("exact_lower_bound"))]
+            ("-ELBO", -r["elbo"] if "elbo" in r else None)]
+    for src in r.get("candidates", ["test"]):
+        sfx = "" if src == "test" and "glossy_max" in r else f"_{src}"
+        m = r.get(f"n_candidates{sfx}", r.get(f"n_candidates_{src}"))
+        rows += [(f"glossy max, {src} candidates (M={m})", r.get(f"glossy_max{sfx}")),
+                 (f"glossy std, {src} candidates", r.get(f"glossy_std{sfx}")),
+                 (f"lower bound NLL - max, {src} candidates", r.get(f"lower_bound{sfx}"))]
+    rows += [("nll_ba (re-weighted prior, in-sample)", r.get("nll_ba")),
+             ("nll_ba_heldout (fitted on validation images)", r.get("nll_ba_heldout")),
+             ("true NLL", r.get("true_nll")), ("exact finite-latent lower bound", r.get("exact_lower_bound"))]
+    rows = [(k, v) for k, v in rows if v is not None]
     width = max(len(k) for k, _ in rows)
     lines = [f"{r['dataset']} / {r['model']} / {r['prior']}  ({r.get('run_dir', '')})"]
-    lines += [f"  {k.ljust(width)}  {v:12.3f}" for k, v in rows if v is not None]
-    if "glossy_max_ci" in r:
-        lo, hi = r["glossy_max_ci"]
-        lines.append(f"  {'glossy max, bootstrap CI'.ljust(width)}  [{lo:.3f}, {hi:.3f}]")
-    return "\n".join(lines).replace("ELBO".ljust(width), "-ELBO".ljust(width))
+    lines += [f"  {k.ljust(width)}  {v:12.3f}" for k, v in rows]
+    for key, name in (("glossy_max_ci", "glossy max, test, bootstrap CI"),
+                      ("glossy_max_train_ci", "glossy max, train, bootstrap CI")):
+        if key in r:
+            lo, hi = r[key]
+            lines.append(f"  {name.ljust(width)}  [{lo:.3f}, {hi:.3f}]")
+    return "\n".join(lines)
 
 
 def _train(cfg):

@@ -12,9 +12,12 @@ from glossy_cli.table import make_table
 
 
 def result(dataset, model, prior, nll, gmax, gstd, **extra):
+    """In-sample (test) statistics gmax, gstd; those of the training candidates ten times larger."""
     return {"dataset": dataset, "model": model, "prior": prior, "nll": nll, "glossy_max": gmax,
             "glossy_std": gstd, "lower_bound": nll - max(gmax, 0), "nll_ba": nll - 1.0, "complete": True,
-            "glossy_max_ci": [gmax - 1, gmax + 1], **extra}
+            "glossy_max_ci": [gmax - 1, gmax + 1], "glossy_max_train": 10 * gmax, "glossy_std_train": 10 * gstd,
+            "glossy_max_train_ci": [10 * gmax - 2, 10 * gmax + 2], "lower_bound_train": nll - 10 * gmax,
+            "nll_ba_heldout": nll + 0.5, **extra}
 
 
 @pytest.fixture
@@ -40,18 +43,21 @@ def test_table_lays_out_table1_with_the_paper_beside_ours_and_blanks_for_missing
     assert len(csv) == 7 * 6
     frey = csv[(csv.dataset == "frey") & (csv.model == "vae") & (csv.prior == "standard")].iloc[0]
     assert frey.nll == 1800.0 and frey.nll_paper == 1808.19 and frey.nll_diff == pytest.approx(1800.0 - 1808.19)
-    assert frey.glossy_max_paper == 89.3 and frey.glossy_std_diff == pytest.approx(10.0 - 331.5)
-    assert frey.lower_bound == 1700.0 and frey.nll_ba == 1799.0
+    # the paper's glossy columns against the training-candidate statistics, the in-sample ones beside them
+    assert frey.glossy_max_paper == 89.3 and frey.glossy_std_diff == pytest.approx(100.0 - 331.5)
+    assert frey.glossy_max_train == 1000.0 and frey.glossy_max == 100.0 and frey.glossy_std == 10.0
+    assert frey.lower_bound == 1700.0 and frey.nll_ba == 1799.0 and frey.nll_ba_heldout == 1800.5
     missing = csv[(csv.dataset == "mnist") & (csv.model == "pixelhvae") & (csv.prior == "vamp")].iloc[0]
     assert math.isnan(missing.nll) and missing.nll_paper == 79.86  # blank, not zero
     assert csv["nll"].notna().sum() == 3
     md = (tmp_path / "res" / "table1.md").read_text()
-    assert "| frey | vae | standard | 1800.00 | 1808.19 | -8.19 | 100.0 | [99.0, 101.0] | 89.3 |" in md
+    assert ("| frey | vae | standard | 1800.00 | 1808.19 | -8.19 | 1000.0 | [998.0, 1002.0] | 89.3 | 100.0 |  | "
+            "331.5 | 100.0 | 10.0 | 1700.00 | 800.00 | 1799.00 | 1800.50 |") in md
     assert "| mnist | pixelhvae | vamp |  | 79.86 |  |" in md
-    assert "| synthetic | vae | standard | 85.00 |  |  | 7.5 |" in md and "79.30 | 77.00 |" in md
+    assert "| synthetic | vae | standard | 85.00 |  |  | 75.0 |" in md and "79.30 | 77.00 |" in md
     tex = (tmp_path / "res" / "table1.tex").read_text()
     assert "\\begin{tabular}" in tex and "\\end{tabular}" in tex
-    assert "caltech101 & hvae & vamp & 120.50 & 121.02 & 50.2 & 47.2 & 200.0 & 210.7" in tex
+    assert "caltech101 & hvae & vamp & 120.50 & 121.02 & 502.5 & 47.2 & 2000.0 & 210.7 & 50.2 & 200.0" in tex
     assert "mnist & pixelhvae & vamp &  & 79.86" in tex
     src = (tmp_path / "res" / "paper_table1.csv").read_text()
     assert src.startswith("# source: Lastras") and "cifar10,pixelhvae,vamp,10961.67" in src
@@ -91,3 +97,22 @@ def test_figure_without_a_trajectory_is_a_clear_error(tmp_path):
     (tmp_path / "run").mkdir()
     p = run_glossy(["figure", f"checkpoint={tmp_path / 'run'}"], tmp_path)
     assert p.returncode == 2 and "has no trajectory.csv" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_figure_draws_the_training_candidate_bound_and_the_heldout_prior_when_the_trajectory_has_them():
+    from glossy_cli.figure import draw
+
+    epochs = list(range(0, 50, 10))
+    df = pd.DataFrame({"epoch": epochs, "nll": [100 - 0.1 * e for e in epochs], "lower_bound": 60.0,
+                       "glossy_std": 5.0, "lower_bound_train": 70.0, "glossy_std_train": 150.0,
+                       "nll_ba_heldout": [101 - 0.1 * e for e in epochs]})
+
+    def labels(fig):
+        return [t.get_text() for ax in fig.axes for leg in [ax.get_legend()] if leg for t in leg.get_texts()]
+
+    full = labels(draw(df))
+    assert "NLL - glossy max (training candidates)" in full
+    assert "held-out BA prior (fitted on validation images)" in full
+    assert "glossy std, training candidates (right axis)" in full
+    old = labels(draw(df.drop(columns=["lower_bound_train", "glossy_std_train", "nll_ba_heldout"])))
+    assert len(old) == len(full) - 3 and not any("training candidates" in t for t in old)
