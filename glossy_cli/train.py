@@ -23,6 +23,7 @@ from .io import atomic_save_image_grid, atomic_torch_save, atomic_write_json, at
 from .runs import (
     BEST,
     LAST,
+    POINTS,
     RESULT,
     build_model,
     checkpoint_payload,
@@ -157,8 +158,12 @@ def run_eval_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, ext
     ecfg = OmegaConf.to_container(cfg.eval, resolve=True)
     ecfg["candidates"] = candidate_list(ecfg["candidates"])
     x = {"test": splits.test, "val": splits.val, "train": splits.train}[ecfg["split"]]
+    keep: dict = {}
     result = evaluate(model, x, true_model=splits.meta.true_model, device=device, show_progress=show_progress,
-                      **candidate_images(splits, int(ecfg["seed"])), **ecfg)
+                      keep=keep, **candidate_images(splits, int(ecfg["seed"])), **ecfg)
+    # the per-point log p^(x_j), ELBO and per-candidate log c: what scripts/glossy_forensics.py starts from
+    atomic_torch_save(run_dir / POINTS, {"eval_config": ecfg, "split": ecfg["split"],
+                                         **{k: v.cpu() for k, v in keep.items()}})
     record = {
         "dataset": splits.meta.name, "model": cfg.model.name, "prior": cfg.prior.name, "seed": int(cfg.seed),
         "split": ecfg["split"], "run_dir": str(run_dir), **extra, **result, "eval_config": ecfg,

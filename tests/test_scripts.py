@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from glossy_models.likelihoods import DiscretizedLogistic256
 
@@ -30,3 +31,36 @@ def test_logistic_variants_normalised_is_glossys_likelihood_and_the_others_drop_
     # where the bin probability is well above float32 rounding, the reference's formula is no tails + 1e-7
     big = no_tails > -10
     torch.testing.assert_close(ref[big], torch.log(no_tails[big].exp() + 1e-7), rtol=1e-4, atol=1e-4)
+
+
+def test_glossy_forensics_reproduces_the_runs_own_statistics_and_checks_every_paper_row(quick_cfg, tmp_path):
+    import json
+
+    import glossy_forensics
+
+    from glossy_cli.train import train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    r = train(quick_cfg, run, show_progress=False)
+    assert (run / "points.pt").is_file()
+    out = tmp_path / "forensics.md"
+    assert glossy_forensics.main([str(run), "--out", str(out)]) == 0
+    text = out.read_text()
+    info, df = glossy_forensics.forensics(run, None, 10)
+    assert info["tau"].startswith("points.pt")  # the evaluation's own log p^(x_j), not a new estimate
+    rows = df.set_index("reading")
+    # the text's reading and the training candidates are what glossy eval computed, to rounding
+    assert rows.loc["test (the text)", "max"] == pytest.approx(r["glossy_max_test"], abs=1e-3)
+    assert rows.loc["test (the text)", "std"] == pytest.approx(r["glossy_std_test"], abs=1e-3)
+    assert rows.loc["train (all)", "max"] == pytest.approx(r["glossy_max_train"], abs=1e-3)
+    assert rows.loc["train (all)", "std"] == pytest.approx(r["glossy_std_train"], abs=1e-3)
+    assert rows.loc["train (all)", "M"] == json.loads((run / "result.json").read_text())["n_candidates_train"]
+    # leaving each candidate's own image out can only lower its log c
+    assert rows.loc["test, own image left out", "mean"] < rows.loc["test (the text)", "mean"]
+    for reading in rows.index:
+        assert f"| {reading} |" in text
+    assert "27 of the paper's 36 rows violate it" in text
+    assert "| mnist | vae | standard | 10000 | 15.7 | 34.3 | 12.5 | yes |" in text
+    assert "| mnist | pixelhvae | standard | 10000 | 7.3 | 3.0 | 8.3 | no |" in text
+    assert glossy_forensics.main([str(tmp_path / "nosuch")]) == 2
