@@ -121,8 +121,11 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
     E = col_max = None
     if 4 * m * n <= max_bytes:  # float64 when it fits, else float32 (half the memory and traffic)
         col_max = L.max(0).values.to(torch.float64)
-        E = torch.exp(L.to(torch.float64) - col_max) if 8 * m * n <= max_bytes else \
-            torch.exp(L.to(torch.float32) - col_max.to(torch.float32))
+        dtype = torch.float64 if 8 * m * n <= max_bytes else torch.float32
+        E = torch.empty(m, n, dtype=dtype, device=L.device)
+        step = _row_block(L, block_rows)
+        for i in range(0, m, step):  # in row blocks: no temporary as large as E
+            E[i : i + step] = torch.exp(L[i : i + step].to(torch.float64) - col_max)
     history: list[tuple[float, float]] = []
     it = 0
     while True:
@@ -230,8 +233,13 @@ def heldout_sandwich(L_fit: torch.Tensor, log_px_fit: torch.Tensor, max_iter: in
     column is p^(x_j)), fitted on one sample (L_fit [M, Nf] = log l(x_j | z_i), log_px_fit [Nf]) from
     equal mass on the prior and the atoms. Returns the log weights [M + 1] (`log_w`, the prior's last)
     and what the fit reached on its own sample. Score them on other data with `heldout_nll`."""
-    m = L_fit.shape[0]
     aug = torch.cat([L_fit, log_px_fit.to(device=L_fit.device, dtype=L_fit.dtype).unsqueeze(0)], 0)
+    return heldout_fit(aug, max_iter, tol, max_bytes)
+
+
+def heldout_fit(aug: torch.Tensor, max_iter: int = 500, tol: float = 1e-4, max_bytes: int = 2 * 2**30) -> dict:
+    """`heldout_sandwich` on the augmented matrix [M + 1, Nf] whose last row is the prior's log p^(x_j)."""
+    m = aug.shape[0] - 1
     log_w0 = torch.full((m + 1,), -math.log(2 * max(m, 1)), dtype=torch.float64)
     log_w0[m] = -math.log(2) if m else 0.0
     res = blahut_arimoto(aug, log_w0, max_iter=max_iter, tol=tol, max_bytes=max_bytes)

@@ -245,7 +245,7 @@ class Sizes:
 
     def reserved_bytes(self) -> int:
         """The matrices kept whole: the in-sample one (sandwich, paired bootstrap) and the held-out fit's."""
-        return 4 * self.m.get("test", 0) * self.n + 4 * self.m_atoms * self.n_fit
+        return 4 * self.m.get("test", 0) * self.n + (4 * (self.m_atoms + 1) * self.n_fit if self.n_fit else 0)
 
 
 def _cap(n: int, max_candidates: int | None, autoregressive_cap: int | None) -> int:
@@ -288,11 +288,11 @@ def _plan_within_budget(model, sizes: Sizes, is_samples: int, memory_budget_gb: 
             parts.append(f"the {sizes.m['test']} x {sizes.n} glossy matrix needs "
                          f"{4 * sizes.m['test'] * sizes.n / 2**30:.3g} GiB")
         if sizes.n_fit:
-            parts.append(f"the held-out fit's {sizes.m_atoms} x {sizes.n_fit} matrix "
-                         f"{4 * sizes.m_atoms * sizes.n_fit / 2**30:.3g} GiB")
-        raise GlossyError(f"{' and '.join(parts)}, over the memory budget of {memory_budget_gb} GiB; raise "
-                          f"eval.memory_budget_gb or cap eval.max_candidates / eval.max_points"
-                          + ("" if not sizes.n_fit else " (or set eval.heldout=false)"))
+            parts.append(f"the held-out fit's {sizes.m_atoms + 1} x {sizes.n_fit} matrix "
+                         f"{4 * (sizes.m_atoms + 1) * sizes.n_fit / 2**30:.3g} GiB")
+        raise GlossyError(f"eval.memory_budget_gb={memory_budget_gb} cannot hold the evaluation: {' and '.join(parts)}"
+                          f", over the budget; raise eval.memory_budget_gb or cap eval.max_candidates / "
+                          f"eval.max_points" + ("" if not sizes.n_fit else " (or set eval.heldout=false)"))
     per_sample = model.eval_bytes_per_sample()
     if budget - reserved < per_sample:
         raise GlossyError(f"eval.memory_budget_gb={memory_budget_gb} cannot hold the evaluation: the glossy "
@@ -458,6 +458,7 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
                 z = zs("test")
                 with _progress(show_progress, sizes.m["test"], "glossy matrix (test candidates)", "candidates") as bar:
                     L = likelihood_matrix(model, x, z, plan, device, bar)
+                timing["glossy_matrix"] = time.perf_counter() - t1  # the in-sample matrix alone
                 _fail_if_not_finite(L, "the glossy matrix log l(x_j | z_i)", ("candidate", "point"),
                                     allow_minus_inf=True)
                 lc = bounds.log_c(L, lpx)
@@ -493,12 +494,15 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
                 pick = _subset(len(train_x), sizes.m_atoms, seeds["train"])  # the train source's atoms
                 atoms = train_x if pick is None else train_x[pick]
                 za = posterior_means(model, atoms, device)
+                aug = torch.empty(len(za) + 1, len(fit), dtype=torch.float32, device=device)  # atoms + the prior
                 with _progress(show_progress, len(za), "held-out fit matrix", "candidates") as bar:
-                    L_fit = likelihood_matrix(model, fit, za, plan, device, bar)
-                _fail_if_not_finite(L_fit, "the held-out glossy matrix", ("candidate", "point"), allow_minus_inf=True)
-                ho = bounds.heldout_sandwich(L_fit, lpx_fit.to(device), max_iter=ba_iters, tol=ba_tol,
-                                             max_bytes=ba_bytes)
-                del L_fit
+                    for i in range(0, len(za), plan.matrix_rows):
+                        zb = za[i : i + plan.matrix_rows]
+                        aug[i : i + len(zb)] = likelihood_matrix(model, fit, zb, plan, device, bar)
+                aug[-1] = lpx_fit.to(device)
+                _fail_if_not_finite(aug, "the held-out glossy matrix", ("candidate", "point"), allow_minus_inf=True)
+                ho = bounds.heldout_fit(aug, max_iter=ba_iters, tol=ba_tol, max_bytes=ba_bytes)
+                del aug
                 log_w_atoms = ho["log_w"][:-1]
                 result.update(ba_heldout_prior_weight=ho["prior_weight"], ba_heldout_fit_nll=ho["fit_nll"],
                               nll_heldout_fit_model=bounds.nll(lpx_fit), ba_heldout_gap=ho["fit_gap"],

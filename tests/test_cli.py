@@ -5,6 +5,7 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 from conftest import SMALL_SYNTHETIC, run_glossy
 
 from glossy_cli.runs import read_checkpoint
@@ -34,6 +35,19 @@ def test_train_writes_a_complete_run_directory(trained):
     # the promise: the model's NLL lies above the true NLL, the exact bound below it
     assert r["nll"] > r["true_nll"] > r["exact_lower_bound"]
     assert r["lower_bound"] <= r["nll_ba"] <= r["nll"]
+    # both candidate sources by default, each under its own names, and the held-out prior
+    assert r["candidates"] == ["test", "train"] and r["n_candidates_train"] == 600
+    for k in ("glossy_max_train", "glossy_std_train", "glossy_var_train", "lower_bound_train", "nll_ba_heldout",
+              "ba_heldout_fit_nll", "nll_heldout_fit_model"):
+        assert math.isfinite(r[k]), k
+    assert r["glossy_std_train"] ** 2 == pytest.approx(r["glossy_var_train"])
+    assert r["n_heldout_fit"] == 200 and r["n_heldout_atoms"] == 600  # validation images, capped by eval.max_points
+    traj = pd.read_csv(run / "trajectory.csv")
+    for k in ("glossy_max_train", "glossy_std_train", "lower_bound_train", "nll_ba_heldout"):
+        assert traj[k].notna().all(), k
+    pts = torch.load(run / "points.pt", weights_only=True)
+    assert len(pts["log_px"]) == 150 and len(pts["log_c_train"]) == 600
+    assert -pts["log_px"].mean().item() == pytest.approx(r["nll"])
     assert len(pd.read_csv(run / "history.csv")) == 3
     assert "true NLL" in p.stdout and "glossy max" in p.stdout
     # not a terminal (a job's log): no carriage-return progress bars in the output or the log
@@ -80,6 +94,8 @@ def test_eval_and_table(trained, tmp_path):
     (["train", "eval.is_samples=0"], "eval.is_samples=0 is out of range"),
     (["train", "train.lr=abc"], "train.lr='abc' must be a number"),
     (["train", "eval.is_sampels=5"], "eval.is_sampels"),
+    (["train", "eval.candidates=[test,trian]"], "eval.candidates=['test', 'trian'] must be a non-empty list of"),
+    (["train", "eval.heldout=maybe"], "eval.heldout='maybe' must be true or false"),
     (["eval", "checkpoint=/nonexistent/run"], "no such file or directory"),
     (["frobnicate"], "unknown command 'frobnicate'"),
 ])
