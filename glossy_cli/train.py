@@ -158,9 +158,13 @@ def run_eval_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, ext
     ecfg = OmegaConf.to_container(cfg.eval, resolve=True)
     ecfg["candidates"] = candidate_list(ecfg["candidates"])
     x = {"test": splits.test, "val": splits.val, "train": splits.train}[ecfg["split"]]
+    heldout = bool(ecfg["heldout"]) and ecfg["split"] == "test"
+    if ecfg["heldout"] and not heldout:  # fitted on the validation images, so only a test score is held out
+        log.info("eval.split=%s: the held-out sandwich is skipped (it is fitted on the validation images and "
+                 "scored on the test images only)", ecfg["split"])
     keep: dict = {}
     result = evaluate(model, x, true_model=splits.meta.true_model, device=device, show_progress=show_progress,
-                      keep=keep, **candidate_images(splits, int(ecfg["seed"])), **ecfg)
+                      keep=keep, **candidate_images(splits, int(ecfg["seed"])), **{**ecfg, "heldout": heldout})
     # the per-point log p^(x_j), ELBO and per-candidate log c: what scripts/glossy_forensics.py starts from
     atomic_torch_save(run_dir / POINTS, {"eval_config": ecfg, "split": ecfg["split"],
                                          **{k: v.cpu() for k, v in keep.items()}})
