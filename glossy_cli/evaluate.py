@@ -442,7 +442,15 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
             if bootstrap > 0:
                 result.update(bootstrap=bootstrap, bootstrap_level=bootstrap_level)
 
+            cache: dict[str, torch.Tensor] = {}
+
             def zs(src: str) -> torch.Tensor:
+                if src == "train":  # used twice with the held-out sandwich: computed once
+                    if "train" not in cache:
+                        pick = picks["train"] if "train" in picks else _subset(len(train_x), sizes.m_atoms,
+                                                                               seeds["train"])
+                        cache["train"] = posterior_means(model, train_x if pick is None else train_x[pick], device)
+                    return cache["train"]
                 if src == "prior":
                     if type(model).sample_prior is LatentVariableModel.sample_prior:
                         raise GlossyError(f"eval.candidates includes 'prior' but {type(model).__name__} does not "
@@ -491,9 +499,7 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
                 with _progress(show_progress, len(fit), "importance sampling (held-out fit)", "points") as bar:
                     lpx_fit, _ = importance_sampling(model, fit, is_samples, plan, device, bar)
                 _fail_if_not_finite(lpx_fit, "the importance-sampled log p(x_j) of the validation images", ("point",))
-                pick = _subset(len(train_x), sizes.m_atoms, seeds["train"])  # the train source's atoms
-                atoms = train_x if pick is None else train_x[pick]
-                za = posterior_means(model, atoms, device)
+                za = zs("train")  # the atoms: the train source's candidates (the same seeded subset when capped)
                 aug = torch.empty(len(za) + 1, len(fit), dtype=torch.float32, device=device)  # atoms + the prior
                 with _progress(show_progress, len(za), "held-out fit matrix", "candidates") as bar:
                     for i in range(0, len(za), plan.matrix_rows):
