@@ -9,6 +9,7 @@ import math
 import platform
 import signal
 import time
+from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -77,6 +78,36 @@ def _stop_on_signals(what: str):
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def epochs_left(epoch: int, es_counter: int, warmup: int, patience: int, max_epochs: int) -> tuple[int, int]:
+    """(fewest, most) epochs still to run after `epoch` under the early-stopping rule: the fewest if the
+    validation loss never improves again (the counter stays at 0 before the warm-up ends, then counts up
+    to patience + 1), the most if it keeps improving (up to train.epochs)."""
+    most = max(0, max_epochs - epoch)
+    fewest = warmup + patience - epoch if epoch + 1 < warmup else patience + 1 - es_counter
+    return min(max(0, fewest), most), most
+
+
+def progress_line(epoch: int, max_epochs: int, best_epoch: int, es_counter: int, patience: int, warmup: int,
+                  seconds_per_epoch: float) -> str:
+    """Where a long run stands: epoch count, best epoch, patience left, and the time left as a range."""
+    lo, hi = epochs_left(epoch, es_counter, warmup, patience, max_epochs)
+    left = "done" if lo == 0 else (
+        f"{_duration(lo * seconds_per_epoch)} to {_duration(hi * seconds_per_epoch)} left "
+        f"({lo}-{hi} epochs at {seconds_per_epoch:.3g} s)")
+    warm = f", KL warm-up until epoch {warmup}" if epoch < warmup else ""
+    return (f"epoch {epoch}/{max_epochs}, best {best_epoch}, patience {max(0, patience - es_counter)} of "
+            f"{patience} left{warm}; {left}")
+
+
+def _duration(seconds: float) -> str:
+    m = int(round(seconds / 60))
+    if m < 1:
+        return f"{int(round(seconds))}s"
+    h, m = divmod(m, 60)
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h" if d else (f"{h}h{m:02d}m" if h else f"{m}m")
 
 
 def kl_beta(epoch: int, warmup: int) -> float:
@@ -275,6 +306,7 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
 
     step_loss = torch.compile(loss_fn) if t.compile else loss_fn
 
+    recent: deque[float] = deque(maxlen=20)  # wall seconds of the last epochs, for the time-left estimate
     with _catch_signals() as caught:
         while not state["done"]:
             epoch = state["epoch"] + 1
@@ -337,9 +369,11 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
             _write_csv(run_dir / "history.csv", state["history"])
             if state["trajectory"]:
                 _write_csv(run_dir / "trajectory.csv", state["trajectory"])
-            log.info("epoch %d: beta %.2f train loss %.3f val loss %.3f (best %.3f at %d, patience %d/%d)",
-                     epoch, beta, train_loss, val["val_loss"], state["best_val"], state["best_epoch"],
-                     state["es_counter"], int(t.early_stopping))
+            recent.append(time.perf_counter() - t_epoch)  # the whole epoch: training, trajectory, writes
+            log.info("epoch %d: beta %.2f train loss %.3f val loss %.3f (best %.3f); %s", epoch, beta, train_loss,
+                     val["val_loss"], state["best_val"],
+                     progress_line(epoch, int(t.epochs), state["best_epoch"], state["es_counter"],
+                                   int(t.early_stopping), int(t.warmup), sum(recent) / len(recent)))
         if "signum" in caught:  # arrived after the last step of the last epoch: do not start the evaluation
             raise TrainingInterrupted(
                 f"{signal.Signals(caught['signum']).name} after the last epoch ({state['epoch']}): training is "
