@@ -2,7 +2,7 @@
 # Gather what is worth committing from finished runs (those with a result.json) into
 # <results>/runs/<run>/: result.json, config.yaml, history.csv, trajectory.csv and the sample and
 # reconstruction grids, plus the run's trajectory figure (figure1.png/.pdf); then regenerate Table 1
-# into <results>/. Checkpoints are never copied.
+# into <results>/ from every run under <results>/runs/. Checkpoints (and points.pt) are never copied.
 #   scripts/collect_results.sh [runs_root] [results_dir]
 set -euo pipefail
 RUNS="${1:-$HOME/glossy-runs}"
@@ -20,4 +20,5 @@ for d in "$RUNS"/*/; do
   if [ -f "$d/trajectory.csv" ]; then $GLOSSY figure checkpoint="$d" out="$dest/figure1" >/dev/null; fi
   echo "collected $dest"
 done
-$GLOSSY table runs_root="$RUNS" results_dir="$OUT"
+# the table from every run collected so far (those of earlier sessions included), not only from RUNS
+$GLOSSY table runs_root="$OUT/runs" results_dir="$OUT"
