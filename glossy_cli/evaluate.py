@@ -372,6 +372,52 @@ def stream_source(model, x: torch.Tensor, z: torch.Tensor, log_px: torch.Tensor,
         (mix if log_w_atoms is not None else None)
 
 
+def _in_sample(model, x, z, lpx, nll, plan, device, show_progress, *, paired_ok: bool, bootstrap: int,
+               bootstrap_level: float, seed: int, ba_iters: int, ba_tol: float) -> tuple[torch.Tensor, dict, float]:
+    """The test source: candidates at the evaluated images' own codes. Its whole matrix is kept for the
+    in-sample Blahut-Arimoto sandwich and the paired bootstrap. Returns (log c [M], fields, matrix seconds)."""
+    t1 = time.perf_counter()
+    with _progress(show_progress, len(z), "glossy matrix (test candidates)", "candidates") as bar:
+        L = likelihood_matrix(model, x, z, plan, device, bar)
+    t_matrix = time.perf_counter() - t1
+    _fail_if_not_finite(L, "the glossy matrix log l(x_j | z_i)", ("candidate", "point"), allow_minus_inf=True)
+    lc = bounds.log_c(L, lpx)
+    st = _source_stats(lc, nll, "_test")
+    fields = {**st, **{k.removesuffix("_test"): v for k, v in st.items()
+                       if k.startswith(("glossy_max", "glossy_std", "lower_bound"))},
+              "n_candidates": len(z), "n_candidates_test": len(z)}
+    fields.update(bounds.sandwich(L, lpx, max_iter=ba_iters, tol=ba_tol))
+    if bootstrap > 0 and paired_ok:
+        for k, (lo, hi) in bounds.bootstrap(L, lpx, bootstrap, seed=seed, level=bootstrap_level).items():
+            fields[f"{k}_ci"] = [lo, hi]
+            if k != "nll":
+                fields[f"{k}_test_ci"] = [lo, hi]
+    elif bootstrap > 0:
+        log.info("bootstrap of the test candidates skipped: it resamples points with their candidates (needs M = N)")
+    return lc.cpu(), fields, t_matrix
+
+
+def _heldout_fit(model, fit, za, plan, device, show_progress, is_samples: int, *, ba_iters: int, ba_tol: float,
+                 ba_bytes: int) -> tuple[torch.Tensor, dict]:
+    """Blahut-Arimoto weights on the atoms za plus the model's own prior, fitted on the images `fit` (their
+    log p^(x) importance-sampled here). Returns the log weights [M + 1] (the prior's last) and the fields."""
+    with _progress(show_progress, len(fit), "importance sampling (held-out fit)", "points") as bar:
+        lpx_fit, _ = importance_sampling(model, fit, is_samples, plan, device, bar)
+    _fail_if_not_finite(lpx_fit, "the importance-sampled log p(x_j) of the validation images", ("point",))
+    aug = torch.empty(len(za) + 1, len(fit), dtype=torch.float32, device=device)  # the atoms, then the prior
+    with _progress(show_progress, len(za), "held-out fit matrix", "candidates") as bar:
+        for i in range(0, len(za), plan.matrix_rows):
+            zb = za[i : i + plan.matrix_rows]
+            aug[i : i + len(zb)] = likelihood_matrix(model, fit, zb, plan, device, bar)
+    aug[-1] = lpx_fit.to(device)
+    _fail_if_not_finite(aug, "the held-out glossy matrix", ("candidate", "point"), allow_minus_inf=True)
+    ho = bounds.heldout_fit(aug, max_iter=ba_iters, tol=ba_tol, max_bytes=ba_bytes)
+    return ho["log_w"], {"ba_heldout_prior_weight": ho["prior_weight"], "ba_heldout_fit_nll": ho["fit_nll"],
+                         "nll_heldout_fit_model": bounds.nll(lpx_fit), "ba_heldout_gap": ho["fit_gap"],
+                         "ba_heldout_iterations": ho["iterations"], "ba_heldout_converged": ho["converged"],
+                         "n_heldout_fit": len(fit), "n_heldout_atoms": len(za)}
+
+
 def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, valid_x: torch.Tensor | None = None,
              candidates=("test",), heldout: bool = False, true_model=None, is_samples: int = 5000,
              max_points=None, max_candidates=None, autoregressive_max_candidates=None, prior_candidates=None,
@@ -463,68 +509,32 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
 
             if "test" in candidates:  # in-sample: the whole matrix is kept for the sandwich and the paired bootstrap
                 t1 = time.perf_counter()
-                z = zs("test")
-                with _progress(show_progress, sizes.m["test"], "glossy matrix (test candidates)", "candidates") as bar:
-                    L = likelihood_matrix(model, x, z, plan, device, bar)
-                timing["glossy_matrix"] = time.perf_counter() - t1  # the in-sample matrix alone
-                _fail_if_not_finite(L, "the glossy matrix log l(x_j | z_i)", ("candidate", "point"),
-                                    allow_minus_inf=True)
-                lc = bounds.log_c(L, lpx)
-                lc_by["test"] = lc.cpu()
-                st = _source_stats(lc, nll, "_test")
-                result.update(st)
-                result.update({k.removesuffix("_test"): v for k, v in st.items()
-                               if k.startswith(("glossy_max", "glossy_std", "lower_bound"))})
-                result["n_candidates"] = result["n_candidates_test"] = sizes.m["test"]
-                result.update(bounds.sandwich(L, lpx, max_iter=ba_iters, tol=ba_tol))
-                if bootstrap > 0:
-                    if picks["test"] is None:
-                        ci = bounds.bootstrap(L, lpx, bootstrap, seed=seed, level=bootstrap_level)
-                        for k, (lo, hi) in ci.items():
-                            result[f"{k}_ci"] = [lo, hi]
-                            if k != "nll":
-                                result[f"{k}_test_ci"] = [lo, hi]
-                    else:
-                        log.info("bootstrap of the test candidates skipped: it resamples points with their "
-                                 "candidates (needs M = N)")
-                del L
+                lc_by["test"], fields, timing["glossy_matrix"] = _in_sample(
+                    model, x, zs("test"), lpx, nll, plan, device, show_progress, paired_ok=picks["test"] is None,
+                    bootstrap=bootstrap, bootstrap_level=bootstrap_level, seed=seed, ba_iters=ba_iters, ba_tol=ba_tol)
+                result.update(fields)
                 timing["test_candidates"] = time.perf_counter() - t1
 
-            log_w_atoms = None
+            log_w = None
             if heldout:  # fit a prior on the training atoms to validation images; score it below on x
                 t1 = time.perf_counter()
                 fit = valid_x if sizes.n_fit == len(valid_x) else valid_x[_subset(len(valid_x), sizes.n_fit,
                                                                                   subset_seed + 4)]
                 torch.manual_seed(seed + 1)
-                with _progress(show_progress, len(fit), "importance sampling (held-out fit)", "points") as bar:
-                    lpx_fit, _ = importance_sampling(model, fit, is_samples, plan, device, bar)
-                _fail_if_not_finite(lpx_fit, "the importance-sampled log p(x_j) of the validation images", ("point",))
-                za = zs("train")  # the atoms: the train source's candidates (the same seeded subset when capped)
-                aug = torch.empty(len(za) + 1, len(fit), dtype=torch.float32, device=device)  # atoms + the prior
-                with _progress(show_progress, len(za), "held-out fit matrix", "candidates") as bar:
-                    for i in range(0, len(za), plan.matrix_rows):
-                        zb = za[i : i + plan.matrix_rows]
-                        aug[i : i + len(zb)] = likelihood_matrix(model, fit, zb, plan, device, bar)
-                aug[-1] = lpx_fit.to(device)
-                _fail_if_not_finite(aug, "the held-out glossy matrix", ("candidate", "point"), allow_minus_inf=True)
-                ho = bounds.heldout_fit(aug, max_iter=ba_iters, tol=ba_tol, max_bytes=ba_bytes)
-                del aug
-                log_w_atoms = ho["log_w"][:-1]
-                result.update(ba_heldout_prior_weight=ho["prior_weight"], ba_heldout_fit_nll=ho["fit_nll"],
-                              nll_heldout_fit_model=bounds.nll(lpx_fit), ba_heldout_gap=ho["fit_gap"],
-                              ba_heldout_iterations=ho["iterations"], ba_heldout_converged=ho["converged"],
-                              n_heldout_fit=len(fit), n_heldout_atoms=len(za))
+                log_w, fields = _heldout_fit(model, fit, zs("train"), plan, device, show_progress, is_samples,
+                                             ba_iters=ba_iters, ba_tol=ba_tol, ba_bytes=ba_bytes)
+                result.update(fields)
                 timing["heldout_fit"] = time.perf_counter() - t1
                 if "train" not in candidates:  # score the atoms on x alone
-                    _, _, mix = stream_source(model, x, za, lpx, plan, device, log_w_atoms=log_w_atoms)
-                    result["nll_ba_heldout"] = bounds.heldout_nll(ho["log_w"], lpx, mix)
+                    _, _, mix = stream_source(model, x, zs("train"), lpx, plan, device, log_w_atoms=log_w[:-1])
+                    result["nll_ba_heldout"] = bounds.heldout_nll(log_w, lpx, mix)
 
             for src in candidates:
                 if src == "test":
                     continue
                 t1 = time.perf_counter()
                 z = zs(src)
-                lw = log_w_atoms if src == "train" else None
+                lw = log_w[:-1] if src == "train" and log_w is not None else None
                 with _progress(show_progress, len(z), f"glossy matrix ({src} candidates)", "candidates") as bar:
                     lc, lcb, mix = stream_source(model, x, z, lpx, plan, device, counts, lw, bar)
                 lc_by[src] = lc.cpu()
@@ -535,8 +545,7 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
                     for k in ("glossy_max", "glossy_std", "lower_bound"):
                         result[f"{k}_{src}_ci"] = list(ci[k])
                 if mix is not None:
-                    result["nll_ba_heldout"] = bounds.heldout_nll(torch.cat([log_w_atoms, ho["log_w"][-1:]]),
-                                                                  lpx, mix)
+                    result["nll_ba_heldout"] = bounds.heldout_nll(log_w, lpx, mix)
                 timing[f"{src}_candidates"] = time.perf_counter() - t1
     finally:
         torch.random.set_rng_state(gen_state)
