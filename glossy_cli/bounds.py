@@ -145,25 +145,41 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
         it += 1
 
 
+def prior_fit(L: torch.Tensor, log_px: torch.Tensor, max_iter: int = 500, tol: float = 1e-4,
+              block_rows: int | None = None, max_bytes: int = 2 * 2**30) -> dict:
+    """Blahut-Arimoto weights on atoms z_1..z_M plus the model's own prior (atom M, whose likelihood
+    column is p^(x_j)), fitted on the sample of L [M, N] = log l(x_j | z_i) and log_px [N] from equal
+    mass on the prior and the atoms. Returns the log weights [M + 1] (`log_w`, the prior's last) and what
+    the fit reached on that sample; `sandwich` reports it in-sample, `heldout_nll` scores it on other data."""
+    aug = torch.cat([L, log_px.to(device=L.device, dtype=L.dtype).unsqueeze(0)], 0)
+    return prior_fit_augmented(aug, max_iter, tol, block_rows, max_bytes)
+
+
+def prior_fit_augmented(aug: torch.Tensor, max_iter: int = 500, tol: float = 1e-4, block_rows: int | None = None,
+                        max_bytes: int = 2 * 2**30) -> dict:
+    """`prior_fit` on the augmented matrix [M + 1, N] whose last row is the prior's log p^(x_j)."""
+    m = aug.shape[0] - 1
+    log_w0 = torch.full((m + 1,), -math.log(2 * max(m, 1)), dtype=torch.float64)
+    log_w0[m] = -math.log(2) if m else 0.0
+    res = blahut_arimoto(aug, log_w0, max_iter=max_iter, tol=tol, block_rows=block_rows, max_bytes=max_bytes)
+    return {"log_w": res.log_w, "fit_nll": res.nll, "fit_gap": res.gap, "iterations": res.iterations,
+            "converged": res.converged, "prior_weight": math.exp(res.log_w[m].item())}
+
+
 def sandwich(L: torch.Tensor, log_px: torch.Tensor, max_iter: int = 500, tol: float = 1e-4,
              block_rows: int | None = None) -> dict[str, float]:
-    """The re-weighted prior: atoms z_1..z_M plus the model's own prior as atom M (its likelihood
-    column is p^(x_j)), optimised by Blahut-Arimoto from equal mass on the prior and the candidates.
-    Returns nll_ba (never above nll: if BA ends above it, the prior alone is kept), the weight on the
-    original prior, the duality gap and the certified lower end of the best prior on these atoms."""
-    m = L.shape[0]
-    aug = torch.cat([L, log_px.to(L.dtype).unsqueeze(0)], 0)
-    log_w0 = torch.full((m + 1,), -math.log(2 * m), dtype=torch.float64)
-    log_w0[m] = -math.log(2)
-    res = blahut_arimoto(aug, log_w0, max_iter=max_iter, tol=tol, block_rows=block_rows)
+    """The re-weighted prior of `prior_fit`, fitted and reported on the same sample. Returns nll_ba
+    (never above nll: if BA ends above it, the prior alone is kept), the weight on the original prior,
+    the duality gap and the certified lower end of the best prior on these atoms."""
+    fit = prior_fit(L, log_px, max_iter=max_iter, tol=tol, block_rows=block_rows)
     base = nll(log_px)
-    if res.nll > base:  # the prior alone (w = e_M) reaches `base`; never report worse than it
+    if fit["fit_nll"] > base:  # the prior alone (w = e_M) reaches `base`; never report worse than it
         w_prior, nll_ba = 1.0, base
     else:
-        w_prior, nll_ba = math.exp(res.log_w[m].item()), res.nll
-    return {"nll_ba": nll_ba, "ba_prior_weight": w_prior, "ba_gap": res.gap,
-            "ba_best_prior_lower": res.nll - res.gap, "ba_iterations": res.iterations,
-            "ba_converged": res.converged}
+        w_prior, nll_ba = fit["prior_weight"], fit["fit_nll"]
+    return {"nll_ba": nll_ba, "ba_prior_weight": w_prior, "ba_gap": fit["fit_gap"],
+            "ba_best_prior_lower": fit["fit_nll"] - fit["fit_gap"], "ba_iterations": fit["iterations"],
+            "ba_converged": fit["converged"]}
 
 
 def bootstrap_counts(n: int, n_boot: int, seed: int = 0) -> torch.Tensor:
@@ -201,7 +217,6 @@ def bootstrap_intervals(lc: torch.Tensor, counts: torch.Tensor, log_px: torch.Te
     otherwise the candidates are fixed (drawn from elsewhere) and only the data points are resampled."""
     n = counts.shape[1]
     counts = counts.to(lc.device)
-    lpx = log_px.to(device=lc.device, dtype=torch.float64)
     if paired:
         w = counts.T  # [N, B]
         gmax = torch.where(w > 0, lc, torch.full_like(lc, -math.inf)).max(0).values
@@ -210,10 +225,21 @@ def bootstrap_intervals(lc: torch.Tensor, counts: torch.Tensor, log_px: torch.Te
     else:
         gmax = lc.max(0).values
         std = lc.std(0, unbiased=True) if lc.shape[0] > 1 else torch.full_like(gmax, math.nan)
-    nll_b = -(counts * lpx).sum(1) / n
+    nll_b = resampled_nll(counts, log_px)
     stats = {"glossy_max": gmax, "glossy_std": std, "lower_bound": nll_b - gmax.clamp(min=0), "nll": nll_b}
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64, device=lc.device)
-    return {k: tuple(torch.quantile(v, q).tolist()) for k, v in stats.items()}
+    return {k: percentile_interval(v, level) for k, v in stats.items()}
+
+
+def resampled_nll(counts: torch.Tensor, log_px: torch.Tensor) -> torch.Tensor:
+    """[B] the NLL of each resample with counts [B, N]."""
+    lpx = log_px.to(device=counts.device, dtype=torch.float64)
+    return -(counts * lpx).sum(1) / counts.shape[1]
+
+
+def percentile_interval(values: torch.Tensor, level: float) -> tuple[float, float]:
+    """The central `level` percentile interval of the resampled values."""
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64, device=values.device)
+    return tuple(torch.quantile(values.to(torch.float64), q).tolist())
 
 
 def bootstrap(L: torch.Tensor, log_px: torch.Tensor, n_boot: int, seed: int = 0, level: float = 0.95,
@@ -229,26 +255,6 @@ def bootstrap(L: torch.Tensor, log_px: torch.Tensor, n_boot: int, seed: int = 0,
     step = _row_block(L, block_rows)
     lc = torch.cat([resampled_log_c(L[i : i + step], log_px, counts) for i in range(0, L.shape[0], step)])
     return bootstrap_intervals(lc, counts, log_px, level, paired)
-
-
-def heldout_sandwich(L_fit: torch.Tensor, log_px_fit: torch.Tensor, max_iter: int = 500, tol: float = 1e-4,
-                     max_bytes: int = 2 * 2**30) -> dict:
-    """Blahut-Arimoto weights on atoms z_1..z_M plus the model's own prior (atom M, whose likelihood
-    column is p^(x_j)), fitted on one sample (L_fit [M, Nf] = log l(x_j | z_i), log_px_fit [Nf]) from
-    equal mass on the prior and the atoms. Returns the log weights [M + 1] (`log_w`, the prior's last)
-    and what the fit reached on its own sample. Score them on other data with `heldout_nll`."""
-    aug = torch.cat([L_fit, log_px_fit.to(device=L_fit.device, dtype=L_fit.dtype).unsqueeze(0)], 0)
-    return heldout_fit(aug, max_iter, tol, max_bytes)
-
-
-def heldout_fit(aug: torch.Tensor, max_iter: int = 500, tol: float = 1e-4, max_bytes: int = 2 * 2**30) -> dict:
-    """`heldout_sandwich` on the augmented matrix [M + 1, Nf] whose last row is the prior's log p^(x_j)."""
-    m = aug.shape[0] - 1
-    log_w0 = torch.full((m + 1,), -math.log(2 * max(m, 1)), dtype=torch.float64)
-    log_w0[m] = -math.log(2) if m else 0.0
-    res = blahut_arimoto(aug, log_w0, max_iter=max_iter, tol=tol, max_bytes=max_bytes)
-    return {"log_w": res.log_w, "fit_nll": res.nll, "fit_gap": res.gap, "iterations": res.iterations,
-            "converged": res.converged, "prior_weight": math.exp(res.log_w[m].item())}
 
 
 def heldout_nll(log_w: torch.Tensor, log_px_score: torch.Tensor, mixture_atoms: torch.Tensor) -> float:

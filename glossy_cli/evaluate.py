@@ -203,17 +203,27 @@ def posterior_means(model, x: torch.Tensor, device: torch.device, batch: int = 1
 
 
 @torch.no_grad()
+def prior_candidates_of(model, m: int, device, batch: int = 1000) -> torch.Tensor:
+    """m samples of the model's prior [m, latent_dim], drawn `batch` at a time from the current RNG."""
+    if type(model).sample_prior is LatentVariableModel.sample_prior:
+        raise GlossyError(f"eval.candidates includes 'prior' but {type(model).__name__} does not implement "
+                          "sample_prior(n); drop 'prior' from eval.candidates")
+    return torch.cat([model.sample_prior(min(batch, m - i)).to(device) for i in range(0, m, batch)])
+
+
+@torch.no_grad()
 def likelihood_matrix(model, x: torch.Tensor, z: torch.Tensor, plan: Plan, device: torch.device,
-                      progress=None) -> torch.Tensor:
-    """L[i, j] = log l(x_j | z_i), [M, N] float32 on `device`, computed block by block."""
+                      progress=None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """L[i, j] = log l(x_j | z_i), [M, N] float32 on `device`, computed block by block (into `out` if given)."""
     m, n = z.shape[0], x.shape[0]
     xd = x.to(device)
-    if m <= plan.matrix_rows and n <= plan.matrix_cols:  # one block: no copy into a second [M, N] matrix
+    if out is None and m <= plan.matrix_rows and n <= plan.matrix_cols:  # one block: no copy into a second matrix
         L = model.log_likelihood_matrix(xd, z.to(device)).to(torch.float32)
         if progress is not None:
             progress.update(m)
         return L
-    out = torch.empty(m, n, dtype=torch.float32, device=device)
+    if out is None:
+        out = torch.empty(m, n, dtype=torch.float32, device=device)
     for i in range(0, m, plan.matrix_rows):
         zb = z[i : i + plan.matrix_rows].to(device)
         for j in range(0, n, plan.matrix_cols):
@@ -256,13 +266,14 @@ def _cap(n: int, max_candidates: int | None, autoregressive_cap: int | None) -> 
 def eval_sizes(model, n_total: int, candidates=("test",), n_train: int = 0, n_valid: int = 0, heldout: bool = False,
                max_points=None, max_candidates=None, autoregressive_max_candidates=None,
                prior_candidates=None) -> Sizes:
+    candidates = candidate_list(candidates)
     ar = autoregressive_max_candidates if model.autoregressive else None
     n = n_total if max_points is None else min(n_total, max_points)
     avail = {"test": n, "train": n_train, "valid": n_valid,
              "prior": n if prior_candidates is None else int(prior_candidates)}
     unknown = [c for c in candidates if c not in SOURCES]
     if unknown:
-        raise GlossyError(f"eval.candidates={list(candidates)}: unknown source {unknown[0]!r}; valid: "
+        raise GlossyError(f"eval.candidates={candidates}: unknown source {unknown[0]!r}; valid: "
                           f"{', '.join(SOURCES)} ({SOURCE_HELP})")
     missing = [c for c in candidates if avail[c] < 1]
     if missing:
@@ -406,12 +417,10 @@ def _heldout_fit(model, fit, za, plan, device, show_progress, is_samples: int, *
     _fail_if_not_finite(lpx_fit, "the importance-sampled log p(x_j) of the validation images", ("point",))
     aug = torch.empty(len(za) + 1, len(fit), dtype=torch.float32, device=device)  # the atoms, then the prior
     with _progress(show_progress, len(za), "held-out fit matrix", "candidates") as bar:
-        for i in range(0, len(za), plan.matrix_rows):
-            zb = za[i : i + plan.matrix_rows]
-            aug[i : i + len(zb)] = likelihood_matrix(model, fit, zb, plan, device, bar)
+        likelihood_matrix(model, fit, za, plan, device, bar, out=aug[:-1])
     aug[-1] = lpx_fit.to(device)
     _fail_if_not_finite(aug, "the held-out glossy matrix", ("candidate", "point"), allow_minus_inf=True)
-    ho = bounds.heldout_fit(aug, max_iter=ba_iters, tol=ba_tol, max_bytes=ba_bytes)
+    ho = bounds.prior_fit_augmented(aug, max_iter=ba_iters, tol=ba_tol, max_bytes=ba_bytes)
     return ho["log_w"], {"ba_heldout_prior_weight": ho["prior_weight"], "ba_heldout_fit_nll": ho["fit_nll"],
                          "nll_heldout_fit_model": bounds.nll(lpx_fit), "ba_heldout_gap": ho["fit_gap"],
                          "ba_heldout_iterations": ho["iterations"], "ba_heldout_converged": ho["converged"],
@@ -498,12 +507,8 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
                         cache["train"] = posterior_means(model, train_x if pick is None else train_x[pick], device)
                     return cache["train"]
                 if src == "prior":
-                    if type(model).sample_prior is LatentVariableModel.sample_prior:
-                        raise GlossyError(f"eval.candidates includes 'prior' but {type(model).__name__} does not "
-                                          "implement sample_prior(n); drop 'prior' from eval.candidates")
                     torch.manual_seed(seed + 2)
-                    return torch.cat([model.sample_prior(min(1000, sizes.m["prior"] - i)).to(device)
-                                      for i in range(0, sizes.m["prior"], 1000)])
+                    return prior_candidates_of(model, sizes.m["prior"], device)
                 imgs = images(src) if picks[src] is None else images(src)[picks[src]]
                 return posterior_means(model, imgs, device)
 
@@ -552,9 +557,8 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
         if cuda_state is not None:
             torch.cuda.set_rng_state_all(cuda_state)
     if bootstrap > 0 and "nll_ci" not in result and counts is not None:
-        nll_b = -(counts.cpu() * log_px).sum(1) / n
-        q = torch.tensor([(1 - bootstrap_level) / 2, (1 + bootstrap_level) / 2], dtype=torch.float64)
-        result["nll_ci"] = torch.quantile(nll_b, q).tolist()
+        result["nll_ci"] = list(bounds.percentile_interval(bounds.resampled_nll(counts.cpu(), log_px),
+                                                           bootstrap_level))
     if true_model is not None:
         true_lpx = true_model.log_marginal(x)
         exact_lc = bounds.log_c(true_model.log_likelihood_matrix(x), log_px)

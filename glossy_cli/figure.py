@@ -26,6 +26,11 @@ def load_trajectory(run_dir: Path) -> pd.DataFrame:
     return df.sort_values("epoch")
 
 
+def _has(df: pd.DataFrame, col: str) -> bool:
+    """The trajectory has column `col` with at least one value (older trajectories lack some)."""
+    return col in df and bool(df[col].notna().any())
+
+
 def draw(df: pd.DataFrame, title: str = ""):
     import matplotlib
 
@@ -35,18 +40,18 @@ def draw(df: pd.DataFrame, title: str = ""):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(df["epoch"], df["nll"], "-", color="C0", label="upper bound: model NLL (IS)")
     ax.plot(df["epoch"], df["lower_bound"], "-", color="C1", label="glossy lower bound: NLL - glossy max (test)")
-    if "lower_bound_train" in df and df["lower_bound_train"].notna().any():
+    if _has(df, "lower_bound_train"):
         ax.plot(df["epoch"], df["lower_bound_train"], "-.", color="C1", alpha=0.7,
                 label="NLL - glossy max (training candidates)")
-    if "exact_lower_bound" in df and df["exact_lower_bound"].notna().any():
+    if _has(df, "exact_lower_bound"):
         ax.plot(df["epoch"], df["exact_lower_bound"], "--", color="C3",
                 label="exact finite-latent lower bound")
-    if "nll_ba" in df and df["nll_ba"].notna().any():
+    if _has(df, "nll_ba"):
         ax.plot(df["epoch"], df["nll_ba"], ":", color="C2", label="NLL of the BA re-weighted prior (in-sample)")
-    if "nll_ba_heldout" in df and df["nll_ba_heldout"].notna().any():
+    if _has(df, "nll_ba_heldout"):
         ax.plot(df["epoch"], df["nll_ba_heldout"], "--", color="C2",
                 label="held-out BA prior (fitted on validation images)")
-    if "true_nll" in df and df["true_nll"].notna().any():
+    if _has(df, "true_nll"):
         ax.axhline(float(df["true_nll"].dropna().iloc[-1]), color="k", lw=1, label="true NLL")
     lo = min(df["lower_bound"].min(), df.get("exact_lower_bound", df["lower_bound"]).min())
     hi = df["nll"].quantile(0.9) if len(df) > 5 else df["nll"].max()
@@ -57,7 +62,7 @@ def draw(df: pd.DataFrame, title: str = ""):
     ax.set_ylabel("test NLL (nats)")
     ax2 = ax.twinx()
     ax2.plot(df["epoch"], df["glossy_std"], "-", color="C4", alpha=0.6, label="glossy std, test (right axis)")
-    if "glossy_std_train" in df and df["glossy_std_train"].notna().any():
+    if _has(df, "glossy_std_train"):
         ax2.plot(df["epoch"], df["glossy_std_train"], "-.", color="C4", alpha=0.6,
                  label="glossy std, training candidates (right axis)")
     ax2.set_ylabel("glossy std")

@@ -56,7 +56,7 @@ def read_results(runs_root: str | Path) -> tuple[list[dict], list[str]]:
         if missing:
             problems.append(f"{path}: missing {', '.join(missing)}")
             continue
-        bad = [k for k in ["nll", *COMPARED.values()] if k in r and r[k] is not None
+        bad = [k for k in COMPARED.values() if k in r and r[k] is not None
                and (not isinstance(r[k], (int, float)) or not math.isfinite(r[k]))]
         if bad:
             problems.append(f"{path}: non-finite {', '.join(bad)}")

@@ -154,16 +154,22 @@ def candidate_images(splits, seed: int) -> dict:
     return {"train_x": train_x, "valid_x": splits.val}
 
 
+def eval_config(cfg) -> dict:
+    """The resolved eval.* settings as result.json records them (eval.candidates always a list)."""
+    ecfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    ecfg["candidates"] = candidate_list(ecfg["candidates"])
+    return ecfg
+
+
 def _trajectory_settings(cfg) -> dict:
     e = cfg.eval
     return {"is_samples": int(cfg.train.trajectory_samples), "max_points": int(cfg.train.trajectory_points),
-            "candidates": candidate_list(e.candidates), "heldout": bool(e.heldout),
+            "candidates": e.candidates, "heldout": bool(e.heldout),
             "autoregressive_max_candidates": e.get("autoregressive_max_candidates"),
             "prior_candidates": e.get("prior_candidates"), "memory_budget_gb": float(e.memory_budget_gb)}
 
 
-def _trajectory_point(model, splits, cfg, device, subset: torch.Tensor, epoch: int) -> dict:
-    imgs = candidate_images(splits, int(cfg.eval.seed))
+def _trajectory_point(model, splits, imgs: dict, cfg, device, subset: torch.Tensor, epoch: int) -> dict:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         r = evaluate(model, splits.test[subset], true_model=splits.meta.true_model, **imgs,
                      **_trajectory_settings(cfg), bootstrap=0, ba_iters=100, ba_tol=1e-3,
@@ -186,8 +192,7 @@ def _save_grids(model, splits, run_dir: Path, n: int, device) -> None:
 
 def run_eval_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, extra: dict,
                       show_progress: bool | str = True) -> dict:
-    ecfg = OmegaConf.to_container(cfg.eval, resolve=True)
-    ecfg["candidates"] = candidate_list(ecfg["candidates"])
+    ecfg = eval_config(cfg)
     x = {"test": splits.test, "val": splits.val, "train": splits.train}[ecfg["split"]]
     heldout = bool(ecfg["heldout"]) and ecfg["split"] == "test"
     if ecfg["heldout"] and not heldout:  # fitted on the validation images, so only a test score is held out
@@ -261,10 +266,10 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
     torch.manual_seed(int(cfg.seed))
     model = build_model(margs).to(device)
     # a memory budget that cannot hold the evaluation fails now, not after the training
-    ecfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    ecfg = eval_config(cfg)
     sizes = {"n_train": len(splits.train), "n_valid": len(splits.val)}
     check_budget(model, len({"test": splits.test, "val": splits.val, "train": splits.train}[ecfg["split"]]),
-                 **sizes, **{**ecfg, "candidates": candidate_list(ecfg["candidates"])})
+                 **sizes, **ecfg)
     if int(t.trajectory_every) > 0:
         check_budget(model, len(splits.test), **sizes, **_trajectory_settings(cfg))
     opt = torch.optim.Adam(model.parameters(), lr=float(t.lr))
@@ -306,6 +311,7 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
 
     step_loss = torch.compile(loss_fn) if t.compile else loss_fn
 
+    traj_images = candidate_images(splits, int(cfg.eval.seed)) if int(t.trajectory_every) > 0 else {}
     recent: deque[float] = deque(maxlen=20)  # wall seconds of the last epochs, for the time-left estimate
     with _catch_signals() as caught:
         while not state["done"]:
@@ -353,7 +359,8 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
                                      "seconds": round(time.perf_counter() - t_epoch, 3)})
             if int(t.trajectory_every) > 0 and (epoch % int(t.trajectory_every) == 0 or epoch == 1):
                 try:
-                    state["trajectory"].append(_trajectory_point(model, splits, cfg, device, traj_subset, epoch))
+                    state["trajectory"].append(_trajectory_point(model, splits, traj_images, cfg, device,
+                                                                 traj_subset, epoch))
                 except GlossyError as e:  # a non-finite log-likelihood on the trajectory subset
                     raise GlossyError(_diverged(f"the trajectory evaluation failed ({e})", epoch, run_dir)) from e
             if state["es_counter"] > int(t.early_stopping):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .errors import GlossyError
-from .evaluate import SOURCE_HELP, SOURCES
+from .evaluate import SOURCE_HELP, SOURCES, candidate_list
 
 
 def _plain(v):
@@ -59,11 +59,9 @@ def validate_eval(e: DictConfig) -> None:
     _check(e, "eval", "prior_candidates", int, 1, allow_none=True)
     if not isinstance(e.heldout, bool):
         raise GlossyError(f"eval.heldout={e.heldout!r} must be true or false")
-    cands = e.candidates
-    if isinstance(cands, str):
-        cands = [cands]
-    if not isinstance(cands, Sequence) or not cands or any(c not in SOURCES for c in cands):
-        raise GlossyError(f"eval.candidates={_plain(cands)} must be a non-empty list of {', '.join(SOURCES)} "
+    cands = candidate_list(e.candidates) if isinstance(e.candidates, (str, Sequence)) else None
+    if not cands or any(c not in SOURCES for c in cands):
+        raise GlossyError(f"eval.candidates={_plain(e.candidates)} must be a non-empty list of {', '.join(SOURCES)} "
                           f"({SOURCE_HELP}), e.g. eval.candidates=[test,train]")
     if e.split not in ("test", "val", "train"):
         raise GlossyError(f"eval.split={e.split!r} must be test, val or train")

@@ -41,7 +41,7 @@ from omegaconf import OmegaConf
 
 from glossy_cli import bounds
 from glossy_cli.errors import GlossyError
-from glossy_cli.evaluate import Plan, importance_sampling, likelihood_matrix, posterior_means
+from glossy_cli.evaluate import Plan, importance_sampling, likelihood_matrix, posterior_means, prior_candidates_of
 from glossy_cli.runs import POINTS, find_checkpoint, load_data, model_from_checkpoint, read_checkpoint
 from glossy_cli.table import paper_table
 from glossy_cli.train import candidate_images
@@ -141,7 +141,7 @@ def forensics(run: Path, data_dir: str | None, samples: int, seed: int = 0) -> t
         zv = posterior_means(model, va, torch.device("cpu"))
         rows.append(row("valid", log_c_streamed(model, x, zv, [lpx])[0]))
         torch.manual_seed(seed + 3)
-        zp = torch.cat([model.sample_prior(min(1000, n - i)) for i in range(0, n, 1000)])
+        zp = prior_candidates_of(model, n, torch.device("cpu"))
         rows.append(row("prior, N samples", log_c_streamed(model, x, zp, [lpx])[0]))
     df = pd.DataFrame(rows)
     p = paper_table().set_index(["dataset", "model", "prior"])

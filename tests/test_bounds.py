@@ -221,7 +221,7 @@ def _two_samples(seed, m=5, n_fit=60, n_score=45, d=10):
 @pytest.mark.parametrize("seed", range(3))
 def test_heldout_sandwich_against_a_brute_force_prior_fitted_on_one_sample_and_scored_on_another(seed):
     (Lf, tf), (Ls, ts) = _two_samples(seed)
-    ho = bounds.heldout_sandwich(Lf, tf, max_iter=20000, tol=1e-10)
+    ho = bounds.prior_fit(Lf, tf, max_iter=20000, tol=1e-10)
     assert ho["converged"]
     # brute force: the best prior on (atoms + model prior) for the fit sample, by gradient descent on the
     # simplex (independent of BA), then its NLL on the score sample written out term by term
@@ -250,7 +250,7 @@ def test_heldout_sandwich_is_reported_as_it_comes_out_even_above_the_models_nll(
     tau_fit = torch.full((3,), -20.0, dtype=torch.float64)
     L_score = torch.tensor([[-70.0, -70.0], [-80.0, -80.0]], dtype=torch.float64)
     tau_score = torch.full((2,), -20.0, dtype=torch.float64)
-    ho = bounds.heldout_sandwich(L_fit, tau_fit, max_iter=5000, tol=1e-12)
+    ho = bounds.prior_fit(L_fit, tau_fit, max_iter=5000, tol=1e-12)
     got = bounds.heldout_nll(ho["log_w"], tau_score, bounds.mixture_log_marginal(L_score, ho["log_w"][:-1]))
     w = ho["log_w"].exp()
     want = -math.log(w[0] * math.exp(-70) + w[1] * math.exp(-80) + w[2] * math.exp(-20))
