@@ -85,9 +85,10 @@ def summary(r: dict) -> str:
 
 def flush_denormals() -> None:
     """Treat subnormal floats (below ~1e-38 in float32) as zero on the CPU. Training drives some activations
-    and gradients into that range, where x86 arithmetic is many times slower: a Frey Faces HVAE with the
-    VampPrior went from 1-2 s to 11-20 s an epoch over its first 250 epochs, and flushing brought one epoch's
-    steps from 15 s back to 1.9 s (measured here, torch 2.14.1). No log-likelihood depends on such values."""
+    and gradients (Adam's second moments among them) into that range, where x86 arithmetic is many times
+    slower: a Frey Faces HVAE with the VampPrior went from 1-2 s to 11-20 s an epoch over its first 250
+    epochs and ran at 1.6-2.5 s after resuming with flushing (torch 2.14.1, this machine);
+    `scripts/denormal_speed.py` measures it on any run's last.pt. No log-likelihood depends on such values."""
     import torch
 
     torch.set_flush_denormal(True)
