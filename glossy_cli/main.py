@@ -94,12 +94,23 @@ def flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
+def full_float32() -> None:
+    """Keep float32 products and convolutions in full float32 on a GPU: PyTorch lets cuDNN's convolutions
+    use TF32 (10-bit mantissa) by default, which would make a PixelHVAE's log-likelihoods on a GPU differ
+    from the same model's on the CPU by more than the estimator's rounding. Only CUDA reads these flags."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def _train(cfg):
     from hydra.core.hydra_config import HydraConfig
 
     from .train import train
 
     flush_denormals()
+    full_float32()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     result = train(cfg, run_dir, show_progress=sys.stderr.isatty())
     print(summary(result))
@@ -116,6 +127,7 @@ def _eval(cfg):
 
     validate_eval(cfg.eval)
     flush_denormals()
+    full_float32()
     path = find_checkpoint(cfg.checkpoint)
     ckpt = read_checkpoint(path)
     tcfg = OmegaConf.create(ckpt["config"])

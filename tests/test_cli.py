@@ -144,3 +144,16 @@ def test_train_and_eval_flush_subnormal_floats():
         assert (tiny * 1.0).item() == 0.0
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_train_and_eval_keep_full_float32_on_a_gpu():
+    # cuDNN may use TF32 for convolutions by default; glossy turns it off so GPU and CPU numbers agree
+    from glossy_cli.main import full_float32
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        full_float32()
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
