@@ -12,6 +12,7 @@ import math
 import torch
 
 from .base import DatasetMeta, Splits
+from .download import check_options
 
 _GLYPHS = {
     0: [".###.", "#...#", "#..##", "#.#.#", "##..#", "#...#", ".###."],
@@ -64,7 +65,8 @@ class SyntheticTrueModel:
 
 
 def load(data_dir=None, download: bool = False, *, n_train: int = 50000, n_val: int = 10000,
-         n_test: int = 10000, flip: float = 0.02, data_seed: int = 0, **_: object) -> Splits:
+         n_test: int = 10000, flip: float = 0.02, data_seed: int = 0, **options) -> Splits:
+    check_options("synthetic", options, ())
     protos = prototypes()
     gen = torch.Generator().manual_seed(data_seed)
 

@@ -11,7 +11,6 @@ glossy data fetch [dataset=<name>] [data_dir=...] [download=true]   (no dataset:
 
 from __future__ import annotations
 
-import importlib.resources
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,10 @@ import glossy_datasets as datasets
 from glossy_datasets.download import DatasetCorrupt, DatasetMissing, resolve_data_dir
 from omegaconf import DictConfig, OmegaConf
 
+from .config import dataset_options
 from .errors import GlossyError
 
 ACTIONS = ("list", "fetch")
-
-
-def dataset_options(name: str) -> dict[str, Any]:
-    """The options of conf/dataset/<name>.yaml, as `glossy train dataset=<name>` would use them."""
-    try:
-        text = (importlib.resources.files("glossy_conf") / "dataset" / f"{name}.yaml").read_text()
-    except (FileNotFoundError, OSError):
-        return {}
-    opts = OmegaConf.create(text).get("options") or {}
-    return OmegaConf.to_container(opts, resolve=True) if isinstance(opts, DictConfig) else dict(opts)
 
 
 def _selection(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:

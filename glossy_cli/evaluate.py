@@ -3,6 +3,7 @@ the glossy statistics, the bounds, the Blahut-Arimoto sandwich and bootstrap int
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -315,13 +316,22 @@ def _plan_within_budget(model, sizes: Sizes, is_samples: int, memory_budget_gb: 
 
 def check_budget(model, n_total: int, *, is_samples: int, candidates=("test",), n_train: int = 0, n_valid: int = 0,
                  heldout: bool = False, max_points=None, max_candidates=None, autoregressive_max_candidates=None,
-                 prior_candidates=None, memory_budget_gb: float = 4.0, **_: object) -> Plan:
+                 prior_candidates=None, memory_budget_gb: float = 4.0) -> Plan:
     """The plan `evaluate` will use on `n_total` points with these settings, or the GlossyError it would
     raise when the memory budget cannot hold it. Cheap: training calls it before its first epoch, so that
     a budget that cannot fit fails at once rather than after hours of training."""
     sizes = eval_sizes(model, n_total, candidates, n_train, n_valid, heldout, max_points, max_candidates,
                        autoregressive_max_candidates, prior_candidates)
     return _plan_within_budget(model, sizes, is_samples, memory_budget_gb)
+
+
+def keyword_only(fn) -> frozenset[str]:
+    return frozenset(k for k, p in inspect.signature(fn).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def settings_for(keys: frozenset[str], settings: dict) -> dict:
+    """The entries of an eval config (result.json's eval_config) among `keys` (EVALUATE_KEYS, BUDGET_KEYS)."""
+    return {k: v for k, v in settings.items() if k in keys}
 
 
 def _subset(n: int, cap: int | None, seed: int) -> torch.Tensor | None:
@@ -433,7 +443,7 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
              subset_seed: int = 0, seed: int = 1234, memory_budget_gb: float = 4.0,
              bootstrap: int = 100, bootstrap_level: float = 0.95, ba_iters: int = 500, ba_tol: float = 1e-4,
              device: torch.device | str = "cpu", show_progress: bool | str = True, keep: dict | None = None,
-             **_: object) -> dict:
+             ) -> dict:
     """Every number of result.json for model on data x [N, C, H, W]. Pure in its inputs: the same
     model, data and settings give the same numbers; `memory_budget_gb` changes only the chunking, never
     the numbers (up to floating-point noise of blocked matrix products). show_progress: True, tqdm bars;
@@ -577,3 +587,7 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
     keys += [f"{k}_{c}" for c in candidates for k in ("glossy_max", "glossy_std", "lower_bound")]
     _finite_or_fail(result, keys)
     return result
+
+
+EVALUATE_KEYS = keyword_only(evaluate)  # what of an eval config evaluate() takes
+BUDGET_KEYS = keyword_only(check_budget)

@@ -45,7 +45,10 @@ def guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(cfg):
+        from .config import check
+
         try:
+            check(cfg)
             return fn(cfg)
         except GlossyError as e:
             print(f"glossy: error: {e}", file=sys.stderr)
@@ -123,9 +126,7 @@ def _eval(cfg):
     from .io import run_lock
     from .runs import BEST, LAST, find_checkpoint, load_data, model_from_checkpoint, read_checkpoint, resolve_device
     from .train import run_eval_and_save, training_record
-    from .validate import validate_eval
 
-    validate_eval(cfg.eval)
     flush_denormals()
     full_float32()
     path = find_checkpoint(cfg.checkpoint)
@@ -182,11 +183,109 @@ TASKS = {"train": _train, "eval": _eval, "table": _table, "figure": _figure, "da
 
 
 def _precheck(cmd: str, args: list[str]) -> None:
-    """Checks that must happen before Hydra creates any directory."""
+    """Checks that must happen before Hydra creates any directory: every override is composed against the
+    schema (each combination of a multirun's sweeps, up to MAX_SWEEP_CHECKS) and checked."""
+    if any(a in ("--help", "-h", "--hydra-help", "--info", "-i") or a.startswith("--info") for a in args):
+        return
+    overrides = [a for a in _overrides_only(args) if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    for combo in _sweep_combinations(overrides):
+        _check_overrides(cmd, combo)
     if cmd == "eval":
         spec = next((a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")), None)
         if spec is not None and not Path(spec).expanduser().exists():
             raise GlossyError(f"checkpoint={spec}: no such file or directory")
+
+
+MAX_SWEEP_CHECKS = 256
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun"}
+
+
+def _overrides_only(args: list[str]) -> list[str]:
+    """The key=value overrides among Hydra's command-line arguments (flags and their values left out)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in _FLAGS_WITH_VALUE:
+            skip = True
+        elif not a.startswith("-"):
+            out.append(a)
+    return out
+
+
+def _sweep_combinations(overrides: list[str]) -> list[list[str]]:
+    """The override lists a multirun would launch (a,b,c sweeps expanded), at most MAX_SWEEP_CHECKS."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise GlossyError(str(e).splitlines()[0]) from e
+    choices = []
+    for o, text in zip(parsed, overrides, strict=True):
+        if o.is_sweep_override():
+            key = o.get_key_element()
+            choices.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            choices.append([text])
+    return [list(c) for c in itertools.islice(itertools.product(*choices), MAX_SWEEP_CHECKS)]
+
+
+def _missing_option_message(text: str) -> str:
+    """Hydra's "Could not find 'model/foo' ... Available options in 'model': ..." as one line."""
+    import re
+
+    found = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    options = re.findall(r"^\t(\S+)$", text, flags=re.MULTILINE)
+    if not found or not options:
+        return " ".join(text.split())
+    group, value = found.groups()
+    return f"{group}={value}: must be one of {', '.join(options)}"
+
+
+def _check_overrides(cmd: str, overrides: list[str]) -> None:
+    """Compose `cmd`'s config with these overrides and run the schema's checks: one ConfigError line."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    from .config import ConfigError, check, override_message
+
+    def composed(ov):
+        GlobalHydra.instance().clear()
+        with initialize_config_module("glossy_conf", version_base=None):
+            return compose(config_name=cmd, overrides=ov)
+
+    try:
+        cfg = composed(overrides)
+    except MissingConfigException as e:  # an unknown group option: Hydra's message lists the valid ones
+        raise ConfigError(_missing_option_message(str(e))) from e
+    except (HydraException, OmegaConfBaseException) as e:
+        cause = e
+        while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
+            cause = cause.__cause__
+        key = getattr(cause, "full_key", None)
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            try:
+                groups = [o for o in overrides if "." not in (k := o.split("=", 1)[0]) and k.lstrip("+~") != key]
+                node = composed(groups)
+                node = OmegaConf.select(node, parent) if parent else node
+                valid = ", ".join(str(k) for k in node.keys())
+            except Exception:  # listing the keys is a courtesy; the message stands without it
+                valid = ""
+            where = f" of {parent}" if parent else ""
+            raise ConfigError(f"{key} is not a setting{where}" + (f"; valid: {valid}" if valid else "")) from e
+        raise ConfigError(override_message(e)) from e
+    finally:
+        GlobalHydra.instance().clear()
+    check(cfg)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,12 +308,15 @@ def main(argv: list[str] | None = None) -> None:
     if cmd not in TASKS:
         print(f"glossy: error: unknown command {cmd!r}; valid: {', '.join(TASKS)}\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
+    from .config import register
+
+    register_resolvers()
+    register()
     try:
         _precheck(cmd, rest)
     except GlossyError as e:
         print(f"glossy: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    register_resolvers()
     logging.getLogger("glossy").setLevel(logging.INFO)
     sys.argv = [f"glossy {cmd}", *rest]
     app = hydra.main(config_path="pkg://glossy_conf", config_name=cmd, version_base=None)(guarded(TASKS[cmd]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import re
 from pathlib import Path
@@ -43,14 +44,12 @@ def run_name(dataset: str, model: str, prior: str, seed: Any, overrides: list[st
     return name
 
 
-def _resolve_run_name() -> str:
+def _resolve_run_name(dataset: str, model: str, prior: str, seed: Any) -> str:
+    """The run directory's name from the composed config's identity (dataset.name, model.name, prior.name,
+    seed: wherever they were set) and the overrides that change what is trained."""
     from hydra.core.hydra_config import HydraConfig
 
-    hc = HydraConfig.get()
-    ch = hc.runtime.choices
-    overrides = list(hc.overrides.task)
-    seed = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "seed"), "0")
-    return run_name(ch.get("dataset"), ch.get("model"), ch.get("prior"), seed, overrides)
+    return run_name(dataset, model, prior, seed, list(HydraConfig.get().overrides.task))
 
 
 def _resolve_eval_dir(checkpoint: str) -> str:
@@ -93,10 +92,27 @@ def model_args(cfg: DictConfig, meta: datasets.DatasetMeta) -> dict[str, Any]:
     return {
         "model": cfg.model.name, "prior": p.name, "input_shape": list(meta.shape), "input_type": meta.input_type,
         "z_dim": int(cfg.model.z_dim), "hidden": int(cfg.model.hidden),
-        "n_components": int(p.get("n_components") or 500),
+        "n_components": int(p.n_components) if "n_components" in p else N_COMPONENTS,
         "pseudo_init_mean": float(p.init_mean if p.get("init_mean") is not None else meta.pseudo_init_mean),
         "pseudo_init_std": float(p.init_std if p.get("init_std") is not None else meta.pseudo_init_std),
+        **{k: int(cfg.model[k]) for k in models.ARCHITECTURE_KEYS.get(cfg.model.name, ()) if k in cfg.model},
     }
+
+
+N_COMPONENTS = inspect.signature(models.build).parameters["n_components"].default  # unused by a standard prior
+
+
+def same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two model_args describe the same model (a key that an older glossy did not record counts
+    as its constructor's default, so runs trained before a hyper-parameter became a key still resume)."""
+    def filled(m):
+        m = dict(m)
+        cls = models.MODELS.get(m.get("model"))
+        for k in models.ARCHITECTURE_KEYS.get(m.get("model"), ()):
+            m.setdefault(k, inspect.signature(cls.__init__).parameters[k].default)
+        return m
+
+    return filled(a) == filled(b)
 
 
 def build_model(args: dict[str, Any]) -> models.LatentVariableModel:

@@ -18,8 +18,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
+from .config import check
 from .errors import GlossyError
-from .evaluate import candidate_list, check_budget, evaluate
+from .evaluate import BUDGET_KEYS, EVALUATE_KEYS, candidate_list, check_budget, evaluate, settings_for
 from .io import atomic_save_image_grid, atomic_torch_save, atomic_write_json, atomic_write_text, run_lock
 from .runs import (
     BEST,
@@ -32,8 +33,8 @@ from .runs import (
     model_args,
     read_checkpoint,
     resolve_device,
+    same_model,
 )
-from .validate import validate_eval, validate_train
 
 log = logging.getLogger("glossy")
 
@@ -200,7 +201,8 @@ def run_eval_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, ext
                  "scored on the test images only)", ecfg["split"])
     keep: dict = {}
     result = evaluate(model, x, true_model=splits.meta.true_model, device=device, show_progress=show_progress,
-                      keep=keep, **candidate_images(splits, int(ecfg["seed"])), **{**ecfg, "heldout": heldout})
+                      keep=keep, **candidate_images(splits, int(ecfg["seed"])),
+                      **settings_for(EVALUATE_KEYS, {**ecfg, "heldout": heldout}))
     # the per-point log p^(x_j), ELBO and per-candidate log c: what scripts/glossy_forensics.py starts from
     atomic_torch_save(run_dir / POINTS, {"eval_config": ecfg, "split": ecfg["split"],
                                          **{k: v.cpu() for k, v in keep.items()}})
@@ -248,8 +250,7 @@ def _up_to_date(run_dir: Path, state: dict, ecfg: dict) -> dict | None:
 def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> dict:
     """Train (or resume) the run in `run_dir`, keep the best checkpoint, evaluate it into result.json.
     A run that is already trained and evaluated with the same eval settings is not evaluated again."""
-    validate_train(cfg)
-    validate_eval(cfg.eval)
+    check(cfg)
     with run_lock(run_dir):
         return _train(cfg, Path(run_dir), show_progress)
 
@@ -269,7 +270,7 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
     ecfg = eval_config(cfg)
     sizes = {"n_train": len(splits.train), "n_valid": len(splits.val)}
     check_budget(model, len({"test": splits.test, "val": splits.val, "train": splits.train}[ecfg["split"]]),
-                 **sizes, **ecfg)
+                 **sizes, **settings_for(BUDGET_KEYS, ecfg))
     if int(t.trajectory_every) > 0:
         check_budget(model, len(splits.test), **sizes, **_trajectory_settings(cfg))
     opt = torch.optim.Adam(model.parameters(), lr=float(t.lr))
@@ -279,7 +280,7 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
     last = run_dir / LAST
     if last.exists():
         ck = read_checkpoint(last)
-        if ck["model_args"] != margs:
+        if not same_model(ck["model_args"], margs):
             raise GlossyError(f"{last} belongs to a different model ({ck['model_args']}); "
                               f"use another runs_root or remove that run directory")
         model.load_state_dict(ck["model_state"])

@@ -60,7 +60,7 @@ class TwoLevelMixin:
 
 
 class HVAE(TwoLevelMixin, LatentVariableModel):
-    def __init__(self, input_shape, input_type: str, prior_factory, z_dim: int = 40, hidden: int = 300):
+    def __init__(self, input_shape, input_type: str, prior_factory, z_dim: int, hidden: int):
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.input_type = input_type

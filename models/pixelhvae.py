@@ -26,7 +26,7 @@ def _encoder_stack(c: int, first_kernel: int, third_kernel: int) -> nn.Sequentia
 class PixelHVAE(TwoLevelMixin, LatentVariableModel):
     autoregressive = True
 
-    def __init__(self, input_shape, input_type: str, prior_factory, z_dim: int = 40, hidden: int = 300,
+    def __init__(self, input_shape, input_type: str, prior_factory, z_dim: int, hidden: int,
                  channels: int = 64, n_layers: int = 8):
         super().__init__()
         self.input_shape = c, h, w = tuple(input_shape)

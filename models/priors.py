@@ -27,7 +27,7 @@ Encoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 class StandardNormal(nn.Module):
     """p(z) = N(0, I)."""
 
-    def __init__(self, dim: int, **_: object) -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)  # follows .to(device)
@@ -53,8 +53,8 @@ class VampPrior(nn.Module):
     encodings, W and c are computed once for the whole evaluation.
     """
 
-    def __init__(self, dim: int, encoder: Encoder, input_shape: tuple[int, ...], n_components: int = 500,
-                 init_mean: float = 0.05, init_std: float = 0.01) -> None:
+    def __init__(self, dim: int, encoder: Encoder, input_shape: tuple[int, ...], n_components: int,
+                 init_mean: float, init_std: float) -> None:
         super().__init__()
         self.dim = dim
         self.input_shape = tuple(input_shape)

@@ -1,0 +1,453 @@
+"""The typed schema of every command's configuration, registered in Hydra's ConfigStore.
+
+The YAML files under conf/ extend these dataclasses (`defaults: [<schema>, _self_]`), so OmegaConf
+enforces each field's type while Hydra composes the config, and `check(cfg)` (OmegaConf.to_object,
+which runs each dataclass's __post_init__) enforces the ranges and cross-field rules written next to
+the fields below. Every default exists once: the model and dataset defaults are read from the library
+functions' signatures (`models.build`, `PixelHVAE`, each dataset's `load`), the rest are set here and
+only overridden by the presets in conf/ (train=quick). `glossy train --cfg job` prints the result.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import glossy_datasets as datasets
+import glossy_models as models
+from glossy_datasets import caltech101, cifar10, frey, histopathology, mnist, omniglot, synthetic
+from omegaconf import MISSING, OmegaConf
+
+from .errors import GlossyError
+from .evaluate import SOURCE_HELP, SOURCES, candidate_list
+
+
+class ConfigError(GlossyError):
+    """A value that the schema refuses: one line naming the key, the value given and what is allowed."""
+
+    exit_code = 2
+
+
+def _default(fn, name: str):
+    """The default of keyword `name` in `fn`'s signature: the library is where the default lives."""
+    return inspect.signature(fn).parameters[name].default
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _at_least(node, prefix: str, lo, *names: str, optional: bool = False) -> None:
+    for n in names:
+        v = getattr(node, n)
+        if v is None and optional:
+            continue
+        if v is None or v < lo:
+            raise ConfigError(f"{prefix}.{n}={v}: must be at least {lo}" + (" (or null)" if optional else ""))
+
+
+def _positive(node, prefix: str, *names: str) -> None:
+    for n in names:
+        v = getattr(node, n)
+        if not (v > 0 and math.isfinite(v)):
+            raise ConfigError(f"{prefix}.{n}={v}: must be a positive number")
+
+
+# ----------------------------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    options: Any = field(default_factory=dict)
+
+
+@dataclass
+class SyntheticOptions:
+    n_train: int = _default(synthetic.load, "n_train")
+    n_val: int = _default(synthetic.load, "n_val")
+    n_test: int = _default(synthetic.load, "n_test")
+    flip: float = _default(synthetic.load, "flip")
+    data_seed: int = _default(synthetic.load, "data_seed")
+
+    def __post_init__(self):
+        _at_least(self, "dataset.options", 1, "n_train", "n_val", "n_test")
+        if not 0 <= self.flip <= 0.5:
+            raise ConfigError(f"dataset.options.flip={self.flip}: must lie in [0, 0.5]")
+
+
+@dataclass
+class MnistOptions:
+    cache: bool = _default(mnist.load, "cache")
+
+
+@dataclass
+class Caltech101Options:
+    invert: bool = _default(caltech101.load, "invert")
+
+
+@dataclass
+class FreyOptions:
+    file: str = _default(frey.load, "file")
+    n_train: int = _default(frey.load, "n_train")
+    n_val: int = _default(frey.load, "n_val")
+    n_test: int = _default(frey.load, "n_test")
+    split_seed: int = _default(frey.load, "split_seed")
+
+    def __post_init__(self):
+        _at_least(self, "dataset.options", 1, "n_train", "n_val", "n_test")
+        choices = ("auto", *(r.filename for r in frey.FILES.values()))
+        if self.file not in choices:
+            raise ConfigError(f"dataset.options.file={self.file}: must be one of {', '.join(choices)}")
+
+
+@dataclass
+class OmniglotOptions:
+    n_validation: int = _default(omniglot.load, "n_validation")
+    split_seed: int = _default(omniglot.load, "split_seed")
+    binarize_seed: int = _default(omniglot.load, "binarize_seed")
+
+    def __post_init__(self):
+        _at_least(self, "dataset.options", 1, "n_validation")
+
+
+@dataclass
+class HistopathologyOptions:
+    clip: float = _default(histopathology.load, "clip")
+
+    def __post_init__(self):
+        if not 0 < self.clip < 0.5:
+            raise ConfigError(f"dataset.options.clip={self.clip}: must lie strictly between 0 and 0.5")
+
+
+@dataclass
+class Cifar10Options:
+    n_val: int = _default(cifar10.load, "n_val")
+    split_seed: int = _default(cifar10.load, "split_seed")
+
+    def __post_init__(self):
+        _at_least(self, "dataset.options", 1, "n_val")
+
+
+DATASET_OPTIONS: dict[str, type] = {
+    "synthetic": SyntheticOptions, "mnist": MnistOptions, "omniglot": OmniglotOptions,
+    "caltech101": Caltech101Options, "frey": FreyOptions, "histopathology": HistopathologyOptions,
+    "cifar10": Cifar10Options,
+}
+assert set(DATASET_OPTIONS) == set(datasets.DATASETS)
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """The default options of dataset `name`, as `glossy train dataset=<name>` uses them."""
+    return OmegaConf.to_container(OmegaConf.structured(DATASET_OPTIONS[name]))
+
+
+# ----------------------------------------------------------------------------------------- models, priors
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    z_dim: int = _default(models.build, "z_dim")
+    hidden: int = _default(models.build, "hidden")
+
+    def __post_init__(self):
+        if self.name not in models.MODELS:
+            raise ConfigError(f"model.name={self.name}: must be one of {', '.join(models.MODELS)}")
+        _at_least(self, "model", 1, "z_dim", "hidden")
+
+
+@dataclass
+class PixelHVAEConfig(ModelConfig):
+    name: str = "pixelhvae"
+    channels: int = _default(models.PixelHVAE.__init__, "channels")
+    n_layers: int = _default(models.PixelHVAE.__init__, "n_layers")
+
+    def __post_init__(self):
+        super().__post_init__()
+        _at_least(self, "model", 1, "channels", "n_layers")
+
+
+@dataclass
+class PriorConfig:
+    name: str = MISSING
+
+    def __post_init__(self):
+        if self.name not in models.PRIORS:
+            raise ConfigError(f"prior.name={self.name}: must be one of {', '.join(models.PRIORS)}")
+
+
+@dataclass
+class VampPriorConfig(PriorConfig):
+    name: str = "vamp"
+    n_components: int = _default(models.build, "n_components")
+    init_mean: float | None = None  # null: the dataset's own initialisation (DatasetMeta)
+    init_std: float | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        _at_least(self, "prior", 1, "n_components")
+        if self.init_std is not None and not self.init_std >= 0:
+            raise ConfigError(f"prior.init_std={self.init_std}: must be at least 0 (or null)")
+
+
+# ------------------------------------------------------------------------------------------- train, eval
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 2000  # at most
+    batch_size: int = 100
+    lr: float = 5.0e-4  # Adam
+    warmup: int = 100  # linear KL warm-up epochs (beta = epoch / warmup, capped at 1)
+    early_stopping: int = 50  # epochs without a better validation loss (counter frozen during warm-up)
+    val_batch_size: int = 1000
+    batches_per_epoch: int | None = None  # null: the whole training split every epoch
+    val_points: int | None = None  # null: the whole validation split
+    trajectory_every: int = 10  # every k epochs: NLL, glossy statistics, bounds on a test subset (0: off)
+    trajectory_points: int = 1000
+    trajectory_samples: int = 100
+    grid: int = 64  # images in the sample and reconstruction grids
+    compile: bool = False  # torch.compile the training step
+
+    def __post_init__(self):
+        _at_least(self, "train", 1, "epochs", "batch_size", "val_batch_size", "early_stopping",
+                  "trajectory_points", "trajectory_samples")
+        _at_least(self, "train", 0, "warmup", "trajectory_every", "grid")
+        _at_least(self, "train", 1, "batches_per_epoch", "val_points", optional=True)
+        _positive(self, "train", "lr")
+        if self.warmup > self.epochs:
+            raise ConfigError(f"train.warmup={self.warmup}: must be at most train.epochs={self.epochs} (the KL "
+                              f"weight would never reach 1)")
+
+
+@dataclass
+class EvalSettings:
+    is_samples: int = 5000  # S, importance samples per data point (the paper's 5000)
+    split: str = "test"  # test | val | train
+    max_points: int | None = None  # cap N with a random subset (seeded by subset_seed); null: all
+    # where the candidates z_i come from: test (posterior means of the evaluated images, the paper's text),
+    # train (of all training images: what the paper's Table 1 shows), valid, prior (prior samples)
+    candidates: Any = field(default_factory=lambda: ["test", "train"])
+    heldout: bool = True  # a BA prior on the training codes + p(z), fitted on the validation images
+    max_candidates: int | None = None  # cap M of every source with a seeded random subset; null: all
+    prior_candidates: int | None = None  # candidates=prior: how many prior samples (null: N)
+    autoregressive_max_candidates: int | None = 100  # PixelHVAE: M x N decoder passes, so M is capped
+    subset_seed: int = 0
+    seed: int = 1234  # importance sampling seed
+    memory_budget_gb: float = 4.0  # block sizes keep the evaluation's arrays under this budget
+    bootstrap: int = 100  # resamples for the confidence intervals (0: off)
+    bootstrap_level: float = 0.95
+    ba_iters: int = 500  # Blahut-Arimoto iterations at most
+    ba_tol: float = 1.0e-4  # stop when the BA duality gap (nats) is below this
+
+    def __post_init__(self):
+        _at_least(self, "eval", 1, "is_samples")
+        _at_least(self, "eval", 1, "max_points", "max_candidates", "prior_candidates",
+                  "autoregressive_max_candidates", optional=True)
+        _at_least(self, "eval", 0, "bootstrap", "ba_iters")
+        _positive(self, "eval", "memory_budget_gb")
+        if not self.ba_tol >= 0:
+            raise ConfigError(f"eval.ba_tol={self.ba_tol}: must be at least 0")
+        if not 0 < self.bootstrap_level < 1:
+            raise ConfigError(f"eval.bootstrap_level={self.bootstrap_level}: must lie strictly between 0 and 1")
+        if self.split not in ("test", "val", "train"):
+            raise ConfigError(f"eval.split={self.split}: must be test, val or train")
+        cands = candidate_list(self.candidates)
+        if not cands or any(c not in SOURCES for c in cands):
+            shown = self.candidates if isinstance(self.candidates, str) else f"[{','.join(map(str, self.candidates))}]"
+            raise ConfigError(f"eval.candidates={shown}: must be a non-empty list of {', '.join(SOURCES)} "
+                              f"({SOURCE_HELP}), e.g. eval.candidates=[test,train]")
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+DATA_DIR = "${glossy_default_data_dir:}"  # $GLOSSY_DATA_DIR, else ~/.cache/glossy/data
+
+
+def _check_device(spec: str) -> None:
+    if spec not in ("auto", "cpu", "cuda") and not (spec.startswith("cuda:") and spec[5:].isdigit()):
+        raise ConfigError(f"device={spec}: must be auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class TrainCommand:
+    dataset: Any = MISSING
+    model: Any = MISSING
+    prior: Any = MISSING
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    seed: int = 0  # model initialisation, minibatch order, sampling
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = False  # torch deterministic algorithms (bit-identical resumes on one machine)
+    data_dir: str = DATA_DIR
+    download: bool = True  # fetch missing dataset files from their canonical address
+    runs_root: str = "runs"  # runs go to <runs_root>/<dataset>-<model>-<prior>-seed<seed>[__<overrides>]
+    results_dir: str = "results"
+
+    def __post_init__(self):
+        _check_device(self.device)
+
+
+@dataclass
+class EvalCommand:
+    checkpoint: str = MISSING
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    device: str = "auto"
+    data_dir: str = DATA_DIR
+    download: bool = True
+
+    def __post_init__(self):
+        _check_device(self.device)
+
+
+@dataclass
+class TableCommand:
+    runs_root: str = "runs"
+    results_dir: str = "results"
+
+
+@dataclass
+class FigureCommand:
+    checkpoint: str = MISSING
+    out: str | None = None
+
+
+@dataclass
+class DataCommand:
+    dataset: Any = None  # none: every dataset
+    action: str = "list"  # list | fetch
+    data_dir: str = DATA_DIR
+    download: bool = True  # fetch: download missing files from their canonical address
+
+    def __post_init__(self):
+        if self.action not in ("list", "fetch"):
+            raise ConfigError(f"action={self.action}: must be list or fetch")
+
+
+@dataclass
+class BenchSettings:
+    quick: bool = False  # tiny sizes: every operation runs once (the test suite); not a measurement
+    threads: int | None = None  # torch threads (null: torch's default)
+    repeats: int = 3  # each timing is the best of this many runs
+    peak_n: int = 2048  # the peak: an n x n fp32 matrix product
+    train_points: int = 2000  # training: optimiser steps on MNIST-shaped random binary images
+    train_batch: int = 100
+    train_steps: int = 20
+    pixel_train_steps: int = 2
+    is_points: int = 4  # importance sampling: S samples on is_points points (fast), naive_points (naive)
+    is_samples: int = 5000
+    pixel_is_points: int = 2
+    pixel_is_samples: int = 100
+    naive_points: int = 1
+    naive_chunk: int = 100  # the reference's MB: samples per encoder + decoder call
+    matrix_n: int = 4000  # the glossy matrix: M = N
+    logistic_n: int = 2000
+    naive_matrix_rows: int = 4
+    e2e: bool = True  # end to end: evaluate() on one VAE in a fresh process
+    e2e_points: int = 10000
+    e2e_samples: int = 5000
+    e2e_bootstrap: int = 100
+    notes: list[str] = field(default_factory=list)  # free-text lines appended to bench.md
+
+    def __post_init__(self):
+        ints = [f.name for f in fields(self) if f.type in ("int", int)]
+        _at_least(self, "bench", 1, *[n for n in ints if n != "e2e_bootstrap"])
+        _at_least(self, "bench", 0, "e2e_bootstrap")
+        _at_least(self, "bench", 1, "threads", optional=True)
+
+
+@dataclass
+class BenchCommand:
+    bench: BenchSettings = field(default_factory=BenchSettings)
+    device: str = "auto"
+    results_dir: str = "results"
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_device(self.device)
+
+
+COMMANDS: dict[str, type] = {"train": TrainCommand, "eval": EvalCommand, "table": TableCommand,
+                             "figure": FigureCommand, "data": DataCommand, "bench": BenchCommand}
+
+
+SCHEMA_GROUP = "schema"  # conf/<group>/<name>.yaml extend /schema/<group>_<name>@_here_
+
+
+def register() -> None:
+    """Store every schema in Hydra's ConfigStore (idempotent); conf/*.yaml name them in their defaults."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    for cmd, node in COMMANDS.items():
+        cs.store(group=SCHEMA_GROUP, name=cmd, node=node)
+    for name, opts in DATASET_OPTIONS.items():
+        cs.store(group=SCHEMA_GROUP, name=f"dataset_{name}", node=DatasetConfig(name=name, options=opts()))
+    for name in models.MODELS:
+        node = PixelHVAEConfig() if name == "pixelhvae" else ModelConfig(name=name)
+        cs.store(group=SCHEMA_GROUP, name=f"model_{name}", node=node)
+    cs.store(group=SCHEMA_GROUP, name="prior_standard", node=PriorConfig(name="standard"))
+    cs.store(group=SCHEMA_GROUP, name="prior_vamp", node=VampPriorConfig())
+    cs.store(group=SCHEMA_GROUP, name="train_settings", node=TrainSettings)
+    cs.store(group=SCHEMA_GROUP, name="eval_settings", node=EvalSettings)
+
+
+def _unknown_key(node, prefix: str = "") -> tuple[str, list[str]] | None:
+    """The first key under a schema node that its dataclass lacks (`+key=value` can add one), with the
+    keys it has."""
+    from omegaconf import DictConfig
+
+    if not isinstance(node, DictConfig):
+        return None
+    kind = OmegaConf.get_type(node)
+    names = {f.name for f in fields(kind)} if kind is not None and hasattr(kind, "__dataclass_fields__") else None
+    for k in node.keys():
+        path = f"{prefix}{k}"
+        if names is not None and k not in names:
+            return path, [f.name for f in fields(kind)]
+        child = node._get_node(k)
+        if isinstance(child, DictConfig) and (found := _unknown_key(child, path + ".")):
+            return found
+    return None
+
+
+def check(cfg) -> Any:
+    """Run every range and cross-field rule of the schema on a composed config (raises ConfigError)."""
+    if found := _unknown_key(cfg):
+        key, valid = found
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        raise ConfigError(f"{key} is not a setting" + (f" of {parent}" if parent else "") +
+                          f"; valid: {', '.join(valid)}")
+    try:
+        return OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except Exception as e:  # a type OmegaConf could not convert while instantiating
+        raise ConfigError(override_message(e)) from e
+
+
+def override_message(e: BaseException) -> str:
+    """One line for an OmegaConf/Hydra error about a value: the key, the value given and what is allowed."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    cause = e
+    while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None)
+        msg = str(getattr(cause, "msg", None) or cause).splitlines()[0]
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            return f"{key} is not a setting{' of ' + parent if parent else ''}: {msg}"
+        wanted = {"converted to Integer": "an integer", "converted to Float": "a number",
+                  "converted to Boolean": "true or false", "not a valid bool": "true or false",
+                  "converted to String": "a string"}
+        for word, what in wanted.items():
+            if word in msg:
+                value = getattr(cause, "value", None)
+                return f"{key}={value}: must be {what}"
+        return f"{key}: {msg}" if key else msg
+    return str(e).splitlines()[0]
