@@ -226,3 +226,25 @@ def test_unknown_names_list_the_valid_choices():
     with pytest.raises(KeyError, match="standard, vamp"):
         models.build("vae", "flow", SHAPE, "binary")
     assert math.isfinite(VAE_COUNT)
+
+
+@pytest.mark.parametrize("logvar", [-6.0, 2.0])  # the encoder's clamps: the narrowest and widest components
+@pytest.mark.parametrize("where", ["near", "far"])
+def test_vampprior_density_at_the_logvar_clamps_matches_float64(logvar, where):
+    # the expanded quadratic [z^2, z] @ W + c cancels for narrow components with means away from 0 (float32
+    # lost 0.044 nats here before the largest components were recomputed directly)
+    gen = torch.Generator().manual_seed(0)
+    dim, k = 40, 500
+    means = torch.randn(k, dim, generator=gen) * 3
+    logvars = torch.full((k, dim), logvar)
+    prior = VampPrior(dim, lambda u: (means, logvars), (1, 2, 2), n_components=k, init_mean=0.5, init_std=0.3)
+    if where == "near":  # z drawn from the components: one of them dominates the sum
+        z = means[torch.randint(k, (2000,), generator=gen)] + torch.randn(2000, dim, generator=gen) * math.exp(logvar / 2)
+    else:  # z between components, where the density is tiny (log p down to -1e5): float32's own rounding
+        z = torch.randn(2000, dim, generator=gen) * 3  # of such a number is ~1e-2, hence the relative part
+    with torch.no_grad():
+        got = prior.log_prob(z).double()
+    d = z.double()[:, None, :] - means.double()
+    per = -0.5 * (dim * math.log(2 * math.pi) + dim * logvar + (d * d).sum(-1) / math.exp(logvar))
+    want = torch.logsumexp(per, -1) - math.log(k)
+    assert ((got - want).abs() <= 1e-3 + 1e-6 * want.abs()).all()  # cancellation was 0.044 at |log p| ~ 70
