@@ -239,7 +239,8 @@ def test_vampprior_density_at_the_logvar_clamps_matches_float64(logvar, where):
     logvars = torch.full((k, dim), logvar)
     prior = VampPrior(dim, lambda u: (means, logvars), (1, 2, 2), n_components=k, init_mean=0.5, init_std=0.3)
     if where == "near":  # z drawn from the components: one of them dominates the sum
-        z = means[torch.randint(k, (2000,), generator=gen)] + torch.randn(2000, dim, generator=gen) * math.exp(logvar / 2)
+        pick = torch.randint(k, (2000,), generator=gen)
+        z = means[pick] + torch.randn(2000, dim, generator=gen) * math.exp(logvar / 2)
     else:  # z between components, where the density is tiny (log p down to -1e5): float32's own rounding
         z = torch.randn(2000, dim, generator=gen) * 3  # of such a number is ~1e-2, hence the relative part
     with torch.no_grad():
