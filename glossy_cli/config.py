@@ -45,7 +45,8 @@ def _at_least(node, prefix: str, lo, *names: str, optional: bool = False) -> Non
         if v is None and optional:
             continue
         if v is None or v < lo:
-            raise ConfigError(f"{prefix}.{n}={v}: must be at least {lo}" + (" (or null)" if optional else ""))
+            key = f"{prefix}.{n}" if prefix else n
+            raise ConfigError(f"{key}={v}: must be at least {lo}" + (" (or null)" if optional else ""))
 
 
 def _positive(node, prefix: str, *names: str) -> None:
@@ -74,6 +75,7 @@ class SyntheticOptions:
 
     def __post_init__(self):
         _at_least(self, "dataset.options", 1, "n_train", "n_val", "n_test")
+        _at_least(self, "dataset.options", 0, "data_seed")
         if not 0 <= self.flip <= 0.5:
             raise ConfigError(f"dataset.options.flip={self.flip}: must lie in [0, 0.5]")
 
@@ -98,6 +100,7 @@ class FreyOptions:
 
     def __post_init__(self):
         _at_least(self, "dataset.options", 1, "n_train", "n_val", "n_test")
+        _at_least(self, "dataset.options", 0, "split_seed")
         choices = ("auto", *(r.filename for r in frey.FILES.values()))
         if self.file not in choices:
             raise ConfigError(f"dataset.options.file={self.file}: must be one of {', '.join(choices)}")
@@ -111,6 +114,7 @@ class OmniglotOptions:
 
     def __post_init__(self):
         _at_least(self, "dataset.options", 1, "n_validation")
+        _at_least(self, "dataset.options", 0, "split_seed", "binarize_seed")
 
 
 @dataclass
@@ -129,6 +133,7 @@ class Cifar10Options:
 
     def __post_init__(self):
         _at_least(self, "dataset.options", 1, "n_val")
+        _at_least(self, "dataset.options", 0, "split_seed")
 
 
 DATASET_OPTIONS: dict[str, type] = {
@@ -189,8 +194,10 @@ class VampPriorConfig(PriorConfig):
     def __post_init__(self):
         super().__post_init__()
         _at_least(self, "prior", 1, "n_components")
-        if self.init_std is not None and not self.init_std >= 0:
+        if self.init_std is not None and not (self.init_std >= 0 and math.isfinite(self.init_std)):
             raise ConfigError(f"prior.init_std={self.init_std}: must be at least 0 (or null)")
+        if self.init_mean is not None and not math.isfinite(self.init_mean):
+            raise ConfigError(f"prior.init_mean={self.init_mean}: must be a finite number (or null)")
 
 
 # ------------------------------------------------------------------------------------------- train, eval
@@ -247,9 +254,9 @@ class EvalSettings:
         _at_least(self, "eval", 1, "is_samples")
         _at_least(self, "eval", 1, "max_points", "max_candidates", "prior_candidates",
                   "autoregressive_max_candidates", optional=True)
-        _at_least(self, "eval", 0, "bootstrap", "ba_iters")
+        _at_least(self, "eval", 0, "bootstrap", "ba_iters", "subset_seed", "seed")
         _positive(self, "eval", "memory_budget_gb")
-        if not self.ba_tol >= 0:
+        if not (self.ba_tol >= 0 and math.isfinite(self.ba_tol)):
             raise ConfigError(f"eval.ba_tol={self.ba_tol}: must be at least 0")
         if not 0 < self.bootstrap_level < 1:
             raise ConfigError(f"eval.bootstrap_level={self.bootstrap_level}: must lie strictly between 0 and 1")
@@ -289,6 +296,7 @@ class TrainCommand:
 
     def __post_init__(self):
         _check_device(self.device)
+        _at_least(self, "", 0, "seed")
 
 
 @dataclass
@@ -368,6 +376,7 @@ class BenchCommand:
 
     def __post_init__(self):
         _check_device(self.device)
+        _at_least(self, "", 0, "seed")
 
 
 COMMANDS: dict[str, type] = {"train": TrainCommand, "eval": EvalCommand, "table": TableCommand,

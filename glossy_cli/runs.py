@@ -36,7 +36,15 @@ def _excluded(key: str) -> bool:
 def run_name(dataset: str, model: str, prior: str, seed: Any, overrides: list[str]) -> str:
     """<dataset>-<model>-<prior>-seed<seed>[__<other overrides>_<hash>]: a function of the config.
     Only characters that Hydra's override grammar takes unquoted, so `checkpoint=<run dir>` works."""
-    keep = sorted(o for o in overrides if not _excluded(o.lstrip("+~").split("=", 1)[0]))
+    names = {"dataset": str(dataset), "model": str(model), "prior": str(prior)}
+
+    def kept(o: str) -> bool:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key in names:  # a group option named after what it selects is in the name already; another
+            return value != names[key]  # file (model=vae_big with name: vae) makes a run of its own
+        return not _excluded(key)
+
+    keep = sorted(o for o in overrides if kept(o))
     name = f"{dataset}-{model}-{prior}-seed{seed}"
     if keep:
         readable = re.sub(r"[^A-Za-z0-9._+-]", "_", "__".join(keep).replace("=", "-"))[:60]

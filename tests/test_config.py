@@ -128,7 +128,7 @@ def test_the_run_directory_takes_identity_and_seed_from_the_composed_config(tmp_
     HydraConfig.instance().set_config(cfg)
     name = cfg.hydra.run.dir.split("/")[-1]
     assert cfg.model.hidden == 500 and cfg.seed == 5
-    assert name.startswith("synthetic-vae-standard-seed5"), name
+    assert name.startswith("synthetic-vae-standard-seed5__model-vae_big__train-seeded_"), name
 
 
 def compose_hydra(cmd: str, overrides: list[str]):
@@ -142,3 +142,120 @@ def compose_hydra(cmd: str, overrides: list[str]):
             return hydra_compose(config_name=cmd, overrides=overrides, return_hydra_config=True)
     finally:
         GlobalHydra.instance().clear()
+
+
+# ----------------------------------------------------------------------------- the schema-driven fuzz
+
+CHOICE_STRINGS = {"device", "eval.split", "action", "dataset.options.file"}  # free strings (paths) take anything
+ANY_FINITE = {"prior.init_mean"}  # a number of any sign
+
+
+def _leaves(cfg, prefix=""):
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.nodes import AnyNode, BooleanNode, FloatNode, IntegerNode, StringNode
+
+    for k in cfg.keys():
+        node, key = cfg._get_node(k), f"{prefix}{k}"
+        if isinstance(node, DictConfig):
+            yield from _leaves(node, key + ".")
+        elif isinstance(node, ListConfig) or isinstance(node, AnyNode):
+            yield key, "list"
+        elif isinstance(node, BooleanNode):
+            yield key, "bool"
+        elif isinstance(node, IntegerNode):
+            yield key, "int"
+        elif isinstance(node, FloatNode):
+            yield key, "float"
+        elif isinstance(node, StringNode):
+            yield key, "str"
+
+
+def _bad_values(key: str, kind: str) -> list[str]:
+    if kind == "int":
+        return ["abc", "1.5", "", "-1", "1e400"]
+    if kind == "float":
+        return ["abc", "nan", "inf", *([] if key in ANY_FINITE else ["-1", "-0.0"] if "lr" in key else ["-1"])]
+    if kind == "bool":  # OmegaConf reads 0/1 and yes/no/on/off as booleans
+        return ["maybe", "abc"]
+    if kind == "str":
+        return ["bogus"] if key in CHOICE_STRINGS else []
+    return ["[]", "[test,bogus]"] if key == "eval.candidates" else []
+
+
+def _fuzz_cases():
+    setups = [("train", ["model=pixelhvae", "prior=vamp"]), ("eval", ["checkpoint=x"]), ("bench", []),
+              ("data", ["dataset=frey"]), ("table", []), ("figure", ["checkpoint=x"])]
+    setups += [("train", [f"dataset={name}"]) for name in datasets.DATASETS]
+    seen = set()
+    for cmd, base in setups:
+        cfg = compose(cmd, base)
+        for key, kind in _leaves(cfg):
+            per_dataset = cmd == "train" and base[0].startswith("dataset=")
+            if key.startswith(("dataset.options.", "dataset.name")) != per_dataset:
+                continue  # each dataset's options once, under its own setup
+            for value in _bad_values(key, kind):
+                if (cmd, key, value) not in seen:
+                    seen.add((cmd, key, value))
+                    yield cmd, [*base, f"{key}={value}"], key
+
+
+FUZZ = list(_fuzz_cases())
+FIRST = {}  # the fast tier: the first wrong value of every key; the slow tier: all of them
+for case in FUZZ:
+    FIRST.setdefault((case[0], case[2]), case)
+FUZZ_FAST = list(FIRST.values())
+FUZZ_SLOW = [c for c in FUZZ if c not in FUZZ_FAST]
+
+
+def test_the_fuzz_covers_every_typed_key():
+    keys = {key for _, _, key in FUZZ}
+    for must in ("model.z_dim", "model.hidden", "model.channels", "model.n_layers", "prior.n_components",
+                 "train.epochs", "train.lr", "eval.is_samples", "eval.memory_budget_gb", "eval.heldout",
+                 "dataset.options.n_train", "dataset.options.flip", "dataset.options.clip", "bench.repeats",
+                 "seed", "device", "action", "eval.candidates"):
+        assert must in keys, must
+    assert len(FUZZ) > 200
+
+
+def _ids(cases):
+    return [" ".join(a[-1:]) + f" ({c})" for c, a, _ in cases]
+
+
+@pytest.mark.parametrize("cmd,args,key", [*FUZZ_FAST, *(pytest.param(*c, marks=pytest.mark.slow) for c in FUZZ_SLOW)],
+                         ids=_ids(FUZZ_FAST) + _ids(FUZZ_SLOW))
+def test_every_wrong_value_of_every_key_is_one_line_naming_it(cmd, args, key):
+    # the check `glossy <cmd>` runs before anything else (a value that slipped through would fail here,
+    # not start a training); the console script's exit status and stderr: the test below
+    with pytest.raises(ConfigError) as e:
+        _precheck(cmd, args)
+    assert str(e.value).startswith(key) and "\n" not in str(e.value), str(e.value)
+    assert e.value.exit_code == 2
+
+
+@pytest.mark.parametrize("cmd,args,key", FUZZ[:: max(1, len(FUZZ) // 8)])
+def test_the_console_entry_exits_2_with_that_line_and_writes_nothing(cmd, args, key, capsys, tmp_path,
+                                                                      monkeypatch):
+    from glossy_cli import main as main_module
+    from glossy_cli.main import _precheck as real_precheck
+
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    monkeypatch.setitem(main_module.TASKS, cmd, lambda cfg: ran.append(cfg))  # never any real work
+    with pytest.raises(SystemExit) as e:
+        main_module.main([cmd, *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and not ran, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"glossy: error: {key}"), err
+    assert not any(tmp_path.iterdir())  # nothing written: no run directory, no log
+    assert real_precheck is main_module._precheck
+
+
+@pytest.mark.parametrize("value", ["''", "' '", "None", "[1,2]", "{a: 1}", "1e999", "-0", "0x10", "1_000"])
+def test_garbage_for_an_integer_is_refused_or_read_as_hydra_reads_it(value):
+    try:
+        _precheck("train", [f"train.epochs={value}"])
+    except ConfigError as err:
+        assert str(err).startswith("train.epochs") and "\n" not in str(err)
+    else:  # what Hydra's grammar reads as an integer >= 1 (1_000 is 1000)
+        assert value in ("1_000",)
