@@ -182,10 +182,67 @@ def _bench(cfg):
 TASKS = {"train": _train, "eval": _eval, "table": _table, "figure": _figure, "data": _data, "bench": _bench}
 
 
+def command_help(cmd: str, args: list[str]) -> str:
+    """`glossy <cmd> --help`: the config groups and every setting with its type and default, generated from
+    the composed config (the schema and the YAML files, with the given overrides), so it cannot go stale."""
+    from importlib.resources import files
+
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.nodes import AnyNode, BooleanNode, FloatNode, IntegerNode
+
+    overrides = [a for a in _overrides_only(args) if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module("glossy_conf", version_base=None):
+            cfg = compose(config_name=cmd, overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+    lines = [f"usage: glossy {cmd} [group=option ...] [key=value ...]", "", COMMANDS[cmd], ""]
+    groups = [g for g in ("dataset", "model", "prior", "train", "eval") if g in cfg or (cmd, g) == ("data", "dataset")]
+    if cmd in ("train", "data"):
+        lines.append("config groups (group=option; the options are conf/<group>/*.yaml):")
+        for g in groups:
+            opts = sorted(f.name[:-5] for f in (files("glossy_conf") / g).iterdir()
+                          if f.name.endswith(".yaml") and not f.name.startswith("_"))
+            if len(opts) > 1 or cmd == "data":
+                lines.append(f"  {g}: {', '.join(opts)}")
+        lines.append("")
+
+    def kind(node) -> str:
+        for cls, name in ((BooleanNode, "bool"), (IntegerNode, "int"), (FloatNode, "float")):
+            if isinstance(node, cls):
+                return name + (" or null" if node._is_optional() else "")
+        if isinstance(node, (ListConfig, AnyNode)):
+            return "list" if isinstance(node, ListConfig) else "any"
+        return "str" + (" or null" if node._is_optional() else "")
+
+    def leaves(node, prefix=""):
+        for k in node.keys():
+            child = node._get_node(k)
+            if isinstance(child, DictConfig):
+                yield from leaves(child, f"{prefix}{k}.")
+            else:
+                shown = child._value()
+                if isinstance(shown, str) and "${" in shown:  # an interpolation: show what it gives here
+                    shown = f"{shown} ({node[k]})"
+                shown = "[" + ", ".join(map(str, shown)) + "]" if isinstance(child, ListConfig) else shown
+                yield f"{prefix}{k}", kind(child), "null" if shown is None else str(shown)
+
+    rows = list(leaves(cfg))
+    width = max(len(k) + len(t) for k, t, _ in rows) + 3
+    lines.append("settings (key: type = default; ranges and rules: glossy_cli/config.py):")
+    lines += [f"  {(k + ': ' + t).ljust(width)} = {v}" for k, t, v in rows]
+    lines += ["", "Every override is checked before any work; a bad one gives one line and exit status 2.",
+              "Hydra's own options (multirun -m, launchers, --cfg job, --info): glossy " + cmd + " --hydra-help"]
+    return "\n".join(lines)
+
+
 def _precheck(cmd: str, args: list[str]) -> None:
     """Checks that must happen before Hydra creates any directory: every override is composed against the
     schema (each combination of a multirun's sweeps, up to MAX_SWEEP_CHECKS) and checked."""
-    if any(a in ("--help", "-h", "--hydra-help", "--info", "-i") or a.startswith("--info") for a in args):
+    if any(a in ("--hydra-help", "--info", "-i") or a.startswith("--info") for a in args):
         return
     overrides = [a for a in _overrides_only(args) if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     for combo in _sweep_combinations(overrides):
@@ -313,6 +370,14 @@ def main(argv: list[str] | None = None) -> None:
     register_resolvers()
     register()
     try:
+        if any(a in ("--help", "-h") for a in rest):
+            _precheck(cmd, [a for a in rest if a not in ("--help", "-h")])
+            text = command_help(cmd, rest)
+            try:
+                print(text)
+            except BrokenPipeError:  # `glossy train --help | head`
+                sys.stderr.close()
+            return
         _precheck(cmd, rest)
     except GlossyError as e:
         print(f"glossy: error: {e}", file=sys.stderr)

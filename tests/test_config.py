@@ -259,3 +259,18 @@ def test_garbage_for_an_integer_is_refused_or_read_as_hydra_reads_it(value):
         assert str(err).startswith("train.epochs") and "\n" not in str(err)
     else:  # what Hydra's grammar reads as an integer >= 1 (1_000 is 1000)
         assert value in ("1_000",)
+
+
+def test_help_lists_the_groups_and_every_key_with_its_type_and_default():
+    from glossy_cli.main import command_help
+
+    text = command_help("train", ["model=pixelhvae", "prior=vamp"])
+    assert "Hydra" not in text.splitlines()[0] and text.startswith("usage: glossy train")
+    assert "  model: hvae, pixelhvae, vae" in text and "  prior: standard, vamp" in text
+    cfg = compose("train", ["model=pixelhvae", "prior=vamp"])
+    for key, kind in _leaves(cfg):  # generated from the config itself: every key is there
+        assert f"  {key}: " in text, key
+    assert any(line.split() == ["model.channels:", "int", "=", "64"] for line in text.splitlines())
+    assert any(line.split() == ["train.batches_per_epoch:", "int", "or", "null", "=", "null"]
+               for line in text.splitlines())
+    assert "model.channels" not in command_help("train", [])  # only the PixelHVAE has it
