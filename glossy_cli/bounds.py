@@ -166,12 +166,25 @@ def prior_fit_augmented(aug: torch.Tensor, max_iter: int = 500, tol: float = 1e-
             "converged": res.converged, "prior_weight": math.exp(res.log_w[m].item())}
 
 
+def ba_storage(m: int, n: int, max_bytes: int) -> str:
+    """How `blahut_arimoto` holds exp(L - column max) for an [m, n] matrix within `max_bytes`."""
+    if 4 * m * n > max_bytes:
+        return "log domain (blocked)"
+    return "float64" if 8 * m * n <= max_bytes and m * n <= FLOAT64_BA_ENTRIES else "float32"
+
+
 def sandwich(L: torch.Tensor, log_px: torch.Tensor, max_iter: int = 500, tol: float = 1e-4,
-             block_rows: int | None = None) -> dict[str, float]:
+             block_rows: int | None = None, max_bytes: int = 2 * 2**30,
+             augmented: torch.Tensor | None = None) -> dict[str, float]:
     """The re-weighted prior of `prior_fit`, fitted and reported on the same sample. Returns nll_ba
     (never above nll: if BA ends above it, the prior alone is kept), the weight on the original prior,
-    the duality gap and the certified lower end of the best prior on these atoms."""
-    fit = prior_fit(L, log_px, max_iter=max_iter, tol=tol, block_rows=block_rows)
+    the duality gap and the certified lower end of the best prior on these atoms. augmented: L with
+    log_px as one more row, [M + 1, N], if the caller built it (no copy of L is made then); max_bytes:
+    what Blahut-Arimoto's exp-matrix may take (beyond it, the log domain in row blocks)."""
+    if augmented is not None:
+        fit = prior_fit_augmented(augmented, max_iter, tol, block_rows, max_bytes)
+    else:
+        fit = prior_fit(L, log_px, max_iter=max_iter, tol=tol, block_rows=block_rows, max_bytes=max_bytes)
     base = nll(log_px)
     if fit["fit_nll"] > base:  # the prior alone (w = e_M) reaches `base`; never report worse than it
         w_prior, nll_ba = 1.0, base

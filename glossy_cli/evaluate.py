@@ -256,7 +256,8 @@ class Sizes:
 
     def reserved_bytes(self) -> int:
         """The matrices kept whole: the in-sample one (sandwich, paired bootstrap) and the held-out fit's."""
-        return 4 * self.m.get("test", 0) * self.n + (4 * (self.m_atoms + 1) * self.n_fit if self.n_fit else 0)
+        test = 4 * (self.m["test"] + 1) * self.n if self.m.get("test") else 0  # + the prior's row (sandwich)
+        return test + (4 * (self.m_atoms + 1) * self.n_fit if self.n_fit else 0)
 
 
 def _cap(n: int, max_candidates: int | None, autoregressive_cap: int | None) -> int:
@@ -297,8 +298,8 @@ def _plan_within_budget(model, sizes: Sizes, is_samples: int, memory_budget_gb: 
     if reserved > budget:
         parts = []
         if sizes.m.get("test"):
-            parts.append(f"the {sizes.m['test']} x {sizes.n} glossy matrix needs "
-                         f"{4 * sizes.m['test'] * sizes.n / 2**30:.3g} GiB")
+            parts.append(f"the {sizes.m['test']} x {sizes.n} glossy matrix (and the prior's row) needs "
+                         f"{4 * (sizes.m['test'] + 1) * sizes.n / 2**30:.3g} GiB")
         if sizes.n_fit:
             parts.append(f"the held-out fit's {sizes.m_atoms + 1} x {sizes.n_fit} matrix "
                          f"{4 * (sizes.m_atoms + 1) * sizes.n_fit / 2**30:.3g} GiB")
@@ -394,12 +395,18 @@ def stream_source(model, x: torch.Tensor, z: torch.Tensor, log_px: torch.Tensor,
 
 
 def _in_sample(model, x, z, lpx, nll, plan, device, show_progress, *, paired_ok: bool, bootstrap: int,
-               bootstrap_level: float, seed: int, ba_iters: int, ba_tol: float) -> tuple[torch.Tensor, dict, float]:
+               bootstrap_level: float, seed: int, ba_iters: int, ba_tol: float,
+               ba_bytes: int) -> tuple[torch.Tensor, dict, float]:
     """The test source: candidates at the evaluated images' own codes. Its whole matrix is kept for the
-    in-sample Blahut-Arimoto sandwich and the paired bootstrap. Returns (log c [M], fields, matrix seconds)."""
+    in-sample Blahut-Arimoto sandwich and the paired bootstrap, built inside the sandwich's augmented
+    matrix (one more row: the model's prior) so that L is never copied. Returns (log c [M], fields,
+    matrix seconds)."""
     t1 = time.perf_counter()
+    aug = torch.empty(len(z) + 1, len(x), dtype=torch.float32, device=device)
+    L = aug[:-1]
     with _progress(show_progress, len(z), "glossy matrix (test candidates)", "candidates") as bar:
-        L = likelihood_matrix(model, x, z, plan, device, bar)
+        likelihood_matrix(model, x, z, plan, device, bar, out=L)
+    aug[-1] = lpx.to(torch.float32)
     t_matrix = time.perf_counter() - t1
     _fail_if_not_finite(L, "the glossy matrix log l(x_j | z_i)", ("candidate", "point"), allow_minus_inf=True)
     lc = bounds.log_c(L, lpx)
@@ -407,7 +414,7 @@ def _in_sample(model, x, z, lpx, nll, plan, device, show_progress, *, paired_ok:
     fields = {**st, **{k.removesuffix("_test"): v for k, v in st.items()
                        if k.startswith(("glossy_max", "glossy_std", "lower_bound"))},
               "n_candidates": len(z), "n_candidates_test": len(z)}
-    fields.update(bounds.sandwich(L, lpx, max_iter=ba_iters, tol=ba_tol))
+    fields.update(bounds.sandwich(L, lpx, max_iter=ba_iters, tol=ba_tol, max_bytes=ba_bytes, augmented=aug))
     if bootstrap > 0 and paired_ok:
         for k, (lo, hi) in bounds.bootstrap(L, lpx, bootstrap, seed=seed, level=bootstrap_level).items():
             fields[f"{k}_ci"] = [lo, hi]
@@ -473,6 +480,14 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
              ", ".join(f"{c} M={sizes.m[c]}" for c in candidates), is_samples, device,
              f"; held-out prior on {sizes.m_atoms} training atoms fitted on {sizes.n_fit} validation images"
              if heldout else "", plan.describe())
+    ba = [f"in-sample {sizes.m['test'] + 1} x {n}: {bounds.ba_storage(sizes.m['test'] + 1, n, ba_bytes)}"
+          ] if sizes.m.get("test") else []
+    if heldout:
+        ba.append(f"held-out {sizes.m_atoms + 1} x {sizes.n_fit}: "
+                  f"{bounds.ba_storage(sizes.m_atoms + 1, sizes.n_fit, ba_bytes)}")
+    if ba:
+        log.info("Blahut-Arimoto within the budget's remaining %.3g GiB (kept matrices %.3g GiB): %s",
+                 ba_bytes / 2**30, sizes.reserved_bytes() / 2**30, "; ".join(ba))
     macs = model.decoder_macs()
     m_all = sum(sizes.m.values()) + sizes.m_atoms
     n_is = n + sizes.n_fit
@@ -526,7 +541,8 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
                 t1 = time.perf_counter()
                 lc_by["test"], fields, timing["glossy_matrix"] = _in_sample(
                     model, x, zs("test"), lpx, nll, plan, device, show_progress, paired_ok=picks["test"] is None,
-                    bootstrap=bootstrap, bootstrap_level=bootstrap_level, seed=seed, ba_iters=ba_iters, ba_tol=ba_tol)
+                    bootstrap=bootstrap, bootstrap_level=bootstrap_level, seed=seed, ba_iters=ba_iters, ba_tol=ba_tol,
+                    ba_bytes=ba_bytes)
                 result.update(fields)
                 timing["test_candidates"] = time.perf_counter() - t1
 

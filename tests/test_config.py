@@ -268,7 +268,7 @@ def test_help_lists_the_groups_and_every_key_with_its_type_and_default():
     assert "Hydra" not in text.splitlines()[0] and text.startswith("usage: glossy train")
     assert "  model: hvae, pixelhvae, vae" in text and "  prior: standard, vamp" in text
     cfg = compose("train", ["model=pixelhvae", "prior=vamp"])
-    for key, kind in _leaves(cfg):  # generated from the config itself: every key is there
+    for key, _kind in _leaves(cfg):  # generated from the config itself: every key is there
         assert f"  {key}: " in text, key
     assert any(line.split() == ["model.channels:", "int", "=", "64"] for line in text.splitlines())
     assert any(line.split() == ["train.batches_per_epoch:", "int", "or", "null", "=", "null"]

@@ -131,7 +131,7 @@ def test_fixed_seed_makes_evaluation_repeatable_and_the_rng_is_left_alone():
 
 def test_the_glossy_matrix_over_budget_is_refused_clearly():
     m = models.build("vae", "standard", (1, 6, 6), "binary")
-    with pytest.raises(GlossyError, match="the 300 x 300 glossy matrix needs"):
+    with pytest.raises(GlossyError, match="the 300 x 300 glossy matrix \(and the prior.s row\) needs"):
         evaluate(m, torch.zeros(300, 1, 6, 6), is_samples=2, memory_budget_gb=1e-4, show_progress=False)
 
 
@@ -243,3 +243,42 @@ def test_bad_candidate_sources_are_refused_clearly():
         evaluate(m, x, candidates=["test", "train"], is_samples=2, show_progress=False)
     with pytest.raises(GlossyError, match="heldout=true needs"):
         evaluate(m, x, heldout=True, is_samples=2, show_progress=False)
+
+
+def test_blahut_arimoto_stays_inside_the_memory_budget_with_the_same_numbers(monkeypatch, caplog):
+    # a budget that holds the kept matrices and importance sampling but not BA's exp-matrix: BA runs in the
+    # log domain (row blocks) within what is left, with the numbers of an unconstrained run
+    import logging
+
+    from glossy_cli import bounds as bounds_module
+    from glossy_cli.evaluate import _plan_within_budget, eval_sizes
+
+    gen = torch.Generator().manual_seed(0)
+    test, train, val = (torch.bernoulli(torch.full((n, 1, 6, 6), 0.3), generator=gen) for n in (300, 120, 400))
+    m = models.build("vae", "standard", (1, 6, 6), "binary", z_dim=3, hidden=8).eval()
+    kw = dict(train_x=train, valid_x=val, candidates=["test", "train"], heldout=True, is_samples=8,
+              bootstrap=0, show_progress=False)
+    free = evaluate(m, test, memory_budget_gb=1.0, **kw)
+    sizes = eval_sizes(m, len(test), ["test", "train"], len(train), len(val), True)
+    reserved = sizes.reserved_bytes()
+    # what is left holds one point's 8 importance samples (so the draws are those of the free run) but
+    # not the exp-matrices (301 x 300 and 121 x 400 floats)
+    budget = reserved + 12 * m.eval_bytes_per_sample()
+    assert 12 * m.eval_bytes_per_sample() < 4 * 121 * 400
+    assert _plan_within_budget(m, sizes, 8, budget / 2**30).samples == 8
+    seen = []
+    real = bounds_module.blahut_arimoto
+
+    def spy(L, *a, max_bytes, **k):
+        seen.append((L.shape, max_bytes))
+        return real(L, *a, max_bytes=max_bytes, **k)
+
+    monkeypatch.setattr(bounds_module, "blahut_arimoto", spy)
+    with caplog.at_level(logging.INFO, logger="glossy"):
+        tight = evaluate(m, test, memory_budget_gb=budget / 2**30, **kw)
+    assert len(seen) == 2  # the in-sample sandwich and the held-out fit
+    for shape, max_bytes in seen:
+        assert max_bytes <= budget - reserved < 4 * shape[0] * shape[1]  # its exp-matrix did not fit
+    assert "log domain" in caplog.text
+    for k in ("nll_ba", "ba_gap", "nll_ba_heldout", "ba_heldout_fit_nll"):
+        assert tight[k] == pytest.approx(free[k], abs=1e-5), k  # the same up to blocked float32 products
