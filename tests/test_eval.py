@@ -131,7 +131,7 @@ def test_fixed_seed_makes_evaluation_repeatable_and_the_rng_is_left_alone():
 
 def test_the_glossy_matrix_over_budget_is_refused_clearly():
     m = models.build("vae", "standard", (1, 6, 6), "binary")
-    with pytest.raises(GlossyError, match="the 300 x 300 glossy matrix \(and the prior.s row\) needs"):
+    with pytest.raises(GlossyError, match=r"the 300 x 300 glossy matrix \(and the prior.s row\) needs"):
         evaluate(m, torch.zeros(300, 1, 6, 6), is_samples=2, memory_budget_gb=1e-4, show_progress=False)
 
 
