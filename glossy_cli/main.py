@@ -200,7 +200,8 @@ def command_help(cmd: str, args: list[str]) -> str:
     finally:
         GlobalHydra.instance().clear()
     lines = [f"usage: glossy {cmd} [group=option ...] [key=value ...]", "", COMMANDS[cmd], ""]
-    groups = [g for g in ("dataset", "model", "prior", "train", "eval") if g in cfg or (cmd, g) == ("data", "dataset")]
+    groups = [g for g in ("dataset", "model", "prior", "train", "eval", "experiment")
+              if g in cfg or (cmd, g) in (("data", "dataset"), ("train", "experiment"))]
     if cmd in ("train", "data"):
         lines.append("config groups (group=option; the options are conf/<group>/*.yaml):")
         for g in groups:
@@ -385,7 +386,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("glossy").setLevel(logging.INFO)
     sys.argv = [f"glossy {cmd}", *rest]
     app = hydra.main(config_path="pkg://glossy_conf", config_name=cmd, version_base=None)(guarded(TASKS[cmd]))
-    app()
+    try:
+        app()
+    except ValueError as e:  # Hydra's own refusal of its flags (e.g. -m with --cfg)
+        if "can be specified" not in str(e):
+            raise
+        print(f"glossy: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ POINTS = "points.pt"  # per-point log p^(x_j), ELBO and per-candidate log c of t
 
 # overrides that do not change what is trained, so they do not change the run directory
 _NAME_EXCLUDE = ("dataset", "model", "prior", "seed", "device", "runs_root", "results_dir", "data_dir",
-                 "download", "hydra.", "eval.", "train.trajectory_", "train.grid")
+                 "download", "hydra.", "hydra/", "eval.", "train.trajectory_", "train.grid", "experiment")
 
 
 def _excluded(key: str) -> bool:

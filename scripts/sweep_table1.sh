@@ -9,16 +9,16 @@
 # Afterwards: glossy table runs_root=<runs_root>
 set -euo pipefail
 mode="${1:-local}"; shift || true
-GRID="dataset=mnist,omniglot,caltech101,frey,histopathology,cifar10 model=vae,hvae,pixelhvae prior=standard,vamp"
+# the grid is a config: conf/experiment/table1.yaml (hydra.sweeper.params); the SLURM resources are
+# conf/hydra/launcher/glossy_slurm.yaml (extending submitit's submitit_slurm)
 GLOSSY="${GLOSSY:-glossy}"
 case "$mode" in
   local)
     jobs="${1:-2}"; shift || true
-    exec $GLOSSY train -m $GRID hydra/launcher=joblib hydra.launcher.n_jobs="$jobs" "$@" ;;
+    exec $GLOSSY train -m experiment=table1 hydra/launcher=joblib hydra.launcher.n_jobs="$jobs" "$@" ;;
   slurm)
     partition="${1:-}"; shift || true
-    exec $GLOSSY train -m $GRID hydra/launcher=submitit_slurm hydra.launcher.timeout_min=4320 \
-      hydra.launcher.cpus_per_task=8 hydra.launcher.gpus_per_node=1 hydra.launcher.mem_gb=32 \
+    exec $GLOSSY train -m experiment=table1 hydra/launcher=glossy_slurm \
       ${partition:+hydra.launcher.partition=$partition} "$@" ;;
   *)
     echo "usage: $0 local [N_JOBS] | slurm [PARTITION] [glossy overrides...]" >&2; exit 2 ;;

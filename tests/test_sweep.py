@@ -26,10 +26,43 @@ def test_multirun_through_the_sweep_launchers(tmp_path, launcher, extra):
         assert json.loads(r.read_text())["complete"]
 
 
-def test_the_sweep_script_names_the_36_runs(tmp_path):
+def test_the_table1_experiment_is_the_36_run_grid_in_the_directories_of_single_runs():
+    import itertools
     from pathlib import Path
 
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from glossy_cli.runs import run_name
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module("glossy_conf", version_base=None):
+            cfg = compose("train", ["experiment=table1"], return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    grid = {k: v.split(",") for k, v in cfg.hydra.sweeper.params.items()}
+    assert grid == {"dataset": ["mnist", "omniglot", "caltech101", "frey", "histopathology", "cifar10"],
+                    "model": ["vae", "hvae", "pixelhvae"], "prior": ["standard", "vamp"]}
+    names = {run_name(d, m, p, 0, ["experiment=table1", f"dataset={d}", f"model={m}", f"prior={p}"])
+             for d, m, p in itertools.product(*grid.values())}
+    assert len(names) == 36 and "mnist-vae-standard-seed0" in names  # the directory a single run uses
     text = (Path(__file__).resolve().parents[1] / "scripts" / "sweep_table1.sh").read_text()
-    assert "dataset=mnist,omniglot,caltech101,frey,histopathology,cifar10" in text
-    assert "model=vae,hvae,pixelhvae prior=standard,vamp" in text
-    assert "hydra/launcher=joblib" in text and "hydra/launcher=submitit_slurm" in text
+    assert "-m experiment=table1 hydra/launcher=joblib" in text
+    assert "-m experiment=table1 hydra/launcher=glossy_slurm" in text
+
+
+def test_the_slurm_launcher_config_extends_submitit():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module("glossy_conf", version_base=None):
+            cfg = compose("train", ["experiment=table1", "hydra/launcher=glossy_slurm"], return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.timeout_min, launcher.cpus_per_task, launcher.gpus_per_node, launcher.mem_gb) == (4320, 8, 1, 32)
