@@ -207,7 +207,7 @@ def command_help(cmd: str, args: list[str]) -> str:
         for g in groups:
             opts = sorted(f.name[:-5] for f in (files("glossy_conf") / g).iterdir()
                           if f.name.endswith(".yaml") and not f.name.startswith("_"))
-            if len(opts) > 1 or cmd == "data":
+            if len(opts) > 1 or cmd == "data" or g == "experiment":
                 lines.append(f"  {g}: {', '.join(opts)}")
         lines.append("")
 
