@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from glossy_cli import config
 from glossy_cli.config import ConfigError
 from glossy_cli.main import _precheck
-from glossy_cli.runs import register_resolvers
+from glossy_cli.runs import register_resolvers, run_name
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -274,3 +274,34 @@ def test_help_lists_the_groups_and_every_key_with_its_type_and_default():
     assert any(line.split() == ["train.batches_per_epoch:", "int", "or", "null", "=", "null"]
                for line in text.splitlines())
     assert "model.channels" not in command_help("train", [])  # only the PixelHVAE has it
+
+
+def test_a_user_model_file_trains_in_its_own_run_directory_and_every_record_names_it(tmp_path):
+    from hydra.core.hydra_config import HydraConfig
+
+    from glossy_cli.runs import read_checkpoint
+    from glossy_cli.table import make_table
+    from glossy_cli.train import train
+
+    conf = tmp_path / "conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "model" / "vae_small.yaml").write_text("defaults:\n  - /schema/model_vae@_here_\nhidden: 12\nz_dim: 3\n")
+    tiny = ["train=quick", "dataset.options.n_train=200", "dataset.options.n_val=40", "dataset.options.n_test=30",
+            "train.epochs=1", "train.batches_per_epoch=3", "train.batch_size=20", "train.trajectory_every=0",
+            "train.grid=0", "eval.is_samples=3", "eval.bootstrap=0", "eval.ba_iters=5", "eval.heldout=false",
+            "eval.candidates=[test]"]
+    cfg = compose_hydra("train", ["model=vae_small", *tiny, f"runs_root={tmp_path}/runs",
+                                  f"hydra.searchpath=[file://{conf}]"])
+    HydraConfig.instance().set_config(cfg)
+    run_dir = tmp_path / "runs" / cfg.hydra.run.dir.split("/")[-1]
+    assert run_dir.name.startswith("synthetic-vae-standard-seed0__") and run_dir.name.endswith(
+        run_name("synthetic", "vae", "standard", 0, ["model=vae_small", *tiny])[-8:])  # the user file is in its hash
+    assert run_dir.name != run_name("synthetic", "vae", "standard", 0, ["model=vae", *tiny])
+    del cfg.hydra
+    result = train(cfg, run_dir, show_progress=False)
+    assert result["model"] == "vae" and result["run_dir"] == str(run_dir)
+    margs = read_checkpoint(run_dir / "best.pt")["model_args"]
+    assert (margs["hidden"], margs["z_dim"]) == (12, 3)
+    df, problems = make_table(tmp_path / "runs", tmp_path / "results")
+    row = df[df["run"].notna()]
+    assert not problems and list(row["run"]) == [run_dir.name] and list(row["model"]) == ["vae"]
