@@ -171,6 +171,7 @@ def test_mac_counts_agree_with_the_models_decoder_macs():
     assert bench.model_costs(vamp, CPU).sample == vamp.decoder_macs() + 2 * 40 * 500
 
 
+@pytest.mark.slow  # a subprocess bench run
 def test_glossy_bench_quick_mode_writes_its_table(tmp_path):
     p = run_glossy(["bench", "bench.quick=true", f"results_dir={tmp_path / 'res'}"], tmp_path, timeout=240)
     assert p.returncode == 0, p.stdout + p.stderr

@@ -297,6 +297,7 @@ def test_sigterm_mid_epoch_exits_with_the_resume_message_and_resuming_equals_the
     assert_same_as_twin(run, shared.run_dir(0))
 
 
+@pytest.mark.slow  # a subprocess training killed mid-run
 def test_kill_9_at_a_random_moment_leaves_readable_files_and_loses_at_most_the_epoch_in_progress(shared, tmp_path):
     p = start_train(RESUMABLE, tmp_path)
     wait_until(lambda: the_run(tmp_path) is not None and epochs_done(the_run(tmp_path)) >= 1, p, what="epoch 1")

@@ -10,6 +10,7 @@ TINY = ["train=quick", *SMALL_SYNTHETIC, "train.epochs=1", "train.batches_per_ep
         "train.trajectory_every=0", "train.grid=0", "eval.is_samples=3", "eval.bootstrap=0", "eval.ba_iters=5"]
 
 
+@pytest.mark.slow  # two subprocess multiruns
 @pytest.mark.parametrize("launcher,extra", [
     ("submitit_local", ["hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"]),
     ("joblib", ["hydra.launcher.n_jobs=2"]),
