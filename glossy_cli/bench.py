@@ -387,7 +387,7 @@ def bench_e2e(sz, device, peak, threads) -> dict:
     n, s = int(sz["e2e_points"]), int(sz["e2e_samples"])
     n_full, s_full = 10000, 5000
     cmd = [sys.executable, "-m", "glossy_cli.bench", "e2e", str(n), str(s), str(threads or 0), str(device),
-           str(sz.get("e2e_bootstrap", 100))]
+           str(sz["e2e_bootstrap"])]
     log.info("end to end: evaluate() on a VAE, N=%d, S=%d, in a fresh process", n, s)
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -409,7 +409,7 @@ def bench_e2e(sz, device, peak, threads) -> dict:
     mem_note = f"peak RSS {mem:.0f} MiB" + ("" if full else f" at N={n} (the N x N matrices grow as N^2: "
                                                             f"~{grow:.0f} MiB more at N={n_full})")
     r = _row("e2e_eval", "vae", "standard", "binary", "points/s", n_full, wall, flop_is, peak,
-             note=f"glossy eval equivalent (evaluate(): IS, matrix, BA, bootstrap {sz.get('e2e_bootstrap', 100)}) "
+             note=f"glossy eval equivalent (evaluate(): IS, matrix, BA, bootstrap {sz['e2e_bootstrap']}) "
                   f"on N={n_full}, S={s_full}: {label}; {mem_note}; run: IS {t['importance_sampling']:.1f}s, "
                   f"matrix {t['glossy_matrix']:.1f}s, total {res['wall_s']:.1f}s, BA iterations "
                   f"{res['ba_iterations']}")
