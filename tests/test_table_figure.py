@@ -116,3 +116,14 @@ def test_figure_draws_the_training_candidate_bound_and_the_heldout_prior_when_th
     assert "glossy std, training candidates (right axis)" in full
     old = labels(draw(df.drop(columns=["lower_bound_train", "glossy_std_train", "nll_ba_heldout"])))
     assert len(old) == len(full) - 3 and not any("training candidates" in t for t in old)
+
+
+def test_the_latex_table_header_is_exactly_the_intended_text():
+    from glossy_cli.table import build_table, to_latex
+
+    tex = to_latex(build_table([])).splitlines()
+    assert tex[2:6] == ["\\begin{tabular}{lll rr rr rr rr rr}", "\\toprule",
+                        "dataset & model & prior & NLL & paper & max & paper & std & paper & max (test) & std (test) "
+                        "& lower bd. & held-out BA \\\\", "\\midrule"]
+    assert tex[-2:] == ["\\bottomrule", "\\end{tabular}"]
+    assert not any("\\_{" in line or "\\mathrm" in line for line in tex)  # no half-escaped maths
