@@ -616,6 +616,10 @@ def bench_task(cfg) -> list[dict]:
 
 if __name__ == "__main__":  # the end-to-end child: python -m glossy_cli.bench e2e N S THREADS DEVICE BOOT
     if len(sys.argv) >= 6 and sys.argv[1] == "e2e":
+        from .main import flush_denormals, full_float32
+
+        flush_denormals()  # the numerics `glossy eval` runs with
+        full_float32()
         res = e2e_child(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]) or None, sys.argv[5],
                         int(sys.argv[6]) if len(sys.argv) > 6 else 100)
         print(json.dumps(res))

@@ -176,6 +176,8 @@ def _figure(cfg):
 def _bench(cfg):
     from .bench import bench_task
 
+    flush_denormals()  # measure what `glossy train` / `eval` run with
+    full_float32()
     return bench_task(cfg)
 
 
