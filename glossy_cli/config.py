@@ -440,13 +440,16 @@ def check(cfg) -> Any:
 
 def override_message(e: BaseException) -> str:
     """One line for an OmegaConf/Hydra error about a value: the key, the value given and what is allowed."""
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
     cause = e
     while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__
     if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None)
+        if isinstance(cause, MissingMandatoryValue) and key:
+            return f"{key} is required: add {key}=<value> (for a run: the run directory or a .pt file)" \
+                if key == "checkpoint" else f"{key} is required: add {key}=<value>"
         msg = str(getattr(cause, "msg", None) or cause).splitlines()[0]
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
             parent = key.rsplit(".", 1)[0] if "." in key else ""

@@ -80,6 +80,8 @@ def test_every_bad_override_is_one_line_naming_key_value_and_what_is_allowed(arg
     ("bench", ["bench.threads=abc"], "bench.threads=abc: must be an integer"),
     ("data", ["action=delete"], "action=delete: must be list or fetch"),
     ("table", ["runs=x"], "runs is not a setting; valid: runs_root, results_dir"),
+    ("figure", [], "checkpoint is required: add checkpoint=<value>"),
+    ("eval", [], "checkpoint is required: add checkpoint=<value>"),
 ])
 def test_other_commands_are_checked_too(cmd, args, message):
     with pytest.raises(ConfigError) as e:
