@@ -303,7 +303,9 @@ def test_kill_9_at_a_random_moment_leaves_readable_files_and_loses_at_most_the_e
     wait_until(lambda: the_run(tmp_path) is not None and epochs_done(the_run(tmp_path)) >= 1, p, what="epoch 1")
     run = the_run(tmp_path)
     # a random moment in the next epoch and a half (steps, validation, trajectory or the writes after them)
-    delay = random.uniform(0, 1.5 * float(pd.read_csv(run / "history.csv")["seconds"].iloc[0]))
+    seed = random.SystemRandom().randrange(2**32)  # a new moment each run, printed so a failure can be replayed
+    print(f"kill -9 delay seed: {seed}")
+    delay = random.Random(seed).uniform(0, 1.5 * float(pd.read_csv(run / "history.csv")["seconds"].iloc[0]))
     t0 = time.monotonic()
     while time.monotonic() - t0 < delay:
         time.sleep(0.005)
