@@ -30,13 +30,10 @@ class ConfigError(GlossyError):
     exit_code = 2
 
 
-def _default(fn, name: str):
+def library_default(fn, name: str):
     """The default of keyword `name` in `fn`'s signature: the library is where the default lives."""
     return inspect.signature(fn).parameters[name].default
 
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _at_least(node, prefix: str, lo, *names: str, optional: bool = False) -> None:
@@ -67,11 +64,11 @@ class DatasetConfig:
 
 @dataclass
 class SyntheticOptions:
-    n_train: int = _default(synthetic.load, "n_train")
-    n_val: int = _default(synthetic.load, "n_val")
-    n_test: int = _default(synthetic.load, "n_test")
-    flip: float = _default(synthetic.load, "flip")
-    data_seed: int = _default(synthetic.load, "data_seed")
+    n_train: int = library_default(synthetic.load, "n_train")
+    n_val: int = library_default(synthetic.load, "n_val")
+    n_test: int = library_default(synthetic.load, "n_test")
+    flip: float = library_default(synthetic.load, "flip")
+    data_seed: int = library_default(synthetic.load, "data_seed")
 
     def __post_init__(self):
         _at_least(self, "dataset.options", 1, "n_train", "n_val", "n_test")
@@ -82,21 +79,21 @@ class SyntheticOptions:
 
 @dataclass
 class MnistOptions:
-    cache: bool = _default(mnist.load, "cache")
+    cache: bool = library_default(mnist.load, "cache")
 
 
 @dataclass
 class Caltech101Options:
-    invert: bool = _default(caltech101.load, "invert")
+    invert: bool = library_default(caltech101.load, "invert")
 
 
 @dataclass
 class FreyOptions:
-    file: str = _default(frey.load, "file")
-    n_train: int = _default(frey.load, "n_train")
-    n_val: int = _default(frey.load, "n_val")
-    n_test: int = _default(frey.load, "n_test")
-    split_seed: int = _default(frey.load, "split_seed")
+    file: str = library_default(frey.load, "file")
+    n_train: int = library_default(frey.load, "n_train")
+    n_val: int = library_default(frey.load, "n_val")
+    n_test: int = library_default(frey.load, "n_test")
+    split_seed: int = library_default(frey.load, "split_seed")
 
     def __post_init__(self):
         _at_least(self, "dataset.options", 1, "n_train", "n_val", "n_test")
@@ -108,9 +105,9 @@ class FreyOptions:
 
 @dataclass
 class OmniglotOptions:
-    n_validation: int = _default(omniglot.load, "n_validation")
-    split_seed: int = _default(omniglot.load, "split_seed")
-    binarize_seed: int = _default(omniglot.load, "binarize_seed")
+    n_validation: int = library_default(omniglot.load, "n_validation")
+    split_seed: int = library_default(omniglot.load, "split_seed")
+    binarize_seed: int = library_default(omniglot.load, "binarize_seed")
 
     def __post_init__(self):
         _at_least(self, "dataset.options", 1, "n_validation")
@@ -119,7 +116,7 @@ class OmniglotOptions:
 
 @dataclass
 class HistopathologyOptions:
-    clip: float = _default(histopathology.load, "clip")
+    clip: float = library_default(histopathology.load, "clip")
 
     def __post_init__(self):
         if not 0 < self.clip < 0.5:
@@ -128,8 +125,8 @@ class HistopathologyOptions:
 
 @dataclass
 class Cifar10Options:
-    n_val: int = _default(cifar10.load, "n_val")
-    split_seed: int = _default(cifar10.load, "split_seed")
+    n_val: int = library_default(cifar10.load, "n_val")
+    split_seed: int = library_default(cifar10.load, "split_seed")
 
     def __post_init__(self):
         _at_least(self, "dataset.options", 1, "n_val")
@@ -155,8 +152,8 @@ def dataset_options(name: str) -> dict[str, Any]:
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    z_dim: int = _default(models.build, "z_dim")
-    hidden: int = _default(models.build, "hidden")
+    z_dim: int = library_default(models.build, "z_dim")
+    hidden: int = library_default(models.build, "hidden")
 
     def __post_init__(self):
         if self.name not in models.MODELS:
@@ -167,8 +164,8 @@ class ModelConfig:
 @dataclass
 class PixelHVAEConfig(ModelConfig):
     name: str = "pixelhvae"
-    channels: int = _default(models.PixelHVAE.__init__, "channels")
-    n_layers: int = _default(models.PixelHVAE.__init__, "n_layers")
+    channels: int = library_default(models.PixelHVAE.__init__, "channels")
+    n_layers: int = library_default(models.PixelHVAE.__init__, "n_layers")
 
     def __post_init__(self):
         super().__post_init__()
@@ -187,7 +184,7 @@ class PriorConfig:
 @dataclass
 class VampPriorConfig(PriorConfig):
     name: str = "vamp"
-    n_components: int = _default(models.build, "n_components")
+    n_components: int = library_default(models.build, "n_components")
     init_mean: float | None = None  # null: the dataset's own initialisation (DatasetMeta)
     init_std: float | None = None
 
@@ -423,13 +420,39 @@ def _unknown_key(node, prefix: str = "") -> tuple[str, list[str]] | None:
     return None
 
 
+def not_a_setting(key: str, valid=None, detail: str = "") -> str:
+    """The one line for a key the schema does not have, with the keys it does have where known."""
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    text = f"{key} is not a setting" + (f" of {parent}" if parent else "")
+    return text + (f"; valid: {', '.join(map(str, valid))}" if valid else f": {detail}" if detail else "")
+
+
+def root_cause(e: BaseException) -> BaseException:
+    """The OmegaConf error behind a Hydra/OmegaConf exception chain (else the last cause)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    while e.__cause__ is not None and not isinstance(e, OmegaConfBaseException):
+        e = e.__cause__
+    return e
+
+
+def compose_config(cmd: str, overrides: list[str], return_hydra_config: bool = False):
+    """`cmd`'s config composed with these overrides, outside any running Hydra application."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module("glossy_conf", version_base=None):
+            return compose(config_name=cmd, overrides=overrides, return_hydra_config=return_hydra_config)
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def check(cfg) -> Any:
     """Run every range and cross-field rule of the schema on a composed config (raises ConfigError)."""
     if found := _unknown_key(cfg):
-        key, valid = found
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
-        raise ConfigError(f"{key} is not a setting" + (f" of {parent}" if parent else "") +
-                          f"; valid: {', '.join(valid)}")
+        raise ConfigError(not_a_setting(*found))
     try:
         return OmegaConf.to_object(cfg)
     except ConfigError:
@@ -442,9 +465,7 @@ def override_message(e: BaseException) -> str:
     """One line for an OmegaConf/Hydra error about a value: the key, the value given and what is allowed."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-    cause = e
-    while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
-        cause = cause.__cause__
+    cause = root_cause(e)
     if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None)
         if isinstance(cause, MissingMandatoryValue) and key:
@@ -452,8 +473,7 @@ def override_message(e: BaseException) -> str:
                 if key == "checkpoint" else f"{key} is required: add {key}=<value>"
         msg = str(getattr(cause, "msg", None) or cause).splitlines()[0]
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
-            parent = key.rsplit(".", 1)[0] if "." in key else ""
-            return f"{key} is not a setting{' of ' + parent if parent else ''}: {msg}"
+            return not_a_setting(key, detail=msg)
         wanted = {"converted to Integer": "an integer", "converted to Float": "a number",
                   "converted to Boolean": "true or false", "not a valid bool": "true or false",
                   "converted to String": "a string"}

@@ -189,18 +189,12 @@ def command_help(cmd: str, args: list[str]) -> str:
     the composed config (the schema and the YAML files, with the given overrides), so it cannot go stale."""
     from importlib.resources import files
 
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import DictConfig, ListConfig
     from omegaconf.nodes import AnyNode, BooleanNode, FloatNode, IntegerNode
 
-    overrides = [a for a in _overrides_only(args) if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module("glossy_conf", version_base=None):
-            cfg = compose(config_name=cmd, overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
+    from .config import compose_config
+
+    cfg = compose_config(cmd, _task_overrides(args))
     lines = [f"usage: glossy {cmd} [group=option ...] [key=value ...]", "", COMMANDS[cmd], ""]
     groups = [g for g in ("dataset", "model", "prior", "train", "eval", "experiment")
               if g in cfg or (cmd, g) in (("data", "dataset"), ("train", "experiment"))]
@@ -247,8 +241,7 @@ def _precheck(cmd: str, args: list[str]) -> None:
     schema (each combination of a multirun's sweeps, up to MAX_SWEEP_CHECKS) and checked."""
     if any(a in ("--hydra-help", "--info", "-i") or a.startswith("--info") for a in args):
         return
-    overrides = [a for a in _overrides_only(args) if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    for combo in _sweep_combinations(overrides):
+    for combo in _sweep_combinations(_task_overrides(args)):
         _check_overrides(cmd, combo)
     if cmd == "eval":
         spec = next((a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")), None)
@@ -261,15 +254,16 @@ _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "
                      "--config-dir", "-cd", "--experimental-rerun"}
 
 
-def _overrides_only(args: list[str]) -> list[str]:
-    """The key=value overrides among Hydra's command-line arguments (flags and their values left out)."""
+def _task_overrides(args: list[str]) -> list[str]:
+    """The key=value overrides of the task's config among Hydra's command-line arguments (flags, their
+    values and hydra.* / hydra/... overrides left out)."""
     out, skip = [], False
     for a in args:
         if skip:
             skip = False
         elif a in _FLAGS_WITH_VALUE:
             skip = True
-        elif not a.startswith("-"):
+        elif not a.startswith("-") and not a.lstrip("+~").startswith(("hydra.", "hydra/")):
             out.append(a)
     return out
 
@@ -309,42 +303,29 @@ def _missing_option_message(text: str) -> str:
 
 def _check_overrides(cmd: str, overrides: list[str]) -> None:
     """Compose `cmd`'s config with these overrides and run the schema's checks: one ConfigError line."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-    from .config import ConfigError, check, override_message
-
-    def composed(ov):
-        GlobalHydra.instance().clear()
-        with initialize_config_module("glossy_conf", version_base=None):
-            return compose(config_name=cmd, overrides=ov)
+    from .config import ConfigError, check, compose_config, not_a_setting, override_message, root_cause
 
     try:
-        cfg = composed(overrides)
+        cfg = compose_config(cmd, overrides)
     except MissingConfigException as e:  # an unknown group option: Hydra's message lists the valid ones
         raise ConfigError(_missing_option_message(str(e))) from e
     except (HydraException, OmegaConfBaseException) as e:
-        cause = e
-        while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
-            cause = cause.__cause__
+        cause = root_cause(e)
         key = getattr(cause, "full_key", None)
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
             parent = key.rsplit(".", 1)[0] if "." in key else ""
-            try:
+            try:  # the keys it could have been, from the config without that override
                 groups = [o for o in overrides if "." not in (k := o.split("=", 1)[0]) and k.lstrip("+~") != key]
-                node = composed(groups)
-                node = OmegaConf.select(node, parent) if parent else node
-                valid = ", ".join(str(k) for k in node.keys())
+                node = compose_config(cmd, groups)
+                valid = list((OmegaConf.select(node, parent) if parent else node).keys())
             except Exception:  # listing the keys is a courtesy; the message stands without it
-                valid = ""
-            where = f" of {parent}" if parent else ""
-            raise ConfigError(f"{key} is not a setting{where}" + (f"; valid: {valid}" if valid else "")) from e
+                valid = None
+            raise ConfigError(not_a_setting(key, valid)) from e
         raise ConfigError(override_message(e)) from e
-    finally:
-        GlobalHydra.instance().clear()
     check(cfg)
 
 

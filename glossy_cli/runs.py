@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 import re
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
+from .config import library_default
 from .errors import GlossyError
 
 log = logging.getLogger("glossy")
@@ -107,7 +107,7 @@ def model_args(cfg: DictConfig, meta: datasets.DatasetMeta) -> dict[str, Any]:
     }
 
 
-N_COMPONENTS = inspect.signature(models.build).parameters["n_components"].default  # unused by a standard prior
+N_COMPONENTS = library_default(models.build, "n_components")  # unused by a standard prior
 
 
 def same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -117,7 +117,7 @@ def same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
         m = dict(m)
         cls = models.MODELS.get(m.get("model"))
         for k in models.ARCHITECTURE_KEYS.get(m.get("model"), ()):
-            m.setdefault(k, inspect.signature(cls.__init__).parameters[k].default)
+            m.setdefault(k, library_default(cls.__init__, k))
         return m
 
     return filled(a) == filled(b)

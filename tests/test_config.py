@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from glossy_cli import config
-from glossy_cli.config import ConfigError
+from glossy_cli.config import ConfigError, compose_config
 from glossy_cli.main import _precheck
 from glossy_cli.runs import register_resolvers, run_name
 
@@ -21,16 +21,7 @@ def _registered():
 
 
 def compose(cmd: str, overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module("glossy_conf", version_base=None):
-            return hydra_compose(config_name=cmd, overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
+    return compose_config(cmd, overrides)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -134,16 +125,7 @@ def test_the_run_directory_takes_identity_and_seed_from_the_composed_config(tmp_
 
 
 def compose_hydra(cmd: str, overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module("glossy_conf", version_base=None):
-            return hydra_compose(config_name=cmd, overrides=overrides, return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
+    return compose_config(cmd, overrides, return_hydra_config=True)
 
 
 # ----------------------------------------------------------------------------- the schema-driven fuzz

@@ -31,17 +31,10 @@ def test_the_table1_experiment_is_the_36_run_grid_in_the_directories_of_single_r
     import itertools
     from pathlib import Path
 
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
+    from glossy_cli.config import compose_config
     from glossy_cli.runs import run_name
 
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module("glossy_conf", version_base=None):
-            cfg = compose("train", ["experiment=table1"], return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
+    cfg = compose_config("train", ["experiment=table1"], return_hydra_config=True)
     grid = {k: v.split(",") for k, v in cfg.hydra.sweeper.params.items()}
     assert grid == {"dataset": ["mnist", "omniglot", "caltech101", "frey", "histopathology", "cifar10"],
                     "model": ["vae", "hvae", "pixelhvae"], "prior": ["standard", "vamp"]}
@@ -55,15 +48,9 @@ def test_the_table1_experiment_is_the_36_run_grid_in_the_directories_of_single_r
 
 def test_the_slurm_launcher_config_extends_submitit():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    from glossy_cli.config import compose_config
 
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module("glossy_conf", version_base=None):
-            cfg = compose("train", ["experiment=table1", "hydra/launcher=glossy_slurm"], return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
+    cfg = compose_config("train", ["experiment=table1", "hydra/launcher=glossy_slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.timeout_min, launcher.cpus_per_task, launcher.gpus_per_node, launcher.mem_gb) == (4320, 8, 1, 32)
