@@ -70,6 +70,7 @@ def read_mat(path: Path) -> np.ndarray:
 
 
 READERS = {FILES["pkl"].filename: read_pkl, FILES["mat"].filename: read_mat}
+FILE_CHOICES = ("auto", *(r.filename for r in FILES.values()))  # the `file` option
 
 
 def _choose(data_dir: Path, download: bool, file: str) -> tuple[Remote, dict[str, str]]:
@@ -78,8 +79,7 @@ def _choose(data_dir: Path, download: bool, file: str) -> tuple[Remote, dict[str
     else:
         order = [r for r in FILES.values() if r.filename == file]
         if not order:
-            raise DatasetError(f"dataset {NAME}: option file={file!r} is not one of auto, "
-                               f"{', '.join(r.filename for r in FILES.values())}")
+            raise DatasetError(f"dataset {NAME}: option file={file!r} is not one of {', '.join(FILE_CHOICES)}")
     for r in order:
         if r.path(data_dir).is_file():
             return r, ensure([r], data_dir, False)

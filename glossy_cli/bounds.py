@@ -104,6 +104,19 @@ def _ba_step_exp(E, col_max, log_w):
     return lpw, torch.log(c) - shift - math.log(E.shape[1])
 
 
+LOG_DOMAIN = "log domain (blocked)"
+
+
+def ba_storage(m: int, n: int, max_bytes: int) -> str:
+    """How `blahut_arimoto` holds exp(L - column max) for an [m, n] matrix within `max_bytes`: float64 for
+    small matrices (exact to ~1e-15, cheap); float32 for large ones or when float64 does not fit (half the
+    memory traffic of these memory-bound products, each mixture sum exact to ~1e-6 relative, far below any
+    useful tol); the log domain in row blocks when not even float32 fits."""
+    if 4 * m * n > max_bytes:
+        return LOG_DOMAIN
+    return "float64" if 8 * m * n <= max_bytes and m * n <= FLOAT64_BA_ENTRIES else "float32"
+
+
 def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter: int = 1000,
                    tol: float = 1e-6, block_rows: int | None = None,
                    max_bytes: int = 2 * 2**30) -> BAResult:
@@ -120,13 +133,10 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
         log_w = log_w0.to(device=L.device, dtype=torch.float64)
         log_w = log_w - torch.logsumexp(log_w, 0)
     E = col_max = None
-    if 4 * m * n <= max_bytes:
+    storage = ba_storage(m, n, max_bytes)
+    if storage != LOG_DOMAIN:
         col_max = L.max(0).values.to(torch.float64)
-        # float64 for small matrices (exact to ~1e-15, cheap); float32 for large ones or when float64 does not
-        # fit: half the memory traffic of these memory-bound products, and each mixture sum exact to ~1e-6
-        # relative (~1e-6 nats), far below any useful tol
-        dtype = torch.float64 if 8 * m * n <= max_bytes and m * n <= FLOAT64_BA_ENTRIES else torch.float32
-        E = torch.empty(m, n, dtype=dtype, device=L.device)
+        E = torch.empty(m, n, dtype=getattr(torch, storage), device=L.device)
         step = _row_block(L, block_rows)
         for i in range(0, m, step):  # in row blocks: no temporary as large as E
             E[i : i + step] = torch.exp(L[i : i + step].to(torch.float64) - col_max)
@@ -164,13 +174,6 @@ def prior_fit_augmented(aug: torch.Tensor, max_iter: int = 500, tol: float = 1e-
     res = blahut_arimoto(aug, log_w0, max_iter=max_iter, tol=tol, block_rows=block_rows, max_bytes=max_bytes)
     return {"log_w": res.log_w, "fit_nll": res.nll, "fit_gap": res.gap, "iterations": res.iterations,
             "converged": res.converged, "prior_weight": math.exp(res.log_w[m].item())}
-
-
-def ba_storage(m: int, n: int, max_bytes: int) -> str:
-    """How `blahut_arimoto` holds exp(L - column max) for an [m, n] matrix within `max_bytes`."""
-    if 4 * m * n > max_bytes:
-        return "log domain (blocked)"
-    return "float64" if 8 * m * n <= max_bytes and m * n <= FLOAT64_BA_ENTRIES else "float32"
 
 
 def sandwich(L: torch.Tensor, log_px: torch.Tensor, max_iter: int = 500, tol: float = 1e-4,

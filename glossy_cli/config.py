@@ -98,9 +98,8 @@ class FreyOptions:
     def __post_init__(self):
         _at_least(self, "dataset.options", 1, "n_train", "n_val", "n_test")
         _at_least(self, "dataset.options", 0, "split_seed")
-        choices = ("auto", *(r.filename for r in frey.FILES.values()))
-        if self.file not in choices:
-            raise ConfigError(f"dataset.options.file={self.file}: must be one of {', '.join(choices)}")
+        if self.file not in frey.FILE_CHOICES:
+            raise ConfigError(f"dataset.options.file={self.file}: must be one of {', '.join(frey.FILE_CHOICES)}")
 
 
 @dataclass
