@@ -15,8 +15,7 @@ MODELS: dict[str, type[LatentVariableModel]] = {"vae": VAE, "hvae": HVAE, "pixel
 ARCHITECTURE_KEYS: dict[str, tuple[str, ...]] = {"pixelhvae": ("channels", "n_layers")}
 
 __all__ = ["ARCHITECTURE_KEYS", "MODELS", "PRIORS", "LatentVariableModel", "VAE", "HVAE", "PixelHVAE",
-           "StandardNormal",
-           "VampPrior", "build"]
+           "StandardNormal", "VampPrior", "build"]
 
 
 def build(model: str, prior: str, input_shape, input_type: str, *, z_dim: int = 40, hidden: int = 300,

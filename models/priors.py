@@ -94,23 +94,22 @@ class VampPrior(nn.Module):
         const = -0.5 * (dim * LOG_2PI + logvar.sum(-1) + (mean**2 * prec).sum(-1))
         return w, const
 
-    REFINED = 8  # components per z recomputed directly (the largest terms of the mixture's sum)
+    REFINED = 1  # components per z recomputed directly (the largest term of the mixture's sum)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """The expanded quadratic cancels: with narrow components (log-variance at its -6 clamp) and
         means a few units from 0, float32 loses up to ~0.05 nats in a component's log-density. So the
-        REFINED largest components of each z, which carry the sum, are recomputed from (z - m)^2 directly
-        (no cancellation); the rest keep the one-product values, whose error is then weighted by their
-        share of the mixture."""
+        largest component of each z is recomputed from (z - m)^2 directly (no cancellation); the others
+        keep the one-product values, whose error is weighted by their share of the mixture. Measured:
+        1e-5 to 4e-5 nats from float64 on trained runs and at the clamps; the refinement costs ~25% of
+        this function (8 components instead of 1: ~110%, for errors of 1e-5)."""
         mean, logvar = self.components()
         w, const = self._form if self._form is not None else self._matrix_form(mean, logvar)
         shape = z.shape[:-1]
         zf = z.reshape(-1, self.dim)  # [B, dim]
         log_comp = torch.addmm(const, torch.cat([zf * zf, zf], -1), w)  # [B, K], one matrix product
         top = log_comp.detach().topk(min(self.REFINED, self.n_components), dim=-1).indices  # [B, r]
-        d = zf.unsqueeze(1) - mean[top]  # [B, r, dim]
-        lv = logvar[top]
-        direct = -0.5 * (self.dim * LOG_2PI + lv.sum(-1) + (d * d * torch.exp(-lv)).sum(-1))
+        direct = log_normal_diag(zf.unsqueeze(1), mean[top], logvar[top])  # [B, r]
         log_comp = log_comp.scatter(-1, top, direct)
         return (torch.logsumexp(log_comp, -1) - math.log(self.n_components)).reshape(shape)
 
