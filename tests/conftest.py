@@ -31,14 +31,11 @@ def run_glossy(args: list[str], cwd: Path, timeout: float = 300, env: dict | Non
 
 
 def compose(config_name: str = "train", overrides: list[str] | None = None):
-    from hydra import compose as hcompose
-    from hydra import initialize_config_module
-
+    from glossy_cli.config import compose_config
     from glossy_cli.runs import register_resolvers
 
     register_resolvers()
-    with initialize_config_module(config_module="glossy_conf", version_base=None):
-        return hcompose(config_name=config_name, overrides=overrides or [])
+    return compose_config(config_name, overrides or [])
 
 
 @pytest.fixture

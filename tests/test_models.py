@@ -231,7 +231,7 @@ def test_unknown_names_list_the_valid_choices():
 @pytest.mark.parametrize("where", ["near", "far"])
 def test_vampprior_density_at_the_logvar_clamps_matches_float64(logvar, where):
     # the expanded quadratic [z^2, z] @ W + c cancels for narrow components with means away from 0 (float32
-    # lost 0.044 nats here before the largest components were recomputed directly)
+    # lost 0.044 nats here before the largest component was recomputed directly)
     gen = torch.Generator().manual_seed(0)
     dim, k = 40, 500
     means = torch.randn(k, dim, generator=gen) * 3
