@@ -251,7 +251,7 @@ def _gray(n: int, seed: int) -> torch.Tensor:
 
 
 def _build(name: str, prior: str, input_type: str = "binary", seed: int = 0):
-    import glossy_models as models
+    from glossy.models import registry as models
 
     torch.manual_seed(seed)
     return models.build(name, prior, SHAPE, input_type)
@@ -386,7 +386,7 @@ def e2e_child(n: int, s: int, threads: int | None, device: str, bootstrap: int =
 def bench_e2e(sz, device, peak, threads) -> dict:
     n, s = int(sz["e2e_points"]), int(sz["e2e_samples"])
     n_full, s_full = 10000, 5000
-    cmd = [sys.executable, "-m", "glossy_cli.bench", "e2e", str(n), str(s), str(threads or 0), str(device),
+    cmd = [sys.executable, "-m", "glossy.cli.bench", "e2e", str(n), str(s), str(threads or 0), str(device),
            str(sz["e2e_bootstrap"])]
     log.info("end to end: evaluate() on a VAE, N=%d, S=%d, in a fresh process", n, s)
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -614,7 +614,7 @@ def bench_task(cfg) -> list[dict]:
     return rows
 
 
-if __name__ == "__main__":  # the end-to-end child: python -m glossy_cli.bench e2e N S THREADS DEVICE BOOT
+if __name__ == "__main__":  # the end-to-end child: python -m glossy.cli.bench e2e N S THREADS DEVICE BOOT
     if len(sys.argv) >= 6 and sys.argv[1] == "e2e":
         from .main import flush_denormals, full_float32
 
@@ -624,4 +624,4 @@ if __name__ == "__main__":  # the end-to-end child: python -m glossy_cli.bench e
                         int(sys.argv[6]) if len(sys.argv) > 6 else 100)
         print(json.dumps(res))
     else:
-        sys.exit("usage: python -m glossy_cli.bench e2e N S THREADS DEVICE [BOOTSTRAP]")
+        sys.exit("usage: python -m glossy.cli.bench e2e N S THREADS DEVICE [BOOTSTRAP]")

@@ -13,12 +13,14 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
-import glossy_datasets as datasets
-import glossy_models as models
-from glossy_datasets import caltech101, cifar10, frey, histopathology, mnist, omniglot, synthetic
 from omegaconf import MISSING, OmegaConf
+
+from glossy.datasets import caltech101, cifar10, frey, histopathology, mnist, omniglot, synthetic
+from glossy.datasets import registry as datasets
+from glossy.models import registry as models
 
 from .errors import GlossyError
 from .evaluate import SOURCE_HELP, SOURCES, candidate_list
@@ -379,6 +381,7 @@ COMMANDS: dict[str, type] = {"train": TrainCommand, "eval": EvalCommand, "table"
                              "figure": FigureCommand, "data": DataCommand, "bench": BenchCommand}
 
 
+CONF_DIR = Path(__file__).parent.parent / "conf"  # glossy/conf: the YAML files (a folder, not a module)
 SCHEMA_GROUP = "schema"  # conf/<group>/<name>.yaml extend /schema/<group>_<name>@_here_
 
 
@@ -437,12 +440,13 @@ def root_cause(e: BaseException) -> BaseException:
 
 def compose_config(cmd: str, overrides: list[str], return_hydra_config: bool = False):
     """`cmd`'s config composed with these overrides, outside any running Hydra application."""
-    from hydra import compose, initialize_config_module
+    from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    register()
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_module("glossy_conf", version_base=None):
+        with initialize_config_dir(str(CONF_DIR), version_base=None):
             return compose(config_name=cmd, overrides=overrides, return_hydra_config=return_hydra_config)
     finally:
         GlobalHydra.instance().clear()

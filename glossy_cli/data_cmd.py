@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import glossy_datasets as datasets
-from glossy_datasets.download import DatasetCorrupt, DatasetMissing, resolve_data_dir
 from omegaconf import DictConfig, OmegaConf
+
+from glossy.datasets import registry as datasets
+from glossy.datasets.download import DatasetCorrupt, DatasetMissing, resolve_data_dir
 
 from .config import dataset_options
 from .errors import GlossyError

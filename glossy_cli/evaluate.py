@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 
 import torch
-from glossy_models.base import LatentVariableModel
+
+from glossy.models.base import LatentVariableModel
 
 from . import bounds
 from .errors import GlossyError

@@ -187,12 +187,10 @@ TASKS = {"train": _train, "eval": _eval, "table": _table, "figure": _figure, "da
 def command_help(cmd: str, args: list[str]) -> str:
     """`glossy <cmd> --help`: the config groups and every setting with its type and default, generated from
     the composed config (the schema and the YAML files, with the given overrides), so it cannot go stale."""
-    from importlib.resources import files
-
     from omegaconf import DictConfig, ListConfig
     from omegaconf.nodes import AnyNode, BooleanNode, FloatNode, IntegerNode
 
-    from .config import compose_config
+    from .config import CONF_DIR, compose_config
 
     cfg = compose_config(cmd, _task_overrides(args))
     lines = [f"usage: glossy {cmd} [group=option ...] [key=value ...]", "", COMMANDS[cmd], ""]
@@ -201,7 +199,7 @@ def command_help(cmd: str, args: list[str]) -> str:
     if cmd in ("train", "data"):
         lines.append("config groups (group=option; the options are conf/<group>/*.yaml):")
         for g in groups:
-            opts = sorted(f.name[:-5] for f in (files("glossy_conf") / g).iterdir()
+            opts = sorted(f.name[:-5] for f in (CONF_DIR / g).iterdir()
                           if f.name.endswith(".yaml") and not f.name.startswith("_"))
             if len(opts) > 1 or cmd == "data" or g == "experiment":
                 lines.append(f"  {g}: {', '.join(opts)}")
@@ -342,14 +340,14 @@ def main(argv: list[str] | None = None) -> None:
     if cmd == "data" and rest and rest[0] in ("fetch", "list"):
         rest = [f"action={rest[0]}", *rest[1:]]
     if cmd in ("-V", "--version"):
-        from . import __version__
+        from glossy import __version__
 
         print(f"glossy {__version__}")
         return
     if cmd not in TASKS:
         print(f"glossy: error: unknown command {cmd!r}; valid: {', '.join(TASKS)}\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
-    from .config import register
+    from .config import CONF_DIR, register
 
     register_resolvers()
     register()
@@ -368,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     logging.getLogger("glossy").setLevel(logging.INFO)
     sys.argv = [f"glossy {cmd}", *rest]
-    app = hydra.main(config_path="pkg://glossy_conf", config_name=cmd, version_base=None)(guarded(TASKS[cmd]))
+    app = hydra.main(config_path=str(CONF_DIR), config_name=cmd, version_base=None)(guarded(TASKS[cmd]))
     try:
         app()
     except ValueError as e:  # Hydra's own refusal of its flags (e.g. -m with --cfg)

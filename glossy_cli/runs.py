@@ -8,12 +8,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-import glossy_datasets as datasets
-import glossy_models as models
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import __version__
+from glossy import __version__
+from glossy.datasets import registry as datasets
+from glossy.models import registry as models
+
 from .config import library_default
 from .errors import GlossyError
 
@@ -67,7 +68,7 @@ def _resolve_eval_dir(checkpoint: str) -> str:
 
 def default_data_dir() -> str:
     """$GLOSSY_DATA_DIR if set, else <user cache dir>/glossy/data (the datasets package decides)."""
-    from glossy_datasets.download import default_data_dir as _default
+    from glossy.datasets.download import default_data_dir as _default
 
     return str(_default())
 

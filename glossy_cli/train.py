@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import __version__
+from glossy import __version__
+
 from .config import check
 from .errors import GlossyError
 from .evaluate import BUDGET_KEYS, EVALUATE_KEYS, candidate_list, check_budget, evaluate, settings_for

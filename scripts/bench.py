@@ -4,7 +4,7 @@
 
 import sys
 
-from glossy_cli.main import main
+from glossy.cli.main import main
 
 if __name__ == "__main__":
     main(["bench", *sys.argv[1:]])

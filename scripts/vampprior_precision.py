@@ -15,10 +15,10 @@ import math
 import time
 
 import torch
-from glossy_models.priors import VampPrior
 from omegaconf import OmegaConf
 
-from glossy_cli.runs import load_data, model_from_checkpoint, read_checkpoint
+from glossy.cli.runs import load_data, model_from_checkpoint, read_checkpoint
+from glossy.models.priors import VampPrior
 
 
 def float64_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

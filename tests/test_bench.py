@@ -4,16 +4,16 @@ quantities, and `glossy bench bench.quick=true` produces its table. No timing as
 
 import math
 
-import glossy_models as models
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import run_glossy
-from glossy_models.likelihoods import Bernoulli, DiscretizedLogistic256
 
-from glossy_cli import bench, bounds
-from glossy_cli.evaluate import Plan, importance_sampling, is_blocks, likelihood_matrix, posterior_means
+from glossy.cli import bench, bounds
+from glossy.cli.evaluate import Plan, importance_sampling, is_blocks, likelihood_matrix, posterior_means
+from glossy.models import registry as models
+from glossy.models.likelihoods import Bernoulli, DiscretizedLogistic256
+from tests.helpers import run_glossy
 
 SHAPE = (1, 6, 6)
 CPU = torch.device("cpu")
@@ -56,7 +56,7 @@ def test_fast_importance_sampling_groups_points_and_blocks_samples():
         torch.manual_seed(5)
         ref = importance_sampling(m, x, 30, Plan(1, 30, 1, 1), CPU, fast=False)
         for block_bytes in (1, 5 * m.eval_bytes_per_sample(), 100 * m.eval_bytes_per_sample()):
-            import glossy_cli.evaluate as ev
+            import glossy.cli.evaluate as ev
 
             old = ev.IS_BLOCK_BYTES
             ev.IS_BLOCK_BYTES = block_bytes

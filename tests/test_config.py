@@ -3,15 +3,16 @@ naming the key, the value given and what is allowed; every default exists once."
 
 import inspect
 
-import glossy_datasets as datasets
-import glossy_models as models
 import pytest
 from omegaconf import OmegaConf
 
-from glossy_cli import config
-from glossy_cli.config import ConfigError, compose_config
-from glossy_cli.main import _precheck
-from glossy_cli.runs import register_resolvers, run_name
+from glossy.cli import config
+from glossy.cli.config import ConfigError, compose_config
+from glossy.cli.main import _precheck
+from glossy.cli.runs import register_resolvers, run_name
+from glossy.datasets import registry as datasets
+from glossy.models import registry as models
+from tests.helpers import tiny
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -99,10 +100,8 @@ def test_defaults_exist_once_and_come_from_the_library():
         kw = {p.name for p in inspect.signature(load).parameters.values() if p.kind is p.KEYWORD_ONLY}
         assert set(config.dataset_options(name)) == kw, name
     # the YAML files under conf/ carry no value that the schema already has (only presets do)
-    from importlib.resources import files
-
     for group in ("dataset", "model", "prior"):
-        for f in (files("glossy_conf") / group).iterdir():
+        for f in (config.CONF_DIR / group).iterdir():
             if f.name.endswith(".yaml"):
                 body = OmegaConf.create(f.read_text())
                 assert set(body.keys()) == {"defaults"}, f.name
@@ -211,7 +210,7 @@ def test_every_wrong_value_of_every_key_exits_2_with_one_line_naming_it(cmd, arg
                                                                          monkeypatch):
     # through the console script's entry point, in-process; the task is replaced so that a value that
     # slipped through fails here instead of starting a training
-    from glossy_cli import main as main_module
+    from glossy.cli import main as main_module
 
     monkeypatch.chdir(tmp_path)
     ran = []
@@ -237,7 +236,7 @@ def test_garbage_for_an_integer_is_refused_or_read_as_hydra_reads_it(value):
 
 
 def test_help_lists_the_groups_and_every_key_with_its_type_and_default():
-    from glossy_cli.main import command_help
+    from glossy.cli.main import command_help
 
     text = command_help("train", ["model=pixelhvae", "prior=vamp"])
     assert "Hydra" not in text.splitlines()[0] and text.startswith("usage: glossy train")
@@ -254,18 +253,17 @@ def test_help_lists_the_groups_and_every_key_with_its_type_and_default():
 def test_a_user_model_file_trains_in_its_own_run_directory_and_every_record_names_it(tmp_path):
     from hydra.core.hydra_config import HydraConfig
 
-    from glossy_cli.runs import read_checkpoint
-    from glossy_cli.table import make_table
-    from glossy_cli.train import train
+    from glossy.cli.runs import read_checkpoint
+    from glossy.cli.table import make_table
+    from glossy.cli.train import train
 
     conf = tmp_path / "conf"
     (conf / "model").mkdir(parents=True)
     (conf / "model" / "vae_small.yaml").write_text("defaults:\n  - /schema/model_vae@_here_\nhidden: 12\nz_dim: 3\n")
-    tiny = ["train=quick", "dataset.options.n_train=200", "dataset.options.n_val=40", "dataset.options.n_test=30",
-            "train.epochs=1", "train.batches_per_epoch=3", "train.batch_size=20", "train.trajectory_every=0",
-            "train.grid=0", "eval.is_samples=3", "eval.bootstrap=0", "eval.ba_iters=5", "eval.heldout=false",
-            "eval.candidates=[test]"]
-    cfg = compose_hydra("train", ["model=vae_small", *tiny, f"runs_root={tmp_path}/runs",
+    # the model comes from the user's file, so the test-size overrides leave model.* alone
+    small = [o for o in tiny("train.epochs=1", "train.batches_per_epoch=3", "eval.is_samples=3", "eval.ba_iters=5",
+                             "eval.heldout=false", "eval.candidates=[test]") if not o.startswith("model.")]
+    cfg = compose_hydra("train", ["model=vae_small", *small, f"runs_root={tmp_path}/runs",
                                   f"hydra.searchpath=[file://{conf}]"])
     HydraConfig.instance().set_config(cfg)
     run_dir = tmp_path / "runs" / cfg.hydra.run.dir.split("/")[-1]

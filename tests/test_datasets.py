@@ -18,13 +18,14 @@ import tarfile
 import urllib.error
 from pathlib import Path
 
-import glossy_datasets as datasets
 import numpy as np
 import pytest
 import scipy.io
 import torch
-from glossy_datasets import caltech101, download, frey, histopathology, mnist, omniglot
-from glossy_datasets.download import DatasetCorrupt, DatasetMissing
+
+from glossy.datasets import caltech101, download, frey, histopathology, mnist, omniglot
+from glossy.datasets import registry as datasets
+from glossy.datasets.download import DatasetCorrupt, DatasetMissing
 
 
 def _shared_data() -> Path:

@@ -4,16 +4,16 @@ glossy matrix, the chunk planner, and `evaluate` on a user's own model."""
 import contextlib
 import math
 
-import glossy_models as models
 import numpy as np
 import pytest
 import torch
-from glossy_models.base import LatentVariableModel, reparameterize
-from glossy_models.priors import log_normal_diag, log_standard_normal
 from torch import nn
 
-from glossy_cli.errors import GlossyError
-from glossy_cli.evaluate import Plan, evaluate, importance_sampling, likelihood_matrix, make_plan, plan_chunks
+from glossy.cli.errors import GlossyError
+from glossy.cli.evaluate import Plan, evaluate, importance_sampling, likelihood_matrix, make_plan, plan_chunks
+from glossy.models import registry as models
+from glossy.models.base import LatentVariableModel, reparameterize
+from glossy.models.priors import log_normal_diag, log_standard_normal
 
 
 class LinearGaussian(LatentVariableModel):
@@ -138,7 +138,7 @@ def test_the_glossy_matrix_over_budget_is_refused_clearly():
 def test_log_progress_writes_one_line_per_tenth_and_stays_quiet_for_short_work(caplog):
     import logging
 
-    from glossy_cli.evaluate import LogProgress
+    from glossy.cli.evaluate import LogProgress
 
     with caplog.at_level(logging.INFO, logger="glossy"):
         with LogProgress(100, "importance sampling", "points", quiet_s=0.0) as p:
@@ -157,7 +157,7 @@ def test_log_progress_writes_one_line_per_tenth_and_stays_quiet_for_short_work(c
 
 
 def _tiny_synthetic(n_train=40, n_val=30, n_test=25):
-    from glossy_datasets import synthetic
+    from glossy.datasets import synthetic
 
     return synthetic.load(n_train=n_train, n_val=n_val, n_test=n_test)
 
@@ -213,7 +213,7 @@ def test_train_candidates_equal_test_candidates_when_the_splits_are_the_same():
 def test_heldout_sandwich_in_evaluate_equals_the_bounds_functions_on_the_same_matrices():
     s = _tiny_synthetic()
     m = models.build("vae", "standard", (1, 28, 28), "binary", z_dim=4, hidden=16).eval()
-    from glossy_cli import bounds
+    from glossy.cli import bounds
 
     r = evaluate(m, s.test, train_x=s.train, valid_x=s.val, candidates=["train"], heldout=True, is_samples=10,
                  bootstrap=0, ba_iters=300, ba_tol=0, show_progress=False)
@@ -250,8 +250,8 @@ def test_blahut_arimoto_stays_inside_the_memory_budget_with_the_same_numbers(mon
     # log domain (row blocks) within what is left, with the numbers of an unconstrained run
     import logging
 
-    from glossy_cli import bounds as bounds_module
-    from glossy_cli.evaluate import _plan_within_budget, eval_sizes
+    from glossy.cli import bounds as bounds_module
+    from glossy.cli.evaluate import _plan_within_budget, eval_sizes
 
     gen = torch.Generator().manual_seed(0)
     test, train, val = (torch.bernoulli(torch.full((n, 1, 6, 6), 0.3), generator=gen) for n in (300, 120, 400))

@@ -18,30 +18,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import glossy_models.vae as vae_module
 import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import compose, glossy_exe, run_glossy
 
-from glossy_cli import __version__
-from glossy_cli.errors import GlossyError
-from glossy_cli.runs import read_checkpoint
-from glossy_cli.table import read_results
-from glossy_cli.train import TrainingInterrupted, train
+import glossy.models.vae as vae_module
+from glossy import __version__
+from glossy.cli.errors import GlossyError
+from glossy.cli.runs import read_checkpoint
+from glossy.cli.table import read_results
+from glossy.cli.train import TrainingInterrupted, train
+from tests.helpers import compose, glossy_exe, run_glossy, tiny
 
-TINY_MODEL = ["model.hidden=32", "model.z_dim=4"]
-# long enough epochs (200 steps, ~0.6 s) that a signal lands mid-epoch; everything else tiny
-RESUMABLE = ["train=quick", "dataset.options.n_train=3000", "dataset.options.n_val=100", "dataset.options.n_test=50",
-             *TINY_MODEL, "train.epochs=4", "train.warmup=2", "train.batch_size=10", "train.batches_per_epoch=200",
-             "train.trajectory_every=2", "train.trajectory_points=20", "train.trajectory_samples=3", "train.grid=0",
-             "eval.is_samples=5", "eval.bootstrap=0", "eval.ba_iters=50", "deterministic=true"]
+# long enough epochs (200 steps, ~0.6 s) that a signal lands mid-epoch
+RESUMABLE = tiny("dataset.options.n_train=3000", "dataset.options.n_val=100", "dataset.options.n_test=50",
+                 "train.epochs=4", "train.warmup=2", "train.batch_size=10", "train.batches_per_epoch=200",
+                 "train.trajectory_every=2", "train.trajectory_points=20", "train.trajectory_samples=3",
+                 "deterministic=true")
 EPOCHS = 4
-# in-process runs: a few steps per epoch
-QUICK = ["train=quick", "dataset.options.n_train=300", "dataset.options.n_val=50", "dataset.options.n_test=40",
-         *TINY_MODEL, "train.batch_size=20", "train.batches_per_epoch=5", "train.trajectory_every=0", "train.grid=0",
-         "eval.is_samples=5", "eval.bootstrap=0", "eval.ba_iters=50"]
+QUICK = tiny()  # in-process runs: a few steps per epoch
 NUMBERS = ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba", "true_nll", "exact_lower_bound"]
 OUTPUTS = ["last.pt", "best.pt", "history.csv", "trajectory.csv", "result.json", "points.pt", "config.yaml"]
 
@@ -335,7 +331,7 @@ def _tiny_run(tmp_path: Path, extra: list[str] = ()) -> tuple:
 
 
 def test_a_signal_after_the_last_step_stops_before_the_evaluation_and_the_rerun_only_evaluates(tmp_path, monkeypatch):
-    import glossy_cli.train as train_module
+    import glossy.cli.train as train_module
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=2"])
     real = train_module.validation_loss
@@ -362,7 +358,7 @@ def test_a_signal_after_the_last_step_stops_before_the_evaluation_and_the_rerun_
 
 
 def test_sigint_during_the_evaluation_stops_it_with_a_message_and_writes_nothing(tmp_path, monkeypatch):
-    import glossy_cli.train as train_module
+    import glossy.cli.train as train_module
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])
     real = train_module.evaluate
@@ -383,7 +379,7 @@ def test_sigint_during_the_evaluation_stops_it_with_a_message_and_writes_nothing
 
 
 def test_a_second_process_on_a_held_run_is_refused_with_the_holder_named(tmp_path):
-    from glossy_cli.io import run_lock
+    from glossy.cli.io import run_lock
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])
     train(cfg, run, show_progress=False)
@@ -407,7 +403,7 @@ def test_a_second_process_on_a_held_run_is_refused_with_the_holder_named(tmp_pat
 
 def test_a_lock_held_by_a_killed_process_is_free_and_its_temporary_files_are_removed(tmp_path):
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from glossy_cli.io import run_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from glossy.cli.io import run_lock\n"
                                f"with run_lock({str(run)!r}):\n print('held', flush=True); time.sleep(600)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -425,7 +421,7 @@ def test_a_lock_held_by_a_killed_process_is_free_and_its_temporary_files_are_rem
 
 
 def test_rerunning_a_finished_run_returns_its_result_and_other_eval_settings_evaluate_again(tmp_path, monkeypatch):
-    import glossy_cli.train as train_module
+    import glossy.cli.train as train_module
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=2"])
     first = train(cfg, run, show_progress=False)
@@ -655,7 +651,7 @@ def test_glossy_eval_on_a_missing_truncated_or_foreign_checkpoint(bad_input, nam
 
 @pytest.mark.parametrize("name", list(BAD_IN_PROCESS))
 def test_empty_text_and_missing_checkpoints_are_refused_clearly(bad_input, name):
-    from glossy_cli.runs import find_checkpoint
+    from glossy.cli.runs import find_checkpoint
 
     leaf, needle = BAD_IN_PROCESS[name]
     d = bad_input["ckpts"][name]

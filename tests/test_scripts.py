@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-from glossy_models.likelihoods import DiscretizedLogistic256
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import logistic_variants  # noqa: E402
+from glossy.models.likelihoods import DiscretizedLogistic256
+from scripts import logistic_variants
 
 
 def test_logistic_variants_normalised_is_glossys_likelihood_and_the_others_drop_the_tails():
@@ -36,9 +32,8 @@ def test_logistic_variants_normalised_is_glossys_likelihood_and_the_others_drop_
 def test_glossy_forensics_reproduces_the_runs_own_statistics_and_checks_every_paper_row(quick_cfg, tmp_path):
     import json
 
-    import glossy_forensics
-
-    from glossy_cli.train import train
+    from glossy.cli.train import train
+    from scripts import glossy_forensics
 
     run = tmp_path / "run"
     run.mkdir()

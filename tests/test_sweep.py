@@ -4,10 +4,11 @@ SLURM launcher takes, without a cluster) and joblib, each running a tiny multiru
 import json
 
 import pytest
-from conftest import SMALL_SYNTHETIC, run_glossy
 
-TINY = ["train=quick", *SMALL_SYNTHETIC, "train.epochs=1", "train.batches_per_epoch=2", "train.val_points=50",
-        "train.trajectory_every=0", "train.grid=0", "eval.is_samples=3", "eval.bootstrap=0", "eval.ba_iters=5"]
+from tests.helpers import run_glossy, tiny
+
+TINY = tiny("train.epochs=1", "train.batches_per_epoch=2", "train.val_points=50", "eval.is_samples=3",
+            "eval.ba_iters=5")
 
 
 @pytest.mark.slow  # two subprocess multiruns
@@ -31,8 +32,8 @@ def test_the_table1_experiment_is_the_36_run_grid_in_the_directories_of_single_r
     import itertools
     from pathlib import Path
 
-    from glossy_cli.config import compose_config
-    from glossy_cli.runs import run_name
+    from glossy.cli.config import compose_config
+    from glossy.cli.runs import run_name
 
     cfg = compose_config("train", ["experiment=table1"], return_hydra_config=True)
     grid = {k: v.split(",") for k, v in cfg.hydra.sweeper.params.items()}
@@ -48,7 +49,7 @@ def test_the_table1_experiment_is_the_36_run_grid_in_the_directories_of_single_r
 
 def test_the_slurm_launcher_config_extends_submitit():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from glossy_cli.config import compose_config
+    from glossy.cli.config import compose_config
 
     cfg = compose_config("train", ["experiment=table1", "hydra/launcher=glossy_slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher

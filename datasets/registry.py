@@ -1,4 +1,4 @@
-"""glossy's datasets: one small loader per dataset and one `load` function."""
+"""The dataset registry: every loader by name, one `load` function, and `register` for datasets of your own."""
 
 from __future__ import annotations
 
@@ -20,7 +20,15 @@ DATASETS: dict[str, Callable[..., Splits]] = {
 }
 
 __all__ = ["DATASETS", "DatasetCorrupt", "DatasetError", "DatasetMeta", "DatasetMissing", "Splits",
-           "default_data_dir", "load"]
+           "default_data_dir", "load", "register"]
+
+
+def register(name: str, loader: Callable[..., Splits]) -> None:
+    """Add a dataset of your own under a new name: `loader(data_dir, download, **options)` returns Splits.
+    Train on it with `dataset.name=<name>` over any dataset config whose options the loader accepts."""
+    if name in DATASETS:
+        raise DatasetError(f"a dataset named {name!r} is already registered")
+    DATASETS[name] = loader
 
 
 def load(name: str, data_dir: str | Path | None = None, download: bool = True, **options) -> Splits:

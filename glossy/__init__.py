@@ -1,0 +1,49 @@
+"""glossy: can this latent-variable model still be improved by a better prior, or a better likelihood?
+
+The library's public face. Its sub-packages are the repository's top-level folders (relative links):
+
+    glossy.cli       glossy_cli/   the `glossy` command and its pipeline (train loop, evaluation, table, figures)
+    glossy.models    models/       layers, likelihoods, priors, VAE / HVAE / PixelHVAE, `build`
+    glossy.datasets  datasets/     one loader per dataset, download + checksum, `load`
+    glossy.conf      conf/         the Hydra configuration (YAML only)
+
+What a researcher imports (resolved on first use, so `import glossy.models` stays light):
+
+    glossy.evaluate(model, x, ...)      NLL by importance sampling, log c(z), glossy statistics, bounds
+    glossy.bounds                       the pure tensor functions: log_c, glossy_stats, lower_bound, ...
+    glossy.LatentVariableModel          the methods a model of your own offers to be evaluated
+    glossy.build_model(model, prior, input_shape, input_type, ...)
+    glossy.load_dataset(name, data_dir=None, ...)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
+    from glossy.cli import bounds
+    from glossy.cli.evaluate import evaluate
+    from glossy.datasets.registry import load as load_dataset
+    from glossy.models.base import LatentVariableModel
+    from glossy.models.registry import build as build_model
+
+_PUBLIC = {  # name -> (module, attribute or None for the module itself)
+    "evaluate": ("glossy.cli.evaluate", "evaluate"),
+    "bounds": ("glossy.cli.bounds", None),
+    "LatentVariableModel": ("glossy.models.base", "LatentVariableModel"),
+    "build_model": ("glossy.models.registry", "build"),
+    "load_dataset": ("glossy.datasets.registry", "load"),
+}
+
+__all__ = ["LatentVariableModel", "__version__", "bounds", "build_model", "evaluate", "load_dataset"]
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'glossy' has no attribute {name!r}")
+    module, attr = _PUBLIC[name]
+    value = importlib.import_module(module)
+    return value if attr is None else getattr(value, attr)

@@ -1,0 +1,49 @@
+"""Helpers the tests share: the console script, the composed config and one way to shrink it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_SYNTHETIC = ["dataset.options.n_train=600", "dataset.options.n_val=200", "dataset.options.n_test=150"]
+
+# the one test-size configuration: a few steps of a small model on a small synthetic set, a cheap evaluation
+TINY = ["train=quick", "dataset.options.n_train=300", "dataset.options.n_val=50", "dataset.options.n_test=40",
+        "model.hidden=32", "model.z_dim=4", "train.batch_size=20", "train.batches_per_epoch=5",
+        "train.trajectory_every=0", "train.grid=0", "eval.is_samples=5", "eval.bootstrap=0", "eval.ba_iters=50"]
+
+
+def tiny(*overrides: str) -> list[str]:
+    """TINY with `overrides` applied (a later value for the same key replaces the earlier one), so that every
+    test shrinks the real config the same way and names only what it needs to differ."""
+    merged: dict[str, str] = {}
+    for o in (*TINY, *overrides):
+        merged[o.split("=", 1)[0]] = o
+    return list(merged.values())
+
+
+def glossy_exe() -> list[str]:
+    exe = shutil.which("glossy", path=str(Path(sys.executable).parent)) or shutil.which("glossy")
+    assert exe, "the glossy console script is not installed (pip install -e .)"
+    return [exe]
+
+
+def run_glossy(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None,
+               check: bool = False) -> subprocess.CompletedProcess:
+    e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    p = subprocess.run(glossy_exe() + args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=e)
+    if check and p.returncode != 0:
+        raise AssertionError(f"glossy {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def compose(config_name: str = "train", overrides: list[str] | None = None):
+    from glossy.cli.config import compose_config
+    from glossy.cli.runs import register_resolvers
+
+    register_resolvers()
+    return compose_config(config_name, overrides or [])
