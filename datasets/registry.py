@@ -19,8 +19,11 @@ DATASETS: dict[str, Callable[..., Splits]] = {
     "cifar10": cifar10.load,
 }
 
-__all__ = ["DATASETS", "DatasetCorrupt", "DatasetError", "DatasetMeta", "DatasetMissing", "Splits",
-           "default_data_dir", "load", "register"]
+BUILT_IN = frozenset(DATASETS)
+
+__all__ = ["BUILT_IN", "DATASETS", "DatasetCorrupt", "DatasetError", "DatasetMeta", "DatasetMissing", "Splits",
+           "default_data_dir", "load", "register",
+           "unregister"]
 
 
 def register(name: str, loader: Callable[..., Splits]) -> None:
@@ -29,6 +32,13 @@ def register(name: str, loader: Callable[..., Splits]) -> None:
     if name in DATASETS:
         raise DatasetError(f"a dataset named {name!r} is already registered")
     DATASETS[name] = loader
+
+
+def unregister(name: str) -> None:
+    """Remove a dataset that `register` added (the built-in ones stay)."""
+    if name not in DATASETS or name in BUILT_IN:
+        raise DatasetError(f"{name!r} is not a registered dataset of your own")
+    del DATASETS[name]
 
 
 def load(name: str, data_dir: str | Path | None = None, download: bool = True, **options) -> Splits:

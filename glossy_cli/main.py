@@ -121,31 +121,12 @@ def _train(cfg):
 
 
 def _eval(cfg):
-    from omegaconf import OmegaConf
-
-    from .io import run_lock
-    from .runs import BEST, LAST, find_checkpoint, load_data, model_from_checkpoint, read_checkpoint, resolve_device
-    from .train import run_eval_and_save, training_record
+    from .evaluation import evaluate_checkpoint
+    from .runs import resolve_device
 
     flush_denormals()
     full_float32()
-    path = find_checkpoint(cfg.checkpoint)
-    ckpt = read_checkpoint(path)
-    tcfg = OmegaConf.create(ckpt["config"])
-    for key in ("eval", "device", "data_dir", "download"):
-        tcfg[key] = cfg[key]
-    device = resolve_device(cfg.device)
-    splits = load_data(tcfg)
-    model = model_from_checkpoint(ckpt, path, splits.meta).to(device)
-    extra = {"checkpoint": str(path), "best_epoch": ckpt.get("epoch")}
-    last = path.parent / LAST
-    if path.name == BEST and last.is_file():  # a run's best checkpoint: keep what result.json says of its training
-        state = read_checkpoint(last)["state"]
-        if state["best_epoch"] == ckpt.get("epoch"):
-            extra = {**training_record(state), **extra}
-    with run_lock(path.parent):
-        result = run_eval_and_save(model, splits, tcfg, path.parent, device, extra,
-                                   show_progress=sys.stderr.isatty() or "log")
+    result = evaluate_checkpoint(cfg, resolve_device(cfg.device), show_progress=sys.stderr.isatty() or "log")
     print(summary(result))
     return result
 

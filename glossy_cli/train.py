@@ -1,12 +1,13 @@
-"""The training loop of the reference setup, resumable, with atomic checkpoints and a trajectory."""
+"""The training loop of the reference setup, resumable, with atomic checkpoints and a trajectory.
+
+`train` reads top to bottom as its steps: set up (data, model, budget check), resume, then per epoch
+train_one_epoch -> validate -> stopping_decision -> trajectory point -> save_epoch, and at the end the
+evaluation stage (evaluation.py) on the best checkpoint."""
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import logging
 import math
-import platform
 import signal
 import time
 from collections import deque
@@ -17,17 +18,21 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from glossy import __version__
-
 from .config import check
 from .errors import GlossyError
-from .evaluate import BUDGET_KEYS, EVALUATE_KEYS, candidate_list, check_budget, evaluate, settings_for
-from .io import atomic_save_image_grid, atomic_torch_save, atomic_write_json, atomic_write_text, run_lock
+from .evaluate import check_budget, evaluate
+from .evaluation import (
+    candidate_images,
+    check_eval_budget,
+    eval_config,
+    evaluate_and_save,
+    training_record,
+    up_to_date,
+)
+from .io import atomic_save_image_grid, atomic_torch_save, atomic_write_text, run_lock
 from .runs import (
     BEST,
     LAST,
-    POINTS,
-    RESULT,
     build_model,
     checkpoint_payload,
     load_data,
@@ -147,22 +152,6 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
 
 
-def candidate_images(splits, seed: int) -> dict:
-    """The images that candidates and the held-out fit come from: the training and validation splits,
-    with a dynamically binarised training split binarised once (seeded), as the model sees binary data."""
-    train_x = splits.train
-    if splits.meta.dynamic_binarization:
-        train_x = torch.bernoulli(train_x, generator=torch.Generator().manual_seed(seed))
-    return {"train_x": train_x, "valid_x": splits.val}
-
-
-def eval_config(cfg) -> dict:
-    """The resolved eval.* settings as result.json records them (eval.candidates always a list)."""
-    ecfg = OmegaConf.to_container(cfg.eval, resolve=True)
-    ecfg["candidates"] = candidate_list(ecfg["candidates"])
-    return ecfg
-
-
 def _trajectory_settings(cfg) -> dict:
     e = cfg.eval
     return {"is_samples": int(cfg.train.trajectory_samples), "max_points": int(cfg.train.trajectory_points),
@@ -192,32 +181,6 @@ def _save_grids(model, splits, run_dir: Path, n: int, device) -> None:
         atomic_save_image_grid(run_dir / "reconstructions.png", pairs, nrow=int(math.sqrt(n)) or 1)
 
 
-def run_eval_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, extra: dict,
-                      show_progress: bool | str = True) -> dict:
-    ecfg = eval_config(cfg)
-    x = {"test": splits.test, "val": splits.val, "train": splits.train}[ecfg["split"]]
-    heldout = bool(ecfg["heldout"]) and ecfg["split"] == "test"
-    if ecfg["heldout"] and not heldout:  # fitted on the validation images, so only a test score is held out
-        log.info("eval.split=%s: the held-out sandwich is skipped (it is fitted on the validation images and "
-                 "scored on the test images only)", ecfg["split"])
-    keep: dict = {}
-    result = evaluate(model, x, true_model=splits.meta.true_model, device=device, show_progress=show_progress,
-                      keep=keep, **candidate_images(splits, int(ecfg["seed"])),
-                      **settings_for(EVALUATE_KEYS, {**ecfg, "heldout": heldout}))
-    # the per-point log p^(x_j), ELBO and per-candidate log c: what scripts/glossy_forensics.py starts from
-    atomic_torch_save(run_dir / POINTS, {"eval_config": ecfg, "split": ecfg["split"],
-                                         **{k: v.cpu() for k, v in keep.items()}})
-    record = {
-        "dataset": splits.meta.name, "model": cfg.model.name, "prior": cfg.prior.name, "seed": int(cfg.seed),
-        "split": ecfg["split"], "run_dir": str(run_dir), **extra, **result, "eval_config": ecfg,
-        "device": str(device), "versions": {"glossy": __version__, "torch": str(torch.__version__),
-                                            "python": platform.python_version()},
-        "written": _dt.datetime.now().isoformat(timespec="seconds"), "complete": True,
-    }
-    atomic_write_json(run_dir / RESULT, record)
-    return record
-
-
 def _diverged(what: str, epoch: int, run_dir: Path) -> str:
     """The message for a non-finite loss in `epoch`; what is on disk is from the epochs before it."""
     good = run_dir / BEST
@@ -231,21 +194,107 @@ def _diverged(what: str, epoch: int, run_dir: Path) -> str:
             f"will likely diverge again: to train again, lower train.lr (a new run)")
 
 
-def training_record(state: dict) -> dict:
-    """What result.json says of the training, from the state saved in last.pt."""
-    return {"best_epoch": state["best_epoch"], "epochs_trained": state["epoch"], "stop_reason": state["stop_reason"],
-            "best_val_loss": state["best_val"], "train_time_s": state["train_time_s"]}
+
+def new_state() -> dict:
+    """The loop's state as last.pt saves it, before the first epoch."""
+    return {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "es_counter": 0, "done": False,
+            "stop_reason": None, "history": [], "trajectory": [], "train_time_s": 0.0}
 
 
-def _up_to_date(run_dir: Path, state: dict, ecfg: dict) -> dict | None:
-    """The run's result.json when it already evaluates this run's final best checkpoint with this eval config."""
-    try:
-        record = json.loads((run_dir / RESULT).read_text())
-    except (OSError, ValueError):
+def setup(cfg: DictConfig):
+    """Device, data, model (seeded), and the memory-budget checks of the final and trajectory evaluations."""
+    device = resolve_device(cfg.device)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    splits = load_data(cfg)
+    margs = model_args(cfg, splits.meta)
+    torch.manual_seed(int(cfg.seed))
+    model = build_model(margs).to(device)
+    check_eval_budget(model, splits, cfg)  # fails now, not after the training
+    if int(cfg.train.trajectory_every) > 0:
+        check_budget(model, len(splits.test), n_train=len(splits.train), n_valid=len(splits.val),
+                     **_trajectory_settings(cfg))
+    return device, splits, margs, model
+
+
+def resume(last: Path, model, opt, gen: torch.Generator, margs: dict, device) -> dict | None:
+    """The state that `last` (last.pt) saved, with the model, optimiser and random streams restored from it;
+    None when there is no such file (a new run)."""
+    if not last.exists():
         return None
-    same = (record.get("complete") and record.get("eval_config") == json.loads(json.dumps(ecfg))
-            and record.get("best_epoch") == state["best_epoch"] and record.get("epochs_trained") == state["epoch"])
-    return record if same else None
+    ck = read_checkpoint(last)
+    if not same_model(ck["model_args"], margs):
+        raise GlossyError(f"{last} belongs to a different model ({ck['model_args']}); "
+                          f"use another runs_root or remove that run directory")
+    model.load_state_dict(ck["model_state"])
+    opt.load_state_dict(ck["optimizer_state"])
+    _set_rng_state(ck["rng"], gen, device)
+    return ck["state"]
+
+
+def train_one_epoch(model, opt, step_loss, train_x: torch.Tensor, *, batch_size: int, n_batches: int,
+                    gen: torch.Generator, beta: float, dynamic_binarization: bool, stop_check=None,
+                    desc: str = "", show_progress: bool = False) -> tuple[float, float, float]:
+    """One pass of Adam over `n_batches` shuffled batches; the mean (loss, reconstruction, KL) per batch.
+    `stop_check()` runs after every step (a pending signal raises there, between steps)."""
+    from tqdm.auto import tqdm
+
+    model.train()
+    perm = torch.randperm(len(train_x), generator=gen).to(train_x.device)
+    sums = torch.zeros(3, dtype=torch.float64, device=train_x.device)
+    with tqdm(total=n_batches, desc=desc, leave=False, disable=not show_progress, unit="batch") as bar:
+        for b in range(n_batches):
+            xb = train_x[perm[b * batch_size : (b + 1) * batch_size]]
+            if dynamic_binarization:
+                xb = torch.bernoulli(xb)
+            opt.zero_grad(set_to_none=True)
+            loss, re, kl = step_loss(xb, beta)
+            loss.backward()
+            opt.step()
+            sums += torch.stack([loss.detach(), re, kl]).to(torch.float64)
+            bar.update(1)
+            if b % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.2f}")
+            if stop_check is not None:
+                stop_check()
+    loss, re, kl = (sums / n_batches).tolist()
+    return loss, re, kl
+
+
+def stopping_decision(state: dict, epoch: int, val_loss: float, *, warmup: int, patience: int,
+                      max_epochs: int) -> bool:
+    """Record `epoch`'s validation loss in `state`: the best so far, the early-stopping counter (held at 0
+    during the KL warm-up), and whether training is done (counter past patience, or train.epochs reached).
+    Returns whether this epoch improved on the best."""
+    improved = val_loss < state["best_val"]
+    if improved:
+        state.update(best_val=val_loss, best_epoch=epoch, es_counter=0)
+    else:
+        state["es_counter"] = 0 if epoch < warmup else state["es_counter"] + 1
+    state["epoch"] = epoch
+    if state["es_counter"] > patience:
+        state.update(done=True, stop_reason=f"early stopping after epoch {epoch}")
+    elif epoch >= max_epochs:
+        state.update(done=True, stop_reason=f"reached train.epochs = {epoch}")
+    return improved
+
+
+def save_epoch(run_dir: Path, cfg, margs: dict, model, opt, gen: torch.Generator, device, state: dict,
+               improved: bool, val_loss: float) -> None:
+    """best.pt when the epoch improved, then last.pt (the state to resume from), then the csv files: each
+    atomically, in that order, so that a kill at any point leaves a consistent run."""
+    if improved:
+        atomic_torch_save(run_dir / BEST, checkpoint_payload("best", cfg, margs, model, epoch=state["epoch"],
+                                                             val_loss=val_loss))
+    atomic_torch_save(run_dir / LAST, checkpoint_payload(
+        "last", cfg, margs, model, optimizer_state=opt.state_dict(), rng=_rng_state(gen, device), state=state))
+    _write_tables(run_dir, state)
+
+
+def _write_tables(run_dir: Path, state: dict) -> None:
+    _write_csv(run_dir / "history.csv", state["history"])
+    if state["trajectory"]:
+        _write_csv(run_dir / "trajectory.csv", state["trajectory"])
 
 
 def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> dict:
@@ -257,38 +306,16 @@ def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> d
 
 
 def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
-    from tqdm.auto import tqdm
-
-    device = resolve_device(cfg.device)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
     t = cfg.train
-    splits = load_data(cfg)
-    margs = model_args(cfg, splits.meta)
-    torch.manual_seed(int(cfg.seed))
-    model = build_model(margs).to(device)
-    # a memory budget that cannot hold the evaluation fails now, not after the training
-    ecfg = eval_config(cfg)
-    sizes = {"n_train": len(splits.train), "n_valid": len(splits.val)}
-    check_budget(model, len({"test": splits.test, "val": splits.val, "train": splits.train}[ecfg["split"]]),
-                 **sizes, **settings_for(BUDGET_KEYS, ecfg))
-    if int(t.trajectory_every) > 0:
-        check_budget(model, len(splits.test), **sizes, **_trajectory_settings(cfg))
+    device, splits, margs, model = setup(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=float(t.lr))
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "es_counter": 0, "done": False,
-             "stop_reason": None, "history": [], "trajectory": [], "train_time_s": 0.0}
     last = run_dir / LAST
-    if last.exists():
-        ck = read_checkpoint(last)
-        if not same_model(ck["model_args"], margs):
-            raise GlossyError(f"{last} belongs to a different model ({ck['model_args']}); "
-                              f"use another runs_root or remove that run directory")
-        model.load_state_dict(ck["model_state"])
-        opt.load_state_dict(ck["optimizer_state"])
-        _set_rng_state(ck["rng"], gen, device)
-        state = ck["state"]
-        if state["done"] and (record := _up_to_date(run_dir, state, ecfg)) is not None:
+    state = resume(last, model, opt, gen, margs, device)
+    if state is None:
+        state = new_state()
+    else:
+        if state["done"] and (record := up_to_date(run_dir, state, eval_config(cfg))) is not None:
             log.info("%s is complete (%s; best epoch %d) and result.json already evaluates it with these eval "
                      "settings: nothing to do (`glossy eval checkpoint=%s` evaluates it again)", run_dir,
                      state["stop_reason"], state["best_epoch"], run_dir)
@@ -298,21 +325,18 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     train_x = splits.train.to(device)
-    val_x = splits.val.to(device)
+    val_x = splits.val.to(device)[: t.get("val_points") or None]
     traj_subset = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(0))[
         : int(t.trajectory_points)]
     n_batches = math.ceil(len(train_x) / int(t.batch_size))
     if t.get("batches_per_epoch"):
         n_batches = min(n_batches, int(t.batches_per_epoch))
-    if t.get("val_points"):
-        val_x = val_x[: int(t.val_points)]
 
     def loss_fn(xb, beta):
         terms = model.elbo(xb, beta)
         return terms["loss"].mean(), terms["re"].mean().detach(), terms["kl"].mean().detach()
 
     step_loss = torch.compile(loss_fn) if t.compile else loss_fn
-
     traj_images = candidate_images(splits, int(cfg.eval.seed)) if int(t.trajectory_every) > 0 else {}
     recent: deque[float] = deque(maxlen=20)  # wall seconds of the last epochs, for the time-left estimate
     with _catch_signals() as caught:
@@ -320,40 +344,24 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
             epoch = state["epoch"] + 1
             t_epoch = time.perf_counter()
             beta = kl_beta(epoch, int(t.warmup))
-            model.train()
-            perm = torch.randperm(len(train_x), generator=gen).to(device)
-            sums = torch.zeros(3, dtype=torch.float64, device=device)
-            with tqdm(total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not show_progress,
-                      unit="batch") as bar:
-                for b in range(n_batches):
-                    xb = train_x[perm[b * int(t.batch_size) : (b + 1) * int(t.batch_size)]]
-                    if splits.meta.dynamic_binarization:
-                        xb = torch.bernoulli(xb)
-                    opt.zero_grad(set_to_none=True)
-                    loss, re, kl = step_loss(xb, beta)
-                    loss.backward()
-                    opt.step()
-                    sums += torch.stack([loss.detach(), re, kl]).to(torch.float64)
-                    bar.update(1)
-                    if b % 50 == 0:
-                        bar.set_postfix(loss=f"{loss.item():.2f}")
-                    if "signum" in caught:
-                        name = signal.Signals(caught["signum"]).name
-                        raise TrainingInterrupted(
-                            f"{name} during epoch {epoch}: the state after epoch {state['epoch']} is saved in "
-                            f"{last}; re-run the same command to resume", caught["signum"])
-            train_loss, train_re, train_kl = (sums / n_batches).tolist()
+
+            def stop_check(epoch=epoch):
+                if "signum" in caught:
+                    raise TrainingInterrupted(
+                        f"{signal.Signals(caught['signum']).name} during epoch {epoch}: the state after epoch "
+                        f"{state['epoch']} is saved in {last}; re-run the same command to resume", caught["signum"])
+
+            train_loss, train_re, train_kl = train_one_epoch(
+                model, opt, step_loss, train_x, batch_size=int(t.batch_size), n_batches=n_batches, gen=gen,
+                beta=beta, dynamic_binarization=splits.meta.dynamic_binarization, stop_check=stop_check,
+                desc=f"epoch {epoch}", show_progress=show_progress)
             if not all(math.isfinite(v) for v in (train_loss, train_re, train_kl)):
                 raise GlossyError(_diverged(f"the training loss became {train_loss}", epoch, run_dir))
             val = validation_loss(model, val_x, int(t.val_batch_size))
             if not math.isfinite(val["val_loss"]):
                 raise GlossyError(_diverged(f"the validation loss became {val['val_loss']}", epoch, run_dir))
-            improved = val["val_loss"] < state["best_val"]
-            if improved:
-                state.update(best_val=val["val_loss"], best_epoch=epoch, es_counter=0)
-            else:
-                state["es_counter"] = 0 if epoch < int(t.warmup) else state["es_counter"] + 1
-            state["epoch"] = epoch
+            improved = stopping_decision(state, epoch, val["val_loss"], warmup=int(t.warmup),
+                                         patience=int(t.early_stopping), max_epochs=int(t.epochs))
             state["train_time_s"] += time.perf_counter() - t_epoch
             state["history"].append({"epoch": epoch, "beta": beta, "train_loss": train_loss, "train_re": train_re,
                                      "train_kl": train_kl, **val, "best_val": state["best_val"],
@@ -365,19 +373,7 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
                                                                  traj_subset, epoch))
                 except GlossyError as e:  # a non-finite log-likelihood on the trajectory subset
                     raise GlossyError(_diverged(f"the trajectory evaluation failed ({e})", epoch, run_dir)) from e
-            if state["es_counter"] > int(t.early_stopping):
-                state.update(done=True, stop_reason=f"early stopping after epoch {epoch}")
-            elif epoch >= int(t.epochs):
-                state.update(done=True, stop_reason=f"reached train.epochs = {epoch}")
-            if improved:
-                atomic_torch_save(run_dir / BEST, checkpoint_payload("best", cfg, margs, model, epoch=epoch,
-                                                                     val_loss=val["val_loss"]))
-            atomic_torch_save(last, checkpoint_payload(
-                "last", cfg, margs, model, optimizer_state=opt.state_dict(), rng=_rng_state(gen, device),
-                state=state))
-            _write_csv(run_dir / "history.csv", state["history"])
-            if state["trajectory"]:
-                _write_csv(run_dir / "trajectory.csv", state["trajectory"])
+            save_epoch(run_dir, cfg, margs, model, opt, gen, device, state, improved, val["val_loss"])
             recent.append(time.perf_counter() - t_epoch)  # the whole epoch: training, trajectory, writes
             log.info("epoch %d: beta %.2f train loss %.3f val loss %.3f (best %.3f); %s", epoch, beta, train_loss,
                      val["val_loss"], state["best_val"],
@@ -390,12 +386,8 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
     log.info("training finished: %s; best epoch %d", state["stop_reason"], state["best_epoch"])
     with _stop_on_signals(f"the evaluation: training is complete and saved in {last}; "
                           f"re-run the same command to evaluate"):
-        # from last.pt, in case a kill -9 came between the last checkpoint and the csv files
-        _write_csv(run_dir / "history.csv", state["history"])
-        if state["trajectory"]:
-            _write_csv(run_dir / "trajectory.csv", state["trajectory"])
-        best = read_checkpoint(run_dir / BEST)
-        model.load_state_dict(best["model_state"])
+        _write_tables(run_dir, state)  # from last.pt, in case a kill -9 came between it and the csv files
+        model.load_state_dict(read_checkpoint(run_dir / BEST)["model_state"])
         _save_grids(model, splits, run_dir, int(t.grid), device)
-        return run_eval_and_save(model, splits, cfg, run_dir, device, training_record(state),
+        return evaluate_and_save(model, splits, cfg, run_dir, device, training_record(state),
                                  show_progress or "log")

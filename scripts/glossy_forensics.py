@@ -42,9 +42,9 @@ from omegaconf import OmegaConf
 from glossy.cli import bounds
 from glossy.cli.errors import GlossyError
 from glossy.cli.evaluate import Plan, importance_sampling, likelihood_matrix, posterior_means, prior_candidates_of
+from glossy.cli.evaluation import candidate_images
 from glossy.cli.runs import POINTS, find_checkpoint, load_data, model_from_checkpoint, read_checkpoint
 from glossy.cli.table import paper_table
-from glossy.cli.train import candidate_images
 
 # test-set sizes of the paper's data sets (the N of log N in Popoviciu's check)
 TEST_SIZES = {"mnist": 10000, "omniglot": 8070, "caltech101": 2307, "frey": 200, "histopathology": 2000,

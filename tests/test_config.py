@@ -268,8 +268,8 @@ def test_a_user_model_file_trains_in_its_own_run_directory_and_every_record_name
     HydraConfig.instance().set_config(cfg)
     run_dir = tmp_path / "runs" / cfg.hydra.run.dir.split("/")[-1]
     assert run_dir.name.startswith("synthetic-vae-standard-seed0__") and run_dir.name.endswith(
-        run_name("synthetic", "vae", "standard", 0, ["model=vae_small", *tiny])[-8:])  # the user file is in its hash
-    assert run_dir.name != run_name("synthetic", "vae", "standard", 0, ["model=vae", *tiny])
+        run_name("synthetic", "vae", "standard", 0, ["model=vae_small", *small])[-8:])  # the user file is in its hash
+    assert run_dir.name != run_name("synthetic", "vae", "standard", 0, ["model=vae", *small])
     del cfg.hydra
     result = train(cfg, run_dir, show_progress=False)
     assert result["model"] == "vae" and result["run_dir"] == str(run_dir)

@@ -358,17 +358,17 @@ def test_a_signal_after_the_last_step_stops_before_the_evaluation_and_the_rerun_
 
 
 def test_sigint_during_the_evaluation_stops_it_with_a_message_and_writes_nothing(tmp_path, monkeypatch):
-    import glossy.cli.train as train_module
+    import glossy.cli.evaluation as evaluation_module
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])
-    real = train_module.evaluate
+    real = evaluation_module.evaluate
 
     def interrupted_evaluate(*a, **k):
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(5)  # the handler raises here
         return real(*a, **k)
 
-    monkeypatch.setattr(train_module, "evaluate", interrupted_evaluate)
+    monkeypatch.setattr(evaluation_module, "evaluate", interrupted_evaluate)
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted, match="SIGINT during the evaluation: training is complete") as e:
         train(cfg, run, show_progress=False)
@@ -421,14 +421,14 @@ def test_a_lock_held_by_a_killed_process_is_free_and_its_temporary_files_are_rem
 
 
 def test_rerunning_a_finished_run_returns_its_result_and_other_eval_settings_evaluate_again(tmp_path, monkeypatch):
-    import glossy.cli.train as train_module
+    import glossy.cli.evaluation as evaluation_module
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=2"])
     first = train(cfg, run, show_progress=False)
     text = (run / "result.json").read_text()
     calls = []
-    real = train_module.evaluate
-    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = evaluation_module.evaluate
+    monkeypatch.setattr(evaluation_module, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert train(cfg, run, show_progress=False) == first
     assert calls == [] and (run / "result.json").read_text() == text
     cfg2, _ = _tiny_run(tmp_path, ["train.epochs=2", "eval.is_samples=7"])

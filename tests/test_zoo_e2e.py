@@ -34,9 +34,14 @@ def fixture(input_type):
     return load
 
 
-for _kind in ("binary", "gray"):  # datasets of their own, through the registry a researcher would use
-    if f"zoo-{_kind}" not in datasets.DATASETS:
-        datasets.register(f"zoo-{_kind}", fixture(_kind))
+@pytest.fixture(scope="module", autouse=True)
+def zoo_datasets():
+    """Datasets of their own, added through the registry as a researcher would add one."""
+    for kind in ("binary", "gray"):
+        datasets.register(f"zoo-{kind}", fixture(kind))
+    yield
+    for kind in ("binary", "gray"):
+        datasets.unregister(f"zoo-{kind}")
 
 
 @pytest.mark.parametrize("model,prior", PAIRS)

@@ -1,0 +1,114 @@
+"""The evaluation stage, for `glossy train` (after its last epoch) and `glossy eval` alike:
+checkpoint -> data -> evaluate -> points.pt + result.json."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import platform
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from glossy import __version__
+
+from .evaluate import BUDGET_KEYS, EVALUATE_KEYS, candidate_list, check_budget, evaluate, settings_for
+from .io import atomic_torch_save, atomic_write_json, run_lock
+from .runs import BEST, LAST, POINTS, RESULT, find_checkpoint, load_data, model_from_checkpoint, read_checkpoint
+
+log = logging.getLogger("glossy")
+
+SPLIT_KEYS = ("test", "val", "train")
+
+
+def eval_config(cfg) -> dict:
+    """The resolved eval.* settings as result.json records them (eval.candidates always a list)."""
+    ecfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    ecfg["candidates"] = candidate_list(ecfg["candidates"])
+    return ecfg
+
+
+def _split(splits, name: str) -> torch.Tensor:
+    return {"test": splits.test, "val": splits.val, "train": splits.train}[name]
+
+
+def candidate_images(splits, seed: int) -> dict:
+    """The images that candidates and the held-out fit come from: the training and validation splits,
+    with a dynamically binarised training split binarised once (seeded), as the model sees binary data."""
+    train_x = splits.train
+    if splits.meta.dynamic_binarization:
+        train_x = torch.bernoulli(train_x, generator=torch.Generator().manual_seed(seed))
+    return {"train_x": train_x, "valid_x": splits.val}
+
+
+def check_eval_budget(model, splits, cfg) -> None:
+    """Fail now, not after hours of training, when eval.memory_budget_gb cannot hold the evaluation."""
+    ecfg = eval_config(cfg)
+    check_budget(model, len(_split(splits, ecfg["split"])), n_train=len(splits.train), n_valid=len(splits.val),
+                 **settings_for(BUDGET_KEYS, ecfg))
+
+
+def training_record(state: dict) -> dict:
+    """What result.json says of the training, from the state saved in last.pt."""
+    return {"best_epoch": state["best_epoch"], "epochs_trained": state["epoch"], "stop_reason": state["stop_reason"],
+            "best_val_loss": state["best_val"], "train_time_s": state["train_time_s"]}
+
+
+def up_to_date(run_dir: Path, state: dict, ecfg: dict) -> dict | None:
+    """The run's result.json when it already evaluates this run's final best checkpoint with this eval config."""
+    try:
+        record = json.loads((run_dir / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+    same = (record.get("complete") and record.get("eval_config") == json.loads(json.dumps(ecfg))
+            and record.get("best_epoch") == state["best_epoch"] and record.get("epochs_trained") == state["epoch"])
+    return record if same else None
+
+
+def evaluate_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, extra: dict,
+                      show_progress: bool | str = True) -> dict:
+    """Evaluate `model` on the split that eval.split names; write points.pt and result.json atomically."""
+    ecfg = eval_config(cfg)
+    x = _split(splits, ecfg["split"])
+    heldout = bool(ecfg["heldout"]) and ecfg["split"] == "test"
+    if ecfg["heldout"] and not heldout:  # fitted on the validation images, so only a test score is held out
+        log.info("eval.split=%s: the held-out sandwich is skipped (it is fitted on the validation images and "
+                 "scored on the test images only)", ecfg["split"])
+    keep: dict = {}
+    result = evaluate(model, x, true_model=splits.meta.true_model, device=device, show_progress=show_progress,
+                      keep=keep, **candidate_images(splits, int(ecfg["seed"])),
+                      **settings_for(EVALUATE_KEYS, {**ecfg, "heldout": heldout}))
+    # the per-point log p^(x_j), ELBO and per-candidate log c: what scripts/glossy_forensics.py starts from
+    atomic_torch_save(run_dir / POINTS, {"eval_config": ecfg, "split": ecfg["split"],
+                                         **{k: v.cpu() for k, v in keep.items()}})
+    record = {
+        "dataset": splits.meta.name, "model": cfg.model.name, "prior": cfg.prior.name, "seed": int(cfg.seed),
+        "split": ecfg["split"], "run_dir": str(run_dir), **extra, **result, "eval_config": ecfg,
+        "device": str(device), "versions": {"glossy": __version__, "torch": str(torch.__version__),
+                                            "python": platform.python_version()},
+        "written": _dt.datetime.now().isoformat(timespec="seconds"), "complete": True,
+    }
+    atomic_write_json(run_dir / RESULT, record)
+    return record
+
+
+def evaluate_checkpoint(cfg, device, show_progress: bool | str = True) -> dict:
+    """`glossy eval`: the checkpoint that cfg.checkpoint names (a run directory or a .pt file), with the
+    training's own config except for eval.*, device, data_dir and download, into its run's result.json."""
+    path = find_checkpoint(cfg.checkpoint)
+    ckpt = read_checkpoint(path)
+    tcfg = OmegaConf.create(ckpt["config"])
+    for key in ("eval", "device", "data_dir", "download"):
+        tcfg[key] = cfg[key]
+    splits = load_data(tcfg)
+    model = model_from_checkpoint(ckpt, path, splits.meta).to(device)
+    extra = {"checkpoint": str(path), "best_epoch": ckpt.get("epoch")}
+    last = path.parent / LAST
+    if path.name == BEST and last.is_file():  # a run's best checkpoint: keep what result.json says of its training
+        state = read_checkpoint(last)["state"]
+        if state["best_epoch"] == ckpt.get("epoch"):
+            extra = {**training_record(state), **extra}
+    with run_lock(path.parent):
+        return evaluate_and_save(model, splits, tcfg, path.parent, device, extra, show_progress=show_progress)
