@@ -333,52 +333,8 @@ class DataCommand:
             raise ConfigError(f"action={self.action}: must be list or fetch")
 
 
-@dataclass
-class BenchSettings:
-    quick: bool = False  # tiny sizes: every operation runs once (the test suite); not a measurement
-    threads: int | None = None  # torch threads (null: torch's default)
-    repeats: int = 3  # each timing is the best of this many runs
-    peak_n: int = 2048  # the peak: an n x n fp32 matrix product
-    train_points: int = 2000  # training: optimiser steps on MNIST-shaped random binary images
-    train_batch: int = 100
-    train_steps: int = 20
-    pixel_train_steps: int = 2
-    is_points: int = 4  # importance sampling: S samples on is_points points (fast), naive_points (naive)
-    is_samples: int = 5000
-    pixel_is_points: int = 2
-    pixel_is_samples: int = 100
-    naive_points: int = 1
-    naive_chunk: int = 100  # the reference's MB: samples per encoder + decoder call
-    matrix_n: int = 4000  # the glossy matrix: M = N
-    logistic_n: int = 2000
-    naive_matrix_rows: int = 4
-    e2e: bool = True  # end to end: evaluate() on one VAE in a fresh process
-    e2e_points: int = 10000
-    e2e_samples: int = 5000
-    e2e_bootstrap: int = 100
-    notes: list[str] = field(default_factory=list)  # free-text lines appended to bench.md
-
-    def __post_init__(self):
-        ints = [f.name for f in fields(self) if f.type in ("int", int)]
-        _at_least(self, "bench", 1, *[n for n in ints if n != "e2e_bootstrap"])
-        _at_least(self, "bench", 0, "e2e_bootstrap")
-        _at_least(self, "bench", 1, "threads", optional=True)
-
-
-@dataclass
-class BenchCommand:
-    bench: BenchSettings = field(default_factory=BenchSettings)
-    device: str = "auto"
-    results_dir: str = "results"
-    seed: int = 0
-
-    def __post_init__(self):
-        _check_device(self.device)
-        _at_least(self, "", 0, "seed")
-
-
 COMMANDS: dict[str, type] = {"train": TrainCommand, "eval": EvalCommand, "table": TableCommand,
-                             "figure": FigureCommand, "data": DataCommand, "bench": BenchCommand}
+                             "figure": FigureCommand, "data": DataCommand}
 
 
 CONF_DIR = Path(__file__).parent.parent / "conf"  # glossy/conf: the YAML files (a folder, not a module)

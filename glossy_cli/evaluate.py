@@ -154,7 +154,7 @@ def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, devi
     `fast` (the default) draws exactly the same samples, then runs the likelihood and prior on them in
     cache-sized blocks (`is_blocks`), grouping the samples of several points into one block when S is
     small; `fast=False` is the plain path, one `log_importance_weights` call per chunk. Both give the
-    same numbers up to floating-point noise (tests/test_bench.py)."""
+    same numbers up to floating-point noise (tests/test_eval.py)."""
     n = x.shape[0]
     log_px = torch.empty(n, dtype=torch.float64)
     elbo = torch.empty(n, dtype=torch.float64)

@@ -17,7 +17,6 @@ COMMANDS = {
     "table": "gather every result.json under runs_root into results/table1.{csv,md,tex}",
     "figure": "draw Figure 1 (bounds over epochs) from a run: glossy figure checkpoint=<run dir> [out=...]",
     "data": "list the datasets and their status; download one ahead of a job: glossy data fetch dataset=<name>",
-    "bench": "measure training, importance sampling and the glossy matrix against the machine: results/bench.{csv,md}",
 }
 
 USAGE = """usage: glossy <command> [hydra overrides ...]
@@ -154,15 +153,7 @@ def _figure(cfg):
         print(f"wrote {p}")
 
 
-def _bench(cfg):
-    from .bench import bench_task
-
-    flush_denormals()  # measure what `glossy train` / `eval` run with
-    full_float32()
-    return bench_task(cfg)
-
-
-TASKS = {"train": _train, "eval": _eval, "table": _table, "figure": _figure, "data": _data, "bench": _bench}
+TASKS = {"train": _train, "eval": _eval, "table": _table, "figure": _figure, "data": _data}
 
 
 def command_help(cmd: str, args: list[str]) -> str:

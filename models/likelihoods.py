@@ -94,7 +94,7 @@ class DiscretizedLogistic256:
         of pixels, the bin table [pixels * 256, candidates] (~1 MiB) is made and every image's entries
         are gathered and summed from it at once (`embedding_bag`), then the next slice adds on. No
         [M, D, 256] table and no [M, N, D] gather is ever materialised. The same numbers as
-        `log_prob_pairwise_plain` up to float32 summation order."""
+        the whole-table gather (tests/reference.py) up to float32 summation order."""
         m, n = self.loc.shape[0], x.shape[0]
         loc = self.loc.reshape(m, -1)
         d = loc.shape[1]
@@ -113,19 +113,6 @@ class DiscretizedLogistic256:
                 part = F.embedding_bag(idx, table, mode="sum")  # [N, mb]: sum over the slice's pixels
                 acc = part if acc is None else acc.add_(part)
             out[i : i + loc_t.shape[1]] = acc.T
-        return out
-
-    def log_prob_pairwise_plain(self, x: torch.Tensor, block: int = 64) -> torch.Tensor:
-        """The plain path (for tests): the whole [M, D, 256] table of `bin_table`, then per block of
-        images a gather [M, block, D] and its sum."""
-        n, d = x.shape[0], x.reshape(x.shape[0], -1).shape[1]
-        k = torch.clamp(torch.floor(x.reshape(n, d) * N_BINS), 0, N_BINS - 1).long()
-        flat_index = (torch.arange(d, device=x.device) * N_BINS + k)  # [N, D]
-        table = self.bin_table().reshape(self.loc.shape[0], d * N_BINS)  # [M, D*256]
-        out = torch.empty(table.shape[0], n, dtype=table.dtype, device=table.device)
-        for j in range(0, n, block):
-            idx = flat_index[j : j + block]  # [n_b, D]
-            out[:, j : j + block] = table[:, idx].sum(-1)  # [M, n_b]
         return out
 
 

@@ -114,12 +114,6 @@ class VampPrior(nn.Module):
         log_comp = log_comp.scatter(-1, top, direct)
         return (torch.logsumexp(log_comp, -1) - math.log(self.n_components)).reshape(shape)
 
-    def log_prob_direct(self, z: torch.Tensor) -> torch.Tensor:
-        """The same density, component by component (plain path, for tests)."""
-        mean, logvar = self.components()
-        lp = log_normal_diag(z.unsqueeze(-2), mean, logvar)  # [..., K]
-        return torch.logsumexp(lp, -1) - math.log(self.n_components)
-
     def sample(self, n: int) -> torch.Tensor:
         mean, logvar = self.components()
         k = torch.randint(self.n_components, (n,), device=mean.device)

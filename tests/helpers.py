@@ -26,6 +26,16 @@ def tiny(*overrides: str) -> list[str]:
     return list(merged.values())
 
 
+def images(n: int, input_type: str = "binary", shape=(1, 6, 6), seed: int = 0, p: float = 0.3):
+    """n seeded test images: binary (pixels on with probability p) or on the 256-level gray grid."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    if input_type == "binary":
+        return torch.bernoulli(torch.full((n, *shape), p), generator=g)
+    return (torch.randint(0, 256, (n, *shape), generator=g).float() + 0.5) / 256
+
+
 def glossy_exe() -> list[str]:
     exe = shutil.which("glossy", path=str(Path(sys.executable).parent)) or shutil.which("glossy")
     assert exe, "the glossy console script is not installed (pip install -e .)"

@@ -92,11 +92,12 @@ def test_eval_and_table(trained, tmp_path):
     (["train", "model.z_dim=abc"], "model.z_dim=abc: must be an integer"),
     (["train", "prior=vamp", "prior.n_components=-5"], "prior.n_components=-5: must be at least 1"),
     (["train", "eval.is_sampels=5"], "eval.is_sampels is not a setting of eval; valid: is_samples,"),
-    (["eval", "checkpoint=/nonexistent/run"], "no such file or directory"),
+    (["train", "prior=gaussian"], "prior=gaussian: must be one of standard, vamp"),
     (["frobnicate"], "unknown command 'frobnicate'"),
 ])
 def test_bad_input_gives_one_clear_message_and_no_traceback(tmp_path, args, needle):
-    # the console script end to end (every other bad value: tests/test_config.py, in-process)
+    # the console script end to end (every other bad value: tests/test_config.py, in-process; bad checkpoints,
+    # budgets and result files: tests/test_faults.py)
     p = run_glossy(args, tmp_path)
     assert p.returncode == 2
     out = p.stdout + p.stderr

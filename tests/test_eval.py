@@ -9,11 +9,22 @@ import pytest
 import torch
 from torch import nn
 
+from glossy.cli import bounds
 from glossy.cli.errors import GlossyError
-from glossy.cli.evaluate import Plan, evaluate, importance_sampling, likelihood_matrix, make_plan, plan_chunks
+from glossy.cli.evaluate import (
+    Plan,
+    evaluate,
+    importance_sampling,
+    is_blocks,
+    likelihood_matrix,
+    make_plan,
+    plan_chunks,
+    posterior_means,
+)
 from glossy.models import registry as models
 from glossy.models.base import LatentVariableModel, reparameterize
 from glossy.models.priors import log_normal_diag, log_standard_normal
+from tests.helpers import images
 
 
 class LinearGaussian(LatentVariableModel):
@@ -282,3 +293,80 @@ def test_blahut_arimoto_stays_inside_the_memory_budget_with_the_same_numbers(mon
     assert "log domain" in caplog.text
     for k in ("nll_ba", "ba_gap", "nll_ba_heldout", "ba_heldout_fit_nll"):
         assert tight[k] == pytest.approx(free[k], abs=1e-5), k  # the same up to blocked float32 products
+
+
+# --- the fast paths give the plain paths' numbers ------------------------------------------------------
+FAST_SHAPE = (1, 6, 6)
+CPU = torch.device("cpu")
+
+
+CASES = [("vae", "standard", "binary", 7, 3), ("vae", "standard", "binary", 300, 128),
+         ("vae", "standard", "binary", 5, 1000), ("vae", "vamp", "gray", 40, 40), ("vae", "vamp", "gray", 7, 3),
+         ("hvae", "vamp", "binary", 7, 3), ("hvae", "standard", "binary", 60, 1000),
+         ("pixelhvae", "standard", "gray", 7, 3), ("pixelhvae", "vamp", "binary", 4, 1000)]
+
+
+@pytest.mark.parametrize("name,prior,input_type,n_samples,chunk", CASES)
+def test_fast_importance_sampling_equals_the_plain_path_with_a_shared_seed(name, prior, input_type, n_samples, chunk):
+    m = models.build(name, prior, FAST_SHAPE, input_type, n_components=9).eval()
+    x = images(6, input_type, FAST_SHAPE)
+    with m.frozen():
+        torch.manual_seed(3)
+        plain = importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), CPU, fast=False)
+        torch.manual_seed(3)
+        fast = importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), CPU, fast=True)
+        after = torch.rand(1)
+        torch.manual_seed(3)
+        importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), CPU, fast=False)
+        assert torch.equal(after, torch.rand(1))  # both paths leave the global RNG in the same state
+    for a, b in zip(plain, fast):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-5)
+
+
+def test_fast_importance_sampling_groups_points_and_blocks_samples():
+    m = models.build("vae", "standard", FAST_SHAPE, "binary").eval()
+    x = images(11, "binary", FAST_SHAPE)
+    with m.frozen():
+        torch.manual_seed(5)
+        ref = importance_sampling(m, x, 30, Plan(1, 30, 1, 1), CPU, fast=False)
+        for block_bytes in (1, 5 * m.eval_bytes_per_sample(), 100 * m.eval_bytes_per_sample()):
+            import glossy.cli.evaluate as ev
+
+            old = ev.IS_BLOCK_BYTES
+            ev.IS_BLOCK_BYTES = block_bytes
+            try:
+                torch.manual_seed(5)
+                got = importance_sampling(m, x, 30, Plan(1, 30, 1, 1), CPU)
+            finally:
+                ev.IS_BLOCK_BYTES = old
+            np.testing.assert_allclose(got[0].numpy(), ref[0].numpy(), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_samples", [1, 7, 100, 5000, 100_000])
+@pytest.mark.parametrize("chunk", [1, 3, 64, 5000, 10**6])
+@pytest.mark.parametrize("bytes_per_sample,block_bytes", [(29_696, 12 * 2**20), (835_104, 12 * 2**20),
+                                                          (10**9, 2**20), (1, 10**6), (4000, 4000)])
+def test_decoder_blocks_never_exceed_their_budget(n_samples, chunk, bytes_per_sample, block_bytes):
+    chunk = min(chunk, n_samples)  # what plan_chunks returns
+    group, block = is_blocks(n_samples, chunk, bytes_per_sample, block_bytes)
+    assert group >= 1 and block >= 1
+    rows = group * block
+    assert rows <= chunk  # never more than the plan's chunk, whose memory the budget was checked for
+    assert rows * bytes_per_sample <= max(block_bytes, bytes_per_sample)  # within the cache budget (>= 1 row)
+    if group > 1:
+        assert n_samples <= chunk and block == n_samples  # grouped points keep all their samples in one block
+
+
+@pytest.mark.parametrize("input_type", ["binary", "gray"])
+def test_glossy_matrix_in_plan_blocks_and_its_log_c_equal_the_one_shot_matrix(input_type):
+    m = models.build("vae", "standard", FAST_SHAPE, input_type).eval()
+    x = images(40, input_type, FAST_SHAPE)
+    with m.frozen():
+        z = posterior_means(m, x, CPU)
+        whole = m.log_likelihood_matrix(x, z)
+        log_px = importance_sampling(m, x, 50, Plan(1, 50, 1, 1), CPU, fast=False)[0]
+        for plan in (Plan(1, 1, 40, 40), Plan(1, 1, 7, 9)):
+            L = likelihood_matrix(m, x, z, plan, CPU)
+            np.testing.assert_allclose(L.numpy(), whole.numpy(), rtol=2e-6, atol=1e-4)
+            np.testing.assert_allclose(bounds.log_c(L, log_px).numpy(), bounds.log_c(whole, log_px).numpy(),
+                                       rtol=1e-6, atol=1e-4)

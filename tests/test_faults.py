@@ -585,7 +585,6 @@ BAD_IN_PROCESS = {
     "no_best": (None, "holds no best.pt; has its training finished an epoch?"),
 }
 BAD_TRAIN = {
-    "unknown prior": (["prior=gaussian"], ["prior=gaussian: must be one of standard, vamp"]),
     "budget that cannot fit": (["eval.memory_budget_gb=0.00001"],
                                ["eval.memory_budget_gb=1e-05 cannot hold the evaluation: the 40 x 40 glossy matrix"]),
 }

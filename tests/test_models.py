@@ -10,6 +10,8 @@ import torch
 from glossy.models import registry as models
 from glossy.models.likelihoods import Bernoulli, DiscretizedLogistic256
 from glossy.models.priors import VampPrior, log_normal_diag, log_standard_normal
+from tests.helpers import images
+from tests.reference import logistic_pairwise_whole_table, vamp_log_prob_componentwise
 
 SHAPE = (1, 28, 28)
 
@@ -99,15 +101,36 @@ def test_vampprior_integrates_to_one_by_quadrature():
         assert mass == pytest.approx(1.0, abs=2e-3)
 
 
-def test_vampprior_matrix_form_equals_componentwise_density():
-    m = models.build("vae", "vamp", SHAPE, "binary", n_components=50)
-    z = torch.randn(3, 17, Z) * 2
-    with torch.no_grad():
-        np.testing.assert_allclose(m.prior.log_prob(z).numpy(), m.prior.log_prob_direct(z).numpy(),
-                                   rtol=1e-5, atol=1e-3)
-        with m.prior.frozen():
-            np.testing.assert_allclose(m.prior.log_prob(z).numpy(), m.prior.log_prob_direct(z).numpy(),
-                                       rtol=1e-5, atol=1e-3)
+def test_vampprior_one_product_form_equals_the_componentwise_density_and_trains_its_pseudo_inputs():
+    m = models.build("hvae", "vamp", SHAPE, "binary", n_components=50)
+    z = torch.randn(3, 17, m.prior.dim) * 2
+    direct = vamp_log_prob_componentwise(m.prior, z).detach().numpy()
+    np.testing.assert_allclose(m.prior.log_prob(z).detach().numpy(), direct, rtol=1e-5, atol=1e-3)
+    with m.prior.frozen():  # the cached form of evaluation
+        np.testing.assert_allclose(m.prior.log_prob(z).numpy(), direct, rtol=1e-5, atol=1e-3)
+    m.prior.log_prob(z).sum().backward()  # outside frozen() the pseudo-inputs get gradients
+    assert m.prior.pseudo_inputs.grad is not None and m.prior.pseudo_inputs.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind,m,n,d", [("bernoulli", 9, 13, 50), ("logistic", 5, 7, 36), ("logistic", 130, 20, 50),
+                                        ("logistic", 3, 4, 784)])
+def test_a_likelihoods_pairwise_matrix_equals_its_per_pair_log_prob(kind, m, n, d):
+    g = torch.Generator().manual_seed(m)
+    if kind == "bernoulli":
+        dist = Bernoulli(torch.randn(m, d, generator=g) * 6)
+        x = torch.bernoulli(torch.full((n, d), 0.4), generator=g)
+    else:
+        mean = torch.rand(m, d, generator=g).clamp(1 / 512, 1 - 1 / 512)
+        log_scale = -4.5 * torch.rand(m, d, generator=g)
+        log_scale[0], mean[1] = 0.0, 1 / 512  # the clamps' extremes
+        x = (torch.randint(0, 256, (n, d), generator=g).float() + 0.5) / 256
+        x[0], x[1] = 0.5 / 256, 255.5 / 256  # the outer bins (the tails)
+        dist = DiscretizedLogistic256(mean, log_scale)
+    fast = dist.log_prob_pairwise(x).numpy()
+    per_pair = torch.stack([dist.log_prob(x[j : j + 1]) for j in range(n)], 1).reshape(m, n)
+    np.testing.assert_allclose(fast, per_pair.numpy(), rtol=2e-6, atol=1e-4)
+    if kind == "logistic":  # and the whole-table gather, another summation order
+        np.testing.assert_allclose(fast, logistic_pairwise_whole_table(dist, x).numpy(), rtol=2e-6, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["hvae", "pixelhvae"])
@@ -119,7 +142,7 @@ def test_two_level_log_prior_is_p_z1_given_z2_times_p_z2(name, prior):
     with torch.no_grad():
         mean, logvar = m.p_z1(z2)
         want = log_normal_diag(z1, mean, logvar)
-        want = want + (log_standard_normal(z2) if prior == "standard" else m.prior.log_prob_direct(z2))
+        want = want + (log_standard_normal(z2) if prior == "standard" else vamp_log_prob_componentwise(m.prior, z2))
         np.testing.assert_allclose(m.log_prior(z).numpy(), want.numpy(), rtol=1e-5, atol=1e-3)
 
 
@@ -149,17 +172,11 @@ def _tiny(name, prior, input_type="binary", shape=(1, 8, 8)):
     return models.build(name, prior, shape, input_type, n_components=10)
 
 
-def _data(input_type, n, shape=(1, 8, 8)):
-    if input_type == "binary":
-        return torch.bernoulli(torch.full((n, *shape), 0.4))
-    return (torch.randint(0, 256, (n, *shape)).float() + 0.5) / 256
-
-
 @pytest.mark.parametrize("name,prior", ALL)
 @pytest.mark.parametrize("input_type", ["binary", "gray"])
 def test_pairwise_blocks_equal_per_pair_calls(name, prior, input_type):
     m = _tiny(name, prior, input_type).eval()
-    x = _data(input_type, 5)
+    x = images(5, input_type, (1, 8, 8), p=0.4)
     with torch.no_grad():
         z = m.posterior_mean(x[:4]) + 0.3 * torch.randn(4, m.latent_dim)
         L = m.log_likelihood_matrix(x, z)
@@ -176,7 +193,7 @@ def test_importance_sampling_is_above_the_elbo_and_stabilises_with_s(name, prior
 
     m = _tiny(name, prior)
     big = 1000 if name != "pixelhvae" else 250  # the PixelCNN costs a decoder pass per sample
-    x = _data("binary", 48 if name != "pixelhvae" else 16)
+    x = images(48 if name != "pixelhvae" else 16, "binary", (1, 8, 8), p=0.4)
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     for _ in range(40):  # fit q(z|x) a little, as training would
         opt.zero_grad()
@@ -203,7 +220,7 @@ def test_importance_sampling_is_above_the_elbo_and_stabilises_with_s(name, prior
 def test_one_optimisation_step_runs_and_changes_the_weights(name, prior, input_type):
     shape = (3, 8, 8) if input_type == "continuous" else (1, 8, 8)
     m = _tiny(name, prior, input_type, shape)
-    x = _data(input_type, 4, shape)
+    x = images(4, input_type, shape, p=0.4)
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     before = [p.detach().clone() for p in m.parameters()]
     terms = m.elbo(x, beta=0.5)
