@@ -109,3 +109,32 @@ def test_the_wheel_holds_one_package_with_its_data_and_nothing_at_the_top_level(
                  "glossy/conf/hydra/launcher/glossy_slurm.yaml"):
         assert want in names, want
     assert not [n for n in names if "__pycache__" in n]
+
+
+def test_the_readme_layout_names_every_top_level_folder_and_each_folder_says_what_lives_there():
+    text = (REPO / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    layout = layout[: layout.index("```", layout.index("```") + 3)]
+    listed = {line.split()[0].rstrip("/") for line in layout.splitlines()[3:] if line[:1].strip()}
+    on_disk = {p.name for p in REPO.iterdir() if p.is_dir() and not p.name.startswith(".")
+               and p.name not in ("build", "glossy.egg-info")}
+    assert on_disk <= listed, on_disk - listed
+    for folder in ("glossy_cli", "models", "datasets", "conf", "scripts", "results"):
+        line = (REPO / folder / "README.md").read_text().strip()
+        assert "\n" not in line and line.startswith(folder), folder
+    for package in ("glossy", "tests"):
+        assert (REPO / package / "__init__.py").read_text().startswith('"""'), package
+
+
+@pytest.mark.slow  # basedpyright over the repository: ~20 s
+def test_a_static_checker_resolves_every_import_of_glossys_own_code():
+    exe = Path(sys.executable).parent / "basedpyright"
+    if not exe.exists():
+        pytest.skip("basedpyright is not installed (pip install -e '.[test]' brings it)")
+    p = subprocess.run([str(exe), "--outputjson"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    report = json.loads(p.stdout)
+    assert report["summary"]["filesAnalyzed"] > 60
+    unresolved = [f"{d['file']}: {d['message'].splitlines()[0]}" for d in report["generalDiagnostics"]
+                  if d.get("rule") in ("reportMissingImports", "reportMissingModuleSource", "reportImportCycles")
+                  or "is not a known attribute of module" in d["message"]]
+    assert not unresolved, "\n".join(unresolved)
