@@ -7,4 +7,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}"
+# setuptools ends every editable install of a flat layout with an informational notice ("Editable
+# installation ... folders in your working directory with the same name as your package ..."): for glossy that
+# folder is the package itself (glossy/), so the notice says nothing to act on and is filtered here
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}"
