@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from tests.helpers import SMALL_SYNTHETIC, compose, tiny
+
+
+def pytest_configure(config):
+    """One torch thread for the tests and every process they start (a test about threads sets its own): on a
+    machine whose other cores are busy, more threads than free cores make OpenMP's threads wait on each other."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
