@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
+# the device of the tests that take one: cpu, or GLOSSY_TEST_DEVICE (scripts/device_check.sh sets cuda)
+DEVICE = torch.device(os.environ.get("GLOSSY_TEST_DEVICE", "cpu"))
 SMALL_SYNTHETIC = ["dataset.options.n_train=600", "dataset.options.n_val=200", "dataset.options.n_test=150"]
 
 # the one test-size configuration: a few steps of a small model on a small synthetic set, a cheap evaluation
@@ -28,8 +32,6 @@ def tiny(*overrides: str) -> list[str]:
 
 def images(n: int, input_type: str = "binary", shape=(1, 6, 6), seed: int = 0, p: float = 0.3):
     """n seeded test images: binary (pixels on with probability p) or on the 256-level gray grid."""
-    import torch
-
     g = torch.Generator().manual_seed(seed)
     if input_type == "binary":
         return torch.bernoulli(torch.full((n, *shape), p), generator=g)

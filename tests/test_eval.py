@@ -24,7 +24,7 @@ from glossy.cli.evaluate import (
 from glossy.models import registry as models
 from glossy.models.base import LatentVariableModel, reparameterize
 from glossy.models.priors import log_normal_diag, log_standard_normal
-from tests.helpers import images
+from tests.helpers import DEVICE, images
 
 
 class LinearGaussian(LatentVariableModel):
@@ -295,9 +295,8 @@ def test_blahut_arimoto_stays_inside_the_memory_budget_with_the_same_numbers(mon
         assert tight[k] == pytest.approx(free[k], abs=1e-5), k  # the same up to blocked float32 products
 
 
-# --- the fast paths give the plain paths' numbers ------------------------------------------------------
+# --- the fast paths give the plain paths' numbers (on GLOSSY_TEST_DEVICE: scripts/device_check.sh) ---------
 FAST_SHAPE = (1, 6, 6)
-CPU = torch.device("cpu")
 
 
 CASES = [("vae", "standard", "binary", 7, 3), ("vae", "standard", "binary", 300, 128),
@@ -308,27 +307,27 @@ CASES = [("vae", "standard", "binary", 7, 3), ("vae", "standard", "binary", 300,
 
 @pytest.mark.parametrize("name,prior,input_type,n_samples,chunk", CASES)
 def test_fast_importance_sampling_equals_the_plain_path_with_a_shared_seed(name, prior, input_type, n_samples, chunk):
-    m = models.build(name, prior, FAST_SHAPE, input_type, n_components=9).eval()
+    m = models.build(name, prior, FAST_SHAPE, input_type, n_components=9).to(DEVICE).eval()
     x = images(6, input_type, FAST_SHAPE)
     with m.frozen():
         torch.manual_seed(3)
-        plain = importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), CPU, fast=False)
+        plain = importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), DEVICE, fast=False)
         torch.manual_seed(3)
-        fast = importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), CPU, fast=True)
+        fast = importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), DEVICE, fast=True)
         after = torch.rand(1)
         torch.manual_seed(3)
-        importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), CPU, fast=False)
+        importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), DEVICE, fast=False)
         assert torch.equal(after, torch.rand(1))  # both paths leave the global RNG in the same state
     for a, b in zip(plain, fast):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(a.cpu().numpy(), b.cpu().numpy(), rtol=1e-6, atol=1e-5)
 
 
 def test_fast_importance_sampling_groups_points_and_blocks_samples():
-    m = models.build("vae", "standard", FAST_SHAPE, "binary").eval()
+    m = models.build("vae", "standard", FAST_SHAPE, "binary").to(DEVICE).eval()
     x = images(11, "binary", FAST_SHAPE)
     with m.frozen():
         torch.manual_seed(5)
-        ref = importance_sampling(m, x, 30, Plan(1, 30, 1, 1), CPU, fast=False)
+        ref = importance_sampling(m, x, 30, Plan(1, 30, 1, 1), DEVICE, fast=False)
         for block_bytes in (1, 5 * m.eval_bytes_per_sample(), 100 * m.eval_bytes_per_sample()):
             import glossy.cli.evaluate as ev
 
@@ -336,10 +335,10 @@ def test_fast_importance_sampling_groups_points_and_blocks_samples():
             ev.IS_BLOCK_BYTES = block_bytes
             try:
                 torch.manual_seed(5)
-                got = importance_sampling(m, x, 30, Plan(1, 30, 1, 1), CPU)
+                got = importance_sampling(m, x, 30, Plan(1, 30, 1, 1), DEVICE)
             finally:
                 ev.IS_BLOCK_BYTES = old
-            np.testing.assert_allclose(got[0].numpy(), ref[0].numpy(), rtol=1e-6, atol=1e-5)
+            np.testing.assert_allclose(got[0].cpu().numpy(), ref[0].cpu().numpy(), rtol=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("n_samples", [1, 7, 100, 5000, 100_000])
@@ -359,14 +358,14 @@ def test_decoder_blocks_never_exceed_their_budget(n_samples, chunk, bytes_per_sa
 
 @pytest.mark.parametrize("input_type", ["binary", "gray"])
 def test_glossy_matrix_in_plan_blocks_and_its_log_c_equal_the_one_shot_matrix(input_type):
-    m = models.build("vae", "standard", FAST_SHAPE, input_type).eval()
+    m = models.build("vae", "standard", FAST_SHAPE, input_type).to(DEVICE).eval()
     x = images(40, input_type, FAST_SHAPE)
     with m.frozen():
-        z = posterior_means(m, x, CPU)
-        whole = m.log_likelihood_matrix(x, z)
-        log_px = importance_sampling(m, x, 50, Plan(1, 50, 1, 1), CPU, fast=False)[0]
+        z = posterior_means(m, x, DEVICE)
+        whole = m.log_likelihood_matrix(x.to(DEVICE), z.to(DEVICE)).cpu()
+        log_px = importance_sampling(m, x, 50, Plan(1, 50, 1, 1), DEVICE, fast=False)[0].cpu()
         for plan in (Plan(1, 1, 40, 40), Plan(1, 1, 7, 9)):
-            L = likelihood_matrix(m, x, z, plan, CPU)
+            L = likelihood_matrix(m, x, z, plan, DEVICE).cpu()
             np.testing.assert_allclose(L.numpy(), whole.numpy(), rtol=2e-6, atol=1e-4)
             np.testing.assert_allclose(bounds.log_c(L, log_px).numpy(), bounds.log_c(whole, log_px).numpy(),
                                        rtol=1e-6, atol=1e-4)
