@@ -14,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from glossy import __version__
 
+from .atomic import atomic_torch_save, atomic_write_json, run_lock
 from .evaluate import BUDGET_KEYS, EVALUATE_KEYS, candidate_list, check_budget, evaluate, settings_for
-from .io import atomic_torch_save, atomic_write_json, run_lock
 from .runs import BEST, LAST, POINTS, RESULT, find_checkpoint, load_data, model_from_checkpoint, read_checkpoint
 
 log = logging.getLogger("glossy")

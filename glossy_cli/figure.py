@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .atomic import atomic_save_figure
 from .errors import GlossyError
-from .io import atomic_save_figure
 
 
 def load_trajectory(run_dir: Path) -> pd.DataFrame:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .atomic import atomic_write_text
 from .errors import GlossyError
-from .io import atomic_write_text
 
 log = logging.getLogger("glossy")
 

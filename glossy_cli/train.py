@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .atomic import atomic_save_image_grid, atomic_torch_save, atomic_write_text, run_lock
 from .config import check
 from .errors import GlossyError
 from .evaluate import check_budget, evaluate
@@ -29,7 +30,6 @@ from .evaluation import (
     training_record,
     up_to_date,
 )
-from .io import atomic_save_image_grid, atomic_torch_save, atomic_write_text, run_lock
 from .runs import (
     BEST,
     LAST,

@@ -543,7 +543,7 @@ def run_bench(sizes: dict, device: torch.device, results_dir: str | Path, quick:
               threads: int | None = None, seed: int = 0, notes: list[str] | None = None) -> tuple[list[dict], dict]:
     import pandas as pd
 
-    from glossy.cli.io import atomic_write_text
+    from glossy.cli.atomic import atomic_write_text
 
     if threads:
         torch.set_num_threads(int(threads))

@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = [v.replace(home, "~", 1) if v.startswith(home) else v for v in map(str, argv)]
     text = markdown(results, popoviciu_table(paper_table()), shown)
     if a.out:
-        from glossy.cli.io import atomic_write_text
+        from glossy.cli.atomic import atomic_write_text
 
         atomic_write_text(a.out, text)
         print(f"wrote {a.out}", file=sys.stderr)

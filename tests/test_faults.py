@@ -379,7 +379,7 @@ def test_sigint_during_the_evaluation_stops_it_with_a_message_and_writes_nothing
 
 
 def test_a_second_process_on_a_held_run_is_refused_with_the_holder_named(tmp_path):
-    from glossy.cli.io import run_lock
+    from glossy.cli.atomic import run_lock
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])
     train(cfg, run, show_progress=False)
@@ -403,7 +403,7 @@ def test_a_second_process_on_a_held_run_is_refused_with_the_holder_named(tmp_pat
 
 def test_a_lock_held_by_a_killed_process_is_free_and_its_temporary_files_are_removed(tmp_path):
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from glossy.cli.io import run_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from glossy.cli.atomic import run_lock\n"
                                f"with run_lock({str(run)!r}):\n print('held', flush=True); time.sleep(600)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
