@@ -125,14 +125,25 @@ def _point_seed(base: int, j: int) -> int:
 IS_BLOCK_BYTES = 12 * 2**20
 
 
-def is_blocks(n_samples: int, chunk_samples: int, bytes_per_sample: int,
-              block_bytes: int = IS_BLOCK_BYTES) -> tuple[int, int]:
+# With the noise drawn point by point and the networks run on a group of points, a group spans about
+# this many decoder blocks: the per-point overhead (encoder call, seeding, the block loop) is shared by the
+# group's points, while the group's draws (S x latent floats per point) stay small beside one block.
+GROUP_BLOCKS = 8
+
+
+def is_blocks(n_samples: int, chunk_samples: int, bytes_per_sample: int, block_bytes: int = IS_BLOCK_BYTES,
+              grouped_noise: bool = False) -> tuple[int, int]:
     """(points per group, samples per decoder block) for the fast importance sampling: a decoder block
     holds group * samples rows with group * samples <= min(block_bytes / bytes_per_sample, chunk_samples)
     (at least one row), so it never needs more memory than one chunk of the plan. Several points are
-    grouped only when all their samples fit one chunk (small S), so each point's draws stay one stream."""
+    grouped only when all their samples fit one chunk (small S), so each point's draws stay one stream:
+    as many as one block holds whole, or, when the model's noise is drawn apart from its networks
+    (`grouped_noise`), as many as GROUP_BLOCKS blocks hold, each block then taking a slice of every
+    point's samples."""
     rows = max(1, min(int(block_bytes // max(1, bytes_per_sample)), chunk_samples))
-    group = max(1, rows // n_samples) if n_samples <= chunk_samples else 1
+    if n_samples > chunk_samples:
+        return 1, rows
+    group = max(1, min(rows, (GROUP_BLOCKS * rows if grouped_noise else rows) // n_samples))
     return group, max(1, rows // group)
 
 
@@ -161,8 +172,9 @@ def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, devi
     base = int(torch.randint(0, 2**62, (1,)).item())
     after = torch.random.get_rng_state()
     chunks = [(s0, min(plan.samples, n_samples - s0)) for s0 in range(0, n_samples, plan.samples)]
+    dims = model.posterior_noise_dims() if fast else None
     if fast and _has_default_weights(model):
-        group, block = is_blocks(n_samples, plan.samples, model.eval_bytes_per_sample())
+        group, block = is_blocks(n_samples, plan.samples, model.eval_bytes_per_sample(), grouped_noise=bool(dims))
     else:
         fast, group, block = False, 1, plan.samples
     try:
@@ -176,6 +188,16 @@ def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, devi
                     if c == 0:
                         torch.manual_seed(_point_seed(base, g0))
                     lw = model.log_importance_weights(xg, s)  # [s, 1]
+                elif dims:  # the same draws as the plain path, point by point; the networks on the whole group
+                    eps: list[list[torch.Tensor]] = [[] for _ in dims]
+                    for i in range(gp):
+                        if c == 0:
+                            torch.manual_seed(_point_seed(base, g0 + i))
+                        for k, d in enumerate(dims):
+                            eps[k].append(torch.randn(s, 1, d, device=device, dtype=xg.dtype))
+                    z, lq = model.sample_posterior_given(xg, [torch.cat(e, 1) for e in eps])
+                    lw = torch.cat([model.log_likelihood(xg, z[b : b + block]) + model.log_prior(z[b : b + block])
+                                    - lq[b : b + block] for b in range(0, s, block)])  # [s, gp]
                 else:
                     zs, lqs = [], []
                     for i in range(gp):  # the same draws as the plain path, point by point

@@ -14,7 +14,11 @@ from .priors import LOG_2PI
 def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, n: int | None = None):
     """z = mean + eps * std and log q(z) (normalised), with n leading samples when n is given."""
     shape = mean.shape if n is None else (n, *mean.shape)
-    eps = torch.randn(shape, device=mean.device, dtype=mean.dtype)
+    return reparameterize_given(mean, logvar, torch.randn(shape, device=mean.device, dtype=mean.dtype))
+
+
+def reparameterize_given(mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor):
+    """z = mean + eps * std and log q(z) (normalised) for given standard-normal draws eps (broadcast)."""
     z = mean + eps * torch.exp(0.5 * logvar)
     log_q = -0.5 * (LOG_2PI + logvar + eps**2).sum(-1)
     return z, log_q
@@ -57,7 +61,22 @@ class LatentVariableModel(nn.Module):
         """Mean images [n, C, H, W] for latents z [n, latent_dim]."""
         raise NotImplementedError
 
+    def posterior_noise_dims(self) -> tuple[int, ...] | None:
+        """The sizes of the standard-normal draws that sample_posterior makes per sample and data point, in
+        the order it makes them, when it makes them all before any other work and `sample_posterior_given`
+        exists; None (the default) otherwise. Importance sampling then draws each point's noise from the
+        point's own stream and runs the networks on many points at once."""
+        return None
+
+    def sample_posterior_given(self, x: torch.Tensor, eps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """sample_posterior with its standard-normal draws given: eps[k] [n, B, posterior_noise_dims()[k]]."""
+        raise NotImplementedError
+
     # --- shared ---------------------------------------------------------------------------------
+    def posterior_noise(self, x: torch.Tensor, n: int) -> list[torch.Tensor]:
+        """n samples' standard-normal draws for each data point of x, in sample_posterior's order."""
+        return [torch.randn(n, x.shape[0], d, device=x.device, dtype=x.dtype) for d in self.posterior_noise_dims()]
+
     @property
     def prior_module(self) -> nn.Module:
         return self.prior

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from .base import LatentVariableModel, reparameterize
+from .base import LatentVariableModel, reparameterize, reparameterize_given
 from .layers import Clamped, GatedDense, he_init
 from .likelihoods import make_head
 from .priors import log_normal_diag
@@ -34,12 +34,19 @@ class TwoLevelMixin:
         mean, logvar = self.p_z1(z2)
         return log_normal_diag(z1, mean, logvar) + self.prior.log_prob(z2)
 
+    def posterior_noise_dims(self):
+        return (self.z2_dim, self.z1_dim)  # z2's draws, then z1's (no other draw comes between them)
+
     def sample_posterior(self, x, n):
+        return self.sample_posterior_given(x, self.posterior_noise(x, n))
+
+    def sample_posterior_given(self, x, eps):
+        e2, e1 = eps  # [n, B, z2], [n, B, z1]
         m2, lv2 = self.q_z2(x)
-        z2, lq2 = reparameterize(m2, lv2, n)  # [n, B, z2]
+        z2, lq2 = reparameterize_given(m2, lv2, e2)
         hx = self.q_z1_x(x)  # the x-part of q(z1|x, z2), once per data point
-        m1, lv1 = self.q_z1(hx.expand(n, *hx.shape), z2)
-        z1, lq1 = reparameterize(m1, lv1)
+        m1, lv1 = self.q_z1(hx.expand(e2.shape[0], *hx.shape), z2)
+        z1, lq1 = reparameterize_given(m1, lv1, e1)
         return torch.cat([z1, z2], -1), lq1 + lq2
 
     def posterior_mean(self, x):

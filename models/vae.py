@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .base import LatentVariableModel, reparameterize
+from .base import LatentVariableModel, reparameterize_given
 from .layers import Clamped, GatedDense, he_init
 from .likelihoods import make_head
 
@@ -36,9 +36,15 @@ class VAE(LatentVariableModel):
     def decode(self, z: torch.Tensor):
         return self.p_x(self.p_x_layers(z))
 
+    def posterior_noise_dims(self):
+        return (self.latent_dim,)
+
     def sample_posterior(self, x, n):
+        return self.sample_posterior_given(x, self.posterior_noise(x, n))
+
+    def sample_posterior_given(self, x, eps):
         mean, logvar = self.q_z(x)
-        return reparameterize(mean, logvar, n)
+        return reparameterize_given(mean, logvar, eps[0])
 
     def log_prior(self, z):
         return self.prior.log_prob(z)

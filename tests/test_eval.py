@@ -12,6 +12,7 @@ from torch import nn
 from glossy.cli import bounds
 from glossy.cli.errors import GlossyError
 from glossy.cli.evaluate import (
+    GROUP_BLOCKS,
     Plan,
     evaluate,
     importance_sampling,
@@ -345,15 +346,20 @@ def test_fast_importance_sampling_groups_points_and_blocks_samples():
 @pytest.mark.parametrize("chunk", [1, 3, 64, 5000, 10**6])
 @pytest.mark.parametrize("bytes_per_sample,block_bytes", [(29_696, 12 * 2**20), (835_104, 12 * 2**20),
                                                           (10**9, 2**20), (1, 10**6), (4000, 4000)])
-def test_decoder_blocks_never_exceed_their_budget(n_samples, chunk, bytes_per_sample, block_bytes):
+@pytest.mark.parametrize("grouped_noise", [False, True])
+def test_decoder_blocks_never_exceed_their_budget(n_samples, chunk, bytes_per_sample, block_bytes, grouped_noise):
     chunk = min(chunk, n_samples)  # what plan_chunks returns
-    group, block = is_blocks(n_samples, chunk, bytes_per_sample, block_bytes)
+    group, block = is_blocks(n_samples, chunk, bytes_per_sample, block_bytes, grouped_noise=grouped_noise)
     assert group >= 1 and block >= 1
     rows = group * block
     assert rows <= chunk  # never more than the plan's chunk, whose memory the budget was checked for
     assert rows * bytes_per_sample <= max(block_bytes, bytes_per_sample)  # within the cache budget (>= 1 row)
     if group > 1:
-        assert n_samples <= chunk and block == n_samples  # grouped points keep all their samples in one block
+        assert n_samples <= chunk  # only points whose samples are one chunk, so one stream each, are grouped
+        if not grouped_noise:
+            assert block == n_samples  # drawn by sample_posterior per point: a block holds whole points
+        else:
+            assert group * n_samples <= GROUP_BLOCKS * max(rows, block_bytes // bytes_per_sample)
 
 
 @pytest.mark.parametrize("input_type", ["binary", "gray"])
