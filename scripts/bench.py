@@ -514,7 +514,7 @@ COLUMNS = ["operation", "model", "prior", "data", "unit", "throughput", "floor_f
 def to_markdown(rows: list[dict], facts: dict, quick: bool) -> str:
     head = ["operation", "model", "prior", "data", "throughput", "floor flop/item", "GFLOP/s", "% of peak",
             "naive", "speed-up", "speed-up at peak", "vs standard twin"]
-    lines = ["# glossy bench" + (" (quick mode: tiny sizes, not a measurement)" if quick else ""), "",
+    lines = ["# glossy benchmark (scripts/bench.py)" + (" (quick mode: tiny sizes, not a measurement)" if quick else ""), "",
              f"{facts['date']} · {facts['host_cpu']} · {facts['cpu_count']} CPUs · device {facts['device']}"
              + (f" ({facts['gpu']})" if "gpu" in facts else "")
              + f" · torch {facts['torch']} ({facts['cpu_capability']}) · {facts['threads']} thread(s) · "
