@@ -327,8 +327,7 @@ def _row(op, model, prior, data, unit, items, seconds, flop_per_item, peak, base
     r = {"operation": op, "model": model, "prior": prior, "data": data, "unit": unit,
          "throughput": thr, "seconds": seconds, "items": items, "floor_flop_per_item": flop_per_item,
          "floor_seconds": items * flop_per_item / (peak * 1e9), "gflops": gflops, "pct_of_peak": 100 * gflops / peak,
-         "baseline_throughput": None, "speedup": None, "speedup_at_peak": None, "target": "", "met": "",
-         "note": note}
+         "baseline_throughput": None, "speedup": None, "speedup_at_peak": None, "note": note}
     if baseline_items:
         r["baseline_throughput"] = baseline_items / baseline_seconds
         r["speedup"] = thr / r["baseline_throughput"]
@@ -446,7 +445,10 @@ def e2e_child(n: int, s: int, threads: int | None, device: str, bootstrap: int =
             "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mib": rss0 / 1024}
 
 
-def bench_e2e(sz, device, peak, threads) -> dict:
+def bench_e2e(sz, device, peak, threads, is_row: dict, matrix_row: dict) -> dict:
+    """glossy eval's evaluate() on one VAE in a fresh process at `threads`, and the wall time that the
+    importance-sampling and Bernoulli-matrix rows measured at the same thread count predict for it (IS:
+    N x S samples; the test candidates' N x N matrix), with the relative error of that prediction."""
     n, s = int(sz["e2e_points"]), int(sz["e2e_samples"])
     n_full, s_full = 10000, 5000
     cmd = [sys.executable, str(Path(__file__).resolve()), "e2e-child", str(n), str(s), str(threads or 0), str(device),
@@ -476,7 +478,13 @@ def bench_e2e(sz, device, peak, threads) -> dict:
                   f"on N={n_full}, S={s_full}: {label}; {mem_note}; run: IS {t['importance_sampling']:.1f}s, "
                   f"matrix {t['glossy_matrix']:.1f}s, total {res['wall_s']:.1f}s, BA iterations "
                   f"{res['ba_iterations']}")
-    r.update({"wall_s": wall, "peak_rss_mib": mem, "e2e_points": n, "e2e_samples": s, "e2e_label": label})
+    predicted = n * s / is_row["throughput"] + n * n / matrix_row["throughput"]
+    r.update({"wall_s": wall, "peak_rss_mib": mem, "e2e_points": n, "e2e_samples": s, "e2e_label": label,
+              "e2e_run_s": res["wall_s"], "predicted_s": predicted,
+              "prediction_error_pct": 100 * (res["wall_s"] / predicted - 1)})
+    r["note"] += (f"; the IS and matrix rows at {threads} thread(s) predict {predicted:.1f} s for this run "
+                  f"(N={n}, S={s}): measured {res['wall_s']:.1f} s, {r['prediction_error_pct']:+.0f}% (the "
+                  f"rest is BA, bootstrap and start-up, which the rows do not time)")
     return r
 
 
@@ -508,35 +516,48 @@ def machine_facts(device: torch.device, peak: float) -> dict:
 
 
 COLUMNS = ["operation", "model", "prior", "data", "unit", "throughput", "floor_flop_per_item", "gflops",
-           "pct_of_peak", "baseline_throughput", "speedup", "speedup_at_peak", "vs_standard_twin", "note"]
+           "pct_of_peak", "threads", "baseline_throughput", "speedup", "speedup_at_peak", "vs_standard_twin",
+           "vs_1_thread", "predicted_s", "prediction_error_pct", "note"]
 
 
 def to_markdown(rows: list[dict], facts: dict, quick: bool) -> str:
-    head = ["operation", "model", "prior", "data", "throughput", "floor flop/item", "GFLOP/s", "% of peak",
-            "naive", "speed-up", "speed-up at peak", "vs standard twin"]
-    lines = ["# glossy benchmark (scripts/bench.py)" + (" (quick mode: tiny sizes, not a measurement)" if quick else ""), "",
+    head = ["operation", "model", "prior", "data", "threads", "throughput", "floor flop/item", "GFLOP/s",
+            "% of peak", "naive", "speed-up", "speed-up at peak", "vs standard twin", "vs 1 thread"]
+    title = "# glossy benchmark (scripts/bench.py)" + (" (quick mode: tiny sizes, not a measurement)" if quick else "")
+    lines = [title, "",
              f"{facts['date']} · {facts['host_cpu']} · {facts['cpu_count']} CPUs · device {facts['device']}"
              + (f" ({facts['gpu']})" if "gpu" in facts else "")
-             + f" · torch {facts['torch']} ({facts['cpu_capability']}) · {facts['threads']} thread(s) · "
+             + f" · torch {facts['torch']} ({facts['cpu_capability']}) · threads {facts['threads']} · "
              f"load average at start {facts.get('loadavg_start', '?')}, at end {facts.get('loadavg_end', '?')}",
-             "", f"Matrix-product peak measured at the start of this run: **{facts['matmul_peak_gflops']:.1f} "
-             f"GFLOP/s** (fp32, {facts.get('peak_n', '?')}^2, best of {facts.get('repeats', '?')}).", "",
+             "", "Matrix-product peak measured in this run before each thread count's rows: "
+             + ", ".join(f"**{p:.1f} GFLOP/s** at {t} thread(s)" for t, p in facts["peaks"].items())
+             + f" (fp32, {facts.get('peak_n', '?')}^2, best of {facts.get('repeats', '?')}).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         thr = f"{_fmt(r['throughput'])} {r['unit']}"
         if r["operation"] == "e2e_eval":
             thr = (f"**{r['wall_s']:.0f} s wall, {r['peak_rss_mib']:.0f} MiB peak RSS** "
                    f"({'measured' if r['e2e_label'] == 'measured' else 'EXTRAPOLATED'}; {thr})")
-        cells = [r["operation"], r["model"], r["prior"], r["data"], thr,
+        cells = [r["operation"], r["model"], r["prior"], r["data"], r["threads"], thr,
                  _fmt(float(r["floor_flop_per_item"])), _fmt(r["gflops"]), _fmt(r["pct_of_peak"]),
                  _fmt(r.get("baseline_throughput")), _fmt(r.get("speedup")) + ("x" if r.get("speedup") else ""),
                  _fmt(r.get("speedup_at_peak")) + ("x" if r.get("speedup_at_peak") else ""),
-                 (_fmt(r["vs_standard_twin"]) + "x") if r.get("vs_standard_twin") else ""]
+                 (_fmt(r["vs_standard_twin"]) + "x") if r.get("vs_standard_twin") else "",
+                 (_fmt(r["vs_1_thread"]) + "x") if r.get("vs_1_thread") else ""]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     lines += ["", "What each column means: README.md, section Speed.", "", "Notes per row:", ""]
     lines += [f"- **{r['operation']} / {r['model']} / {r['prior']}**: {r['note']}" for r in rows if r.get("note")]
     lines += ["", *facts.get("notes", [])]
     return "\n".join(lines) + "\n"
+
+
+def thread_counts(device: torch.device, threads: int | None) -> list[int]:
+    """The thread counts to measure at: the one asked for, else 1 and all of torch's default threads (a CPU
+    with one core, or a GPU: just the default)."""
+    if threads:
+        return [int(threads)]
+    every = torch.get_num_threads()
+    return [1, every] if device.type == "cpu" and every > 1 else [every]
 
 
 def run_bench(sizes: dict, device: torch.device, results_dir: str | Path, quick: bool = False,
@@ -545,41 +566,50 @@ def run_bench(sizes: dict, device: torch.device, results_dir: str | Path, quick:
 
     from glossy.cli.atomic import atomic_write_text
 
-    if threads:
-        torch.set_num_threads(int(threads))
     sz = {**sizes, **(QUICK_SIZES if quick else {})}
     t_start = time.perf_counter()
-    peak = matmul_peak(device, int(sz["peak_n"]), max(3, int(sz["repeats"]) + 2))
-    facts = machine_facts(device, peak)
-    facts.update(peak_n=sz["peak_n"], repeats=max(3, int(sz["repeats"]) + 2), notes=list(notes or []))
-    log.info("matmul peak %.1f GFLOP/s on %s with %d thread(s)", peak, device, torch.get_num_threads())
+    counts = thread_counts(device, threads)
+    repeats = max(3, int(sz["repeats"]) + 2)
     rows: list[dict] = []
+    peaks: dict[int, float] = {}
 
-    def add(r):
+    def add(r, t):
+        r["threads"] = t
         rows.append(r)
-        log.info("%-26s %-9s %-8s %10.4g %s  %5.1f%% of peak  speed-up %s", r["operation"], r["model"],
-                 r["prior"], r["throughput"], r["unit"], r["pct_of_peak"], _fmt(r.get("speedup")))
+        log.info("%2d thread(s) %-26s %-9s %-8s %10.4g %s  %5.1f%% of peak  speed-up %s", t, r["operation"],
+                 r["model"], r["prior"], r["throughput"], r["unit"], r["pct_of_peak"], _fmt(r.get("speedup")))
 
-    for name in ("vae", "hvae", "pixelhvae"):
-        add(bench_train(name, sz, device, peak, seed))
-    # IS: the standard model and its VampPrior twin measured back to back, twice, best of each
-    for name in ("vae", "hvae", "pixelhvae"):
-        pair = {}
-        for _ in range(1 if quick else 2):
-            for prior in ("standard", "vamp"):
-                r = bench_is(name, prior, sz, device, peak, seed)
-                if prior not in pair or r["throughput"] > pair[prior]["throughput"]:
-                    pair[prior] = r
-        add(pair["standard"])
-        add(pair["vamp"])
-    add(bench_matrix("binary", sz, device, peak, seed))
-    add(bench_matrix("gray", sz, device, peak, seed))
-    if sz.get("e2e", True):
-        add(bench_e2e(sz, device, peak, threads))
-    by = {(r["operation"], r["model"], r["prior"]): r for r in rows}
-    for (op, model, prior), r in by.items():  # a VampPrior model's IS time per sample over its standard twin's
-        if op == "importance_sampling" and prior == "vamp" and (op, model, "standard") in by:
-            r["vs_standard_twin"] = by[(op, model, "standard")]["throughput"] / r["throughput"]
+    for t in counts:  # every row at each thread count, against the peak measured at that count
+        torch.set_num_threads(t)
+        peak = peaks[t] = matmul_peak(device, int(sz["peak_n"]), repeats)
+        log.info("matmul peak %.1f GFLOP/s on %s with %d thread(s)", peak, device, t)
+        for name in ("vae", "hvae", "pixelhvae"):
+            add(bench_train(name, sz, device, peak, seed), t)
+        # IS: the standard model and its VampPrior twin measured back to back, twice, best of each
+        for name in ("vae", "hvae", "pixelhvae"):
+            pair = {}
+            for _ in range(1 if quick else 2):
+                for prior in ("standard", "vamp"):
+                    r = bench_is(name, prior, sz, device, peak, seed)
+                    if prior not in pair or r["throughput"] > pair[prior]["throughput"]:
+                        pair[prior] = r
+            add(pair["standard"], t)
+            add(pair["vamp"], t)
+        add(bench_matrix("binary", sz, device, peak, seed), t)
+        add(bench_matrix("gray", sz, device, peak, seed), t)
+    t_all = counts[-1]
+    if sz.get("e2e", True):  # what a user sees: glossy eval at all threads, and how well the rows predict it
+        by = {(r["operation"], r["model"], r["threads"]): r for r in rows if r["prior"] == "standard"}
+        add(bench_e2e(sz, device, peaks[t_all], t_all, by[("importance_sampling", "vae", t_all)],
+                      by[("glossy_matrix_bernoulli", "vae", t_all)]), t_all)
+    by = {(r["operation"], r["model"], r["prior"], r["threads"]): r for r in rows}
+    for (op, model, prior, t), r in by.items():
+        if op == "importance_sampling" and prior == "vamp" and (op, model, "standard", t) in by:
+            r["vs_standard_twin"] = by[(op, model, "standard", t)]["throughput"] / r["throughput"]  # time ratio
+        if t != 1 and (op, model, prior, 1) in by and op != "e2e_eval":
+            r["vs_1_thread"] = r["throughput"] / by[(op, model, prior, 1)]["throughput"]
+    facts = machine_facts(device, peaks[t_all])
+    facts.update(peak_n=sz["peak_n"], repeats=repeats, notes=list(notes or []), threads=counts, peaks=peaks)
     with contextlib.suppress(OSError):
         facts["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     facts["bench_seconds"] = time.perf_counter() - t_start
@@ -588,8 +618,8 @@ def run_bench(sizes: dict, device: torch.device, results_dir: str | Path, quick:
     for c in COLUMNS:
         if c not in df:
             df[c] = None
-    for k in ("date", "host_cpu", "cpu_count", "torch", "threads", "device", "matmul_peak_gflops",
-              "loadavg_start", "loadavg_end"):
+    df["matmul_peak_gflops"] = df["threads"].map(peaks)
+    for k in ("date", "host_cpu", "cpu_count", "torch", "device", "loadavg_start", "loadavg_end"):
         df[k] = facts.get(k)
     df["quick"] = quick
     extra = [c for c in df.columns if c not in COLUMNS]

@@ -66,7 +66,7 @@ def test_bad_settings_are_refused_in_one_line():
 def test_quick_mode_writes_its_table(tmp_path):
     p = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "quick=true",
                         f"results_dir={tmp_path / 'res'}"], capture_output=True, text=True, timeout=240, cwd=tmp_path,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+                       env={**os.environ, "OMP_NUM_THREADS": "2"})  # rows at 1 and at 2 threads
     assert p.returncode == 0, p.stdout + p.stderr
     df = pd.read_csv(tmp_path / "res" / "bench.csv")
     ops = set(df["operation"])
@@ -78,10 +78,16 @@ def test_quick_mode_writes_its_table(tmp_path):
         assert df[col].map(lambda v: math.isfinite(v) and v > 0).all(), col
     assert df[df["operation"] != "e2e_eval"]["speedup"].map(lambda v: math.isfinite(v) and v > 0).all()
     assert df["quick"].all()
+    assert set(df["threads"]) == {1, 2} and (df[df["threads"] == 2]["operation"] == "e2e_eval").sum() == 1
     twins = df[(df["operation"] == "importance_sampling") & (df["prior"] == "vamp")]["vs_standard_twin"]
-    assert len(twins) == 3 and twins.map(lambda v: math.isfinite(v) and v > 0).all()
+    assert len(twins) == 6 and twins.map(lambda v: math.isfinite(v) and v > 0).all()
+    scaling = df[(df["threads"] == 2) & (df["operation"] != "e2e_eval")]["vs_1_thread"]
+    assert len(scaling) == 11 and scaling.map(lambda v: math.isfinite(v) and v > 0).all()
+    e2e = df[df["operation"] == "e2e_eval"].iloc[0]
+    assert e2e["predicted_s"] > 0 and math.isfinite(e2e["prediction_error_pct"])
+    assert set(df["matmul_peak_gflops"].map(lambda v: v > 0)) == {True}
     md = (tmp_path / "res" / "bench.md").read_text()
     assert "quick mode" in md and "GFLOP/s" in md and "| importance_sampling | vae | vamp |" in md
     assert "EXTRAPOLATED" in md  # the quick end-to-end run is small, so it is labelled as extrapolated
-    assert "| train_step | vae | standard |" in p.stdout
+    assert "| train_step | vae | standard | binary | 1 |" in p.stdout and "at 2 thread(s)" in md
     assert not list((tmp_path / "res").glob(".*.tmp"))  # atomic writes leave no temporaries
