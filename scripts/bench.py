@@ -97,6 +97,9 @@ def parse_settings(args: list[str]) -> BenchSettings:
         except Exception as e:  # OmegaConf's validation error: its first line
             raise ValueError(f"{a}: {str(e).splitlines()[0]}") from None
     st = BenchSettings(**OmegaConf.to_container(base))  # type: ignore[arg-type]
+    if any(not isinstance(n, str) for n in st.notes):
+        raise ValueError("notes: each note must be text; quote a note that holds a colon: "
+                         "'notes=[\"quiet: ...\"]'")
     for f in fields(st):
         value, low = getattr(st, f.name), 0 if f.name in AT_LEAST_ZERO else 1
         if isinstance(value, int) and not isinstance(value, bool) and value < low:
@@ -460,7 +463,8 @@ def bench_e2e(sz, device, peak, threads, is_row: dict, matrix_row: dict) -> dict
     res = json.loads(p.stdout.strip().splitlines()[-1])
     model = _build("vae", "standard").to(device)
     costs = model_costs(model, device)
-    flop_is = 2 * (costs.sample * s + costs.point)  # per point
+    flop_is = 2 * (costs.sample * s_full + costs.point)  # per point, at the reported size (S = s_full)
+    run_floor = n * 2 * (costs.sample * s + costs.point) / (peak * 1e9)  # the measured run's flop floor
     full = n >= n_full and s >= s_full
     t = res["timing_s"]
     if full:
@@ -471,17 +475,20 @@ def bench_e2e(sz, device, peak, threads, is_row: dict, matrix_row: dict) -> dict
         wall, label = t_is + rest, f"EXTRAPOLATED from N={n}, S={s}"
     mem = res["maxrss_mib"]
     grow = (4 + 8 + 8) * (n_full**2 - n**2) / 2**20  # L (float32), exp(L) and a float64 copy in BA
-    mem_note = f"peak RSS {mem:.0f} MiB" + ("" if full else f" at N={n} (the N x N matrices grow as N^2: "
-                                                            f"~{grow:.0f} MiB more at N={n_full})")
+    mem_note = f"peak RSS {mem:.0f} MiB" + ("" if n >= n_full else f" at N={n} (the N x N matrices grow as N^2: "
+                                                                  f"~{grow:.0f} MiB more at N={n_full})")
     r = _row("e2e_eval", "vae", "standard", "binary", "points/s", n_full, wall, flop_is, peak,
              note=f"glossy eval equivalent (evaluate(): IS, matrix, BA, bootstrap {sz['e2e_bootstrap']}) "
                   f"on N={n_full}, S={s_full}: {label}; {mem_note}; run: IS {t['importance_sampling']:.1f}s, "
                   f"matrix {t['glossy_matrix']:.1f}s, total {res['wall_s']:.1f}s, BA iterations "
                   f"{res['ba_iterations']}")
     predicted = n * s / is_row["throughput"] + n * n / matrix_row["throughput"]
-    r.update({"wall_s": wall, "peak_rss_mib": mem, "e2e_points": n, "e2e_samples": s, "e2e_label": label,
+    r.update({"run_pct_of_floor": 100 * run_floor / res["wall_s"],
+              "wall_s": wall, "peak_rss_mib": mem, "e2e_points": n, "e2e_samples": s, "e2e_label": label,
               "e2e_run_s": res["wall_s"], "predicted_s": predicted,
               "prediction_error_pct": 100 * (res["wall_s"] / predicted - 1)})
+    r["note"] += (f"; the measured run (N={n}, S={s}) ran at {r['run_pct_of_floor']:.0f}% of its flop floor "
+                  f"({run_floor:.1f} s at this thread count's peak)")
     r["note"] += (f"; the IS and matrix rows at {threads} thread(s) predict {predicted:.1f} s for this run "
                   f"(N={n}, S={s}): measured {res['wall_s']:.1f} s, {r['prediction_error_pct']:+.0f}% (the "
                   f"rest is BA, bootstrap and start-up, which the rows do not time)")
@@ -517,7 +524,7 @@ def machine_facts(device: torch.device, peak: float) -> dict:
 
 COLUMNS = ["operation", "model", "prior", "data", "unit", "throughput", "floor_flop_per_item", "gflops",
            "pct_of_peak", "threads", "baseline_throughput", "speedup", "speedup_at_peak", "vs_standard_twin",
-           "vs_1_thread", "predicted_s", "prediction_error_pct", "note"]
+           "vs_1_thread", "predicted_s", "prediction_error_pct", "run_pct_of_floor", "note"]
 
 
 def to_markdown(rows: list[dict], facts: dict, quick: bool) -> str:
@@ -546,7 +553,8 @@ def to_markdown(rows: list[dict], facts: dict, quick: bool) -> str:
                  (_fmt(r["vs_1_thread"]) + "x") if r.get("vs_1_thread") else ""]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     lines += ["", "What each column means: README.md, section Speed.", "", "Notes per row:", ""]
-    lines += [f"- **{r['operation']} / {r['model']} / {r['prior']}**: {r['note']}" for r in rows if r.get("note")]
+    lines += [f"- **{r['operation']} / {r['model']} / {r['prior']} / {r['threads']} thread(s)**: {r['note']}"
+              for r in rows if r.get("note")]
     lines += ["", *facts.get("notes", [])]
     return "\n".join(lines) + "\n"
 
