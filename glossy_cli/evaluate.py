@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -119,10 +120,54 @@ def _point_seed(base: int, j: int) -> int:
 
 # The decoder work of importance sampling runs in blocks of about this many bytes of activations
 # (model.eval_bytes_per_sample() per sample): small enough that the elementwise passes (gates, the
-# likelihood's log-sum terms) stay in cache, large enough for efficient matrix products. On the
-# 2-core EPYC this was tuned on, VAE blocks of 256-1024 samples run at ~70% of one core's matmul
-# peak, 5000-sample batches at ~45%.
+# likelihood's log-sum terms) stay in cache, large enough for efficient matrix products. The size is
+# calibrated at run time per device, thread count and model shape (`is_block_bytes`); this is the
+# fallback (autoregressive models, GLOSSY_IS_BLOCK_BYTES unset and calibration impossible).
 IS_BLOCK_BYTES = 12 * 2**20
+_CALIBRATED: dict[tuple, int] = {}
+
+
+def is_block_bytes(model, device: torch.device) -> int:
+    """The decoder block size for importance sampling with this model on this device and thread count:
+    $GLOSSY_IS_BLOCK_BYTES if set, else the fastest of blocks of 1-64 MiB of activations, timed once per
+    process (best of two runs each on ~10^4 samples in all, a fraction of a second for the VAE and HVAE;
+    the random state is left as it was). Autoregressive models keep IS_BLOCK_BYTES (their decoder is
+    the PixelCNN; timing it would cost more than it saves). The numbers do not depend on the blocks."""
+    if os.environ.get("GLOSSY_IS_BLOCK_BYTES"):
+        return int(os.environ["GLOSSY_IS_BLOCK_BYTES"])
+    if getattr(model, "autoregressive", False):
+        return IS_BLOCK_BYTES
+    bps = model.eval_bytes_per_sample()
+    key = (str(device), torch.get_num_threads(), type(model).__name__, tuple(model.input_shape),
+           model.latent_dim, bps)
+    if key not in _CALIBRATED:
+        _CALIBRATED[key] = _calibrate_block(model, device, bps)
+        log.info("importance sampling in decoder blocks of %d samples (%.1f MiB), the fastest measured here",
+                 _CALIBRATED[key] // bps, _CALIBRATED[key] / 2**20)
+    return _CALIBRATED[key]
+
+
+@torch.no_grad()
+def _calibrate_block(model, device: torch.device, bps: int) -> int:
+    rows_list = sorted({max(1, (2**k * 2**20) // bps) for k in range(7)})  # 1, 2, ..., 64 MiB
+    x = torch.full((1, *model.input_shape), 0.5 if model.input_type != "binary" else 0.0, device=device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        z, lq = model.sample_posterior(x, rows_list[-1])
+
+        def run(rows: int) -> float:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            for b in range(0, rows_list[-1], rows):  # the same samples for every size
+                model.log_likelihood(x, z[b : b + rows]) + model.log_prior(z[b : b + rows]) - lq[b : b + rows]
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return time.perf_counter() - t0
+
+        run(rows_list[0])  # warm-up
+        best = min(rows_list, key=lambda r: min(run(r), run(r)))
+    return best * bps
 
 
 # With the noise drawn point by point and the networks run on a group of points, a group spans about
@@ -152,8 +197,8 @@ def _has_default_weights(model) -> bool:
 
 
 @torch.no_grad()
-def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, device: torch.device,
-                        progress=None, fast: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, device: torch.device, progress=None,
+                        fast: bool = True, block_bytes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """log p^(x_j) = logsumexp_s log w_s - log S and the mean of log w_s (an ELBO estimate), [N] each,
     float64. The random number generator is seeded per data point from (one draw of the current RNG,
     j): the draws of point j, hence every number, are the same whatever the memory budget and the
@@ -165,7 +210,8 @@ def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, devi
     `fast` (the default) draws exactly the same samples, then runs the likelihood and prior on them in
     cache-sized blocks (`is_blocks`), grouping the samples of several points into one block when S is
     small; `fast=False` is the plain path, one `log_importance_weights` call per chunk. Both give the
-    same numbers up to floating-point noise (tests/test_eval.py)."""
+    same numbers up to floating-point noise (tests/test_eval.py). block_bytes: the decoder blocks' size
+    (None: `is_block_bytes`, calibrated on this machine)."""
     n = x.shape[0]
     log_px = torch.empty(n, dtype=torch.float64)
     elbo = torch.empty(n, dtype=torch.float64)
@@ -174,7 +220,8 @@ def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, devi
     chunks = [(s0, min(plan.samples, n_samples - s0)) for s0 in range(0, n_samples, plan.samples)]
     dims = model.posterior_noise_dims() if fast else None
     if fast and _has_default_weights(model):
-        group, block = is_blocks(n_samples, plan.samples, model.eval_bytes_per_sample(), grouped_noise=bool(dims))
+        group, block = is_blocks(n_samples, plan.samples, model.eval_bytes_per_sample(),
+                                 block_bytes or is_block_bytes(model, device), grouped_noise=bool(dims))
     else:
         fast, group, block = False, 1, plan.samples
     try:

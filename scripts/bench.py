@@ -360,7 +360,7 @@ def bench_train(name, sz, device, peak, seed) -> dict:
 
 
 def bench_is(name, prior, sz, device, peak, seed) -> dict:
-    from glossy.cli.evaluate import importance_sampling, make_plan
+    from glossy.cli.evaluate import importance_sampling, is_block_bytes, make_plan
 
     model = _build(name, prior, seed=seed).to(device).eval()
     s_fast = sz["pixel_is_samples"] if name == "pixelhvae" else sz["is_samples"]
@@ -383,14 +383,18 @@ def bench_is(name, prior, sz, device, peak, seed) -> dict:
         with model.frozen():
             importance_sampling(model, xf[:1], min(s_fast, 8), plan, device)
 
-    t_fast = best_time(fast, sz["repeats"], device, warmup=warm)
+    t_fast = best_time(fast, sz["repeats"], device, warmup=warm)  # the warm-up calibrates the decoder block
+    with model.frozen():
+        block = is_block_bytes(model, device)
     t_naive = best_time(naive, max(1, sz["repeats"] - 1), device,
                         warmup=lambda: naive_importance_sampling(model, xn[:1], chunk, chunk, device))
     return _row("importance_sampling", name, prior, "binary", "samples/s", len(xf) * s_fast, t_fast, flop, peak,
                 len(xn) * s_fast, t_naive, samples=s_fast, chunk=chunk, naive_flop_per_sample=2 * (
                     costs.sample + costs.point + (_pseudo_macs(model) / chunk)),
-                note=f"S = {s_fast}, {len(xf)} points (plan: {plan.samples} samples per chunk); naive: "
-                     f"{len(xn)} point(s), chunks of {chunk}")
+                block_samples=block // model.eval_bytes_per_sample(),
+                note=f"S = {s_fast}, {len(xf)} points (plan: {plan.samples} samples per chunk; decoder blocks of "
+                     f"{block // model.eval_bytes_per_sample()} samples, {block / 2**20:.1f} MiB, chosen at run time); "
+                     f"naive: {len(xn)} point(s), chunks of {chunk}")
 
 
 def _pseudo_macs(model) -> int:

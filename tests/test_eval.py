@@ -330,15 +330,8 @@ def test_fast_importance_sampling_groups_points_and_blocks_samples():
         torch.manual_seed(5)
         ref = importance_sampling(m, x, 30, Plan(1, 30, 1, 1), DEVICE, fast=False)
         for block_bytes in (1, 5 * m.eval_bytes_per_sample(), 100 * m.eval_bytes_per_sample()):
-            import glossy.cli.evaluate as ev
-
-            old = ev.IS_BLOCK_BYTES
-            ev.IS_BLOCK_BYTES = block_bytes
-            try:
-                torch.manual_seed(5)
-                got = importance_sampling(m, x, 30, Plan(1, 30, 1, 1), DEVICE)
-            finally:
-                ev.IS_BLOCK_BYTES = old
+            torch.manual_seed(5)
+            got = importance_sampling(m, x, 30, Plan(1, 30, 1, 1), DEVICE, block_bytes=block_bytes)
             np.testing.assert_allclose(got[0].cpu().numpy(), ref[0].cpu().numpy(), rtol=1e-6, atol=1e-5)
 
 
@@ -375,3 +368,28 @@ def test_glossy_matrix_in_plan_blocks_and_its_log_c_equal_the_one_shot_matrix(in
             np.testing.assert_allclose(L.numpy(), whole.numpy(), rtol=2e-6, atol=1e-4)
             np.testing.assert_allclose(bounds.log_c(L, log_px).numpy(), bounds.log_c(whole, log_px).numpy(),
                                        rtol=1e-6, atol=1e-4)
+
+
+def test_the_decoder_block_is_calibrated_once_per_shape_leaves_the_random_state_and_can_be_set(monkeypatch):
+    import glossy.cli.evaluate as ev
+
+    m = models.build("vae", "standard", (1, 5, 7), "binary", z_dim=3, hidden=11).to(DEVICE).eval()
+    bps = m.eval_bytes_per_sample()
+    calls = []
+    real = ev._calibrate_block
+    monkeypatch.setattr(ev, "_calibrate_block", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.delenv("GLOSSY_IS_BLOCK_BYTES", raising=False)
+    ev._CALIBRATED.clear()
+    torch.manual_seed(9)
+    with m.frozen():
+        size = ev.is_block_bytes(m, DEVICE)
+    after = torch.rand(3)
+    torch.manual_seed(9)
+    assert torch.equal(after, torch.rand(3))  # the calibration's draws came from a forked stream
+    assert size % bps == 0 and size // bps in {max(1, (2**k * 2**20) // bps) for k in range(7)}
+    assert ev.is_block_bytes(m, DEVICE) == size and calls == [1]  # measured once per shape and thread count
+    monkeypatch.setenv("GLOSSY_IS_BLOCK_BYTES", "12345")
+    assert ev.is_block_bytes(m, DEVICE) == 12345
+    pixel = models.build("pixelhvae", "standard", (1, 5, 7), "binary", z_dim=3, hidden=11)
+    monkeypatch.delenv("GLOSSY_IS_BLOCK_BYTES")
+    assert ev.is_block_bytes(pixel, DEVICE) == ev.IS_BLOCK_BYTES and calls == [1]
