@@ -22,8 +22,7 @@ DATASETS: dict[str, Callable[..., Splits]] = {
 BUILT_IN = frozenset(DATASETS)
 
 __all__ = ["BUILT_IN", "DATASETS", "DatasetCorrupt", "DatasetError", "DatasetMeta", "DatasetMissing", "Splits",
-           "default_data_dir", "load", "register",
-           "unregister"]
+           "default_data_dir", "load", "register", "unregister"]
 
 
 def register(name: str, loader: Callable[..., Splits]) -> None:

@@ -37,7 +37,6 @@ def library_default(fn, name: str):
     return inspect.signature(fn).parameters[name].default
 
 
-
 def _at_least(node, prefix: str, lo, *names: str, optional: bool = False) -> None:
     for n in names:
         v = getattr(node, n)

@@ -159,8 +159,7 @@ def _calibrate_block(model, device: torch.device, bps: int) -> int:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
-            for b in range(0, rows_list[-1], rows):  # the same samples for every size
-                model.log_likelihood(x, z[b : b + rows]) + model.log_prior(z[b : b + rows]) - lq[b : b + rows]
+            _block_log_weights(model, x, z, lq, rows)  # the same samples for every size
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             return time.perf_counter() - t0
@@ -190,6 +189,36 @@ def is_blocks(n_samples: int, chunk_samples: int, bytes_per_sample: int, block_b
         return 1, rows
     group = max(1, min(rows, (GROUP_BLOCKS * rows if grouped_noise else rows) // n_samples))
     return group, max(1, rows // group)
+
+
+def _posterior_draws(model, xg: torch.Tensor, s: int, dims, seeds: list[int] | None):
+    """z [s, gp, latent] ~ q(z|x) and log q [s, gp] for the gp points of xg, the draws of point i from the
+    global random stream reseeded with seeds[i] (None: the streams go on, for a later chunk of one point),
+    so that they equal the plain path's. With the model's noise declared (dims), only the draws are made
+    point by point and its networks run on all the points at once."""
+    if dims:
+        eps: list[list[torch.Tensor]] = [[] for _ in dims]
+        for i in range(len(xg)):
+            if seeds:
+                torch.manual_seed(seeds[i])
+            for k, d in enumerate(dims):
+                eps[k].append(torch.randn(s, 1, d, device=xg.device, dtype=xg.dtype))
+        return model.sample_posterior_given(xg, [torch.cat(e, 1) for e in eps])
+    zs, lqs = [], []
+    for i in range(len(xg)):
+        if seeds:
+            torch.manual_seed(seeds[i])
+        z, lq = model.sample_posterior(xg[i : i + 1], s)
+        zs.append(z)
+        lqs.append(lq)
+    return (zs[0], lqs[0]) if len(zs) == 1 else (torch.cat(zs, 1), torch.cat(lqs, 1))
+
+
+def _block_log_weights(model, x: torch.Tensor, z: torch.Tensor, lq: torch.Tensor, block: int) -> torch.Tensor:
+    """log l(x|z) + log p(z) - log q(z|x) [s, B] for the draws z [s, B, latent], in decoder blocks of
+    `block` samples."""
+    return torch.cat([model.log_likelihood(x, z[b : b + block]) + model.log_prior(z[b : b + block])
+                      - lq[b : b + block] for b in range(0, z.shape[0], block)])
 
 
 def _has_default_weights(model) -> bool:
@@ -231,31 +260,15 @@ def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, devi
             acc = torch.full((gp,), -math.inf, dtype=torch.float64, device=device)
             total = torch.zeros(gp, dtype=torch.float64, device=device)
             for c, (_, s) in enumerate(chunks):
+                # each point's stream is seeded before its first chunk; later chunks continue it
+                seeds = [_point_seed(base, g0 + i) for i in range(gp)] if c == 0 else None
                 if not fast:
-                    if c == 0:
-                        torch.manual_seed(_point_seed(base, g0))
+                    if seeds:
+                        torch.manual_seed(seeds[0])
                     lw = model.log_importance_weights(xg, s)  # [s, 1]
-                elif dims:  # the same draws as the plain path, point by point; the networks on the whole group
-                    eps: list[list[torch.Tensor]] = [[] for _ in dims]
-                    for i in range(gp):
-                        if c == 0:
-                            torch.manual_seed(_point_seed(base, g0 + i))
-                        for k, d in enumerate(dims):
-                            eps[k].append(torch.randn(s, 1, d, device=device, dtype=xg.dtype))
-                    z, lq = model.sample_posterior_given(xg, [torch.cat(e, 1) for e in eps])
-                    lw = torch.cat([model.log_likelihood(xg, z[b : b + block]) + model.log_prior(z[b : b + block])
-                                    - lq[b : b + block] for b in range(0, s, block)])  # [s, gp]
                 else:
-                    zs, lqs = [], []
-                    for i in range(gp):  # the same draws as the plain path, point by point
-                        if c == 0:
-                            torch.manual_seed(_point_seed(base, g0 + i))
-                        z, lq = model.sample_posterior(xg[i : i + 1], s)
-                        zs.append(z)
-                        lqs.append(lq)
-                    z, lq = (zs[0], lqs[0]) if gp == 1 else (torch.cat(zs, 1), torch.cat(lqs, 1))
-                    lw = torch.cat([model.log_likelihood(xg, z[b : b + block]) + model.log_prior(z[b : b + block])
-                                    - lq[b : b + block] for b in range(0, s, block)])  # [s, gp]
+                    z, lq = _posterior_draws(model, xg, s, dims, seeds)
+                    lw = _block_log_weights(model, xg, z, lq, block)  # [s, gp]
                 lw = lw.to(torch.float64)
                 acc = torch.logaddexp(acc, torch.logsumexp(lw, 0))
                 total += lw.sum(0)

@@ -194,7 +194,6 @@ def _diverged(what: str, epoch: int, run_dir: Path) -> str:
             f"will likely diverge again: to train again, lower train.lr (a new run)")
 
 
-
 def new_state() -> dict:
     """The loop's state as last.pt saves it, before the first epoch."""
     return {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "es_counter": 0, "done": False,

@@ -35,8 +35,12 @@ class LatentVariableModel(nn.Module):
 
     # --- what subclasses implement -------------------------------------------------------------
     def sample_posterior(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """z [n, B, latent_dim] ~ q(z|x) and log q(z|x) [n, B]."""
-        raise NotImplementedError
+        """z [n, B, latent_dim] ~ q(z|x) and log q(z|x) [n, B]. By default: the noise that
+        `posterior_noise_dims` declares, drawn in that order, through `sample_posterior_given`; a model that
+        declares none implements this instead."""
+        if self.posterior_noise_dims() is None:
+            raise NotImplementedError
+        return self.sample_posterior_given(x, self.posterior_noise(x, n))
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) [...] for z [..., latent_dim]."""

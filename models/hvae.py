@@ -37,9 +37,6 @@ class TwoLevelMixin:
     def posterior_noise_dims(self):
         return (self.z2_dim, self.z1_dim)  # z2's draws, then z1's (no other draw comes between them)
 
-    def sample_posterior(self, x, n):
-        return self.sample_posterior_given(x, self.posterior_noise(x, n))
-
     def sample_posterior_given(self, x, eps):
         e2, e1 = eps  # [n, B, z2], [n, B, z1]
         m2, lv2 = self.q_z2(x)

@@ -39,9 +39,6 @@ class VAE(LatentVariableModel):
     def posterior_noise_dims(self):
         return (self.latent_dim,)
 
-    def sample_posterior(self, x, n):
-        return self.sample_posterior_given(x, self.posterior_noise(x, n))
-
     def sample_posterior_given(self, x, eps):
         mean, logvar = self.q_z(x)
         return reparameterize_given(mean, logvar, eps[0])

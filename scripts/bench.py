@@ -642,9 +642,9 @@ def run_bench(sizes: dict, device: torch.device, results_dir: str | Path, quick:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["e2e-child"]:  # the end-to-end child: scripts/bench.py e2e-child N S THREADS DEVICE BOOT
-        from glossy.cli.main import flush_denormals, full_float32
+    from glossy.cli.main import flush_denormals, full_float32
 
+    if argv[:1] == ["e2e-child"]:  # the end-to-end child: scripts/bench.py e2e-child N S THREADS DEVICE BOOT
         flush_denormals()  # the numerics `glossy eval` runs with
         full_float32()
         n, s, threads, device, boot = argv[1:6]
@@ -655,7 +655,6 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
-    from glossy.cli.main import flush_denormals, full_float32
     from glossy.cli.runs import resolve_device
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
