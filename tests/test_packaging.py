@@ -2,6 +2,7 @@
 the repository root loads none of glossy's files under a second name and hides no installed `datasets` or
 `models` package."""
 
+import fnmatch
 import json
 import os
 import subprocess
@@ -116,8 +117,13 @@ def test_the_readme_layout_names_every_top_level_folder_and_each_folder_says_wha
     layout = text[text.index("## Layout"):]
     layout = layout[: layout.index("```", layout.index("```") + 3)]
     listed = {line.split()[0].rstrip("/") for line in layout.splitlines()[3:] if line[:1].strip()}
+    # the repository's own folders: not hidden, not generated (the folder patterns of .gitignore: runs/ that
+    # scripts/run.sh writes, build/, *.egg-info/, ...)
+    generated = [ln.strip().strip("/") for ln in (REPO / ".gitignore").read_text().splitlines()
+                 if ln.strip().endswith("/")]
     on_disk = {p.name for p in REPO.iterdir() if p.is_dir() and not p.name.startswith(".")
-               and p.name not in ("build", "glossy.egg-info")}
+               and not any(fnmatch.fnmatch(p.name, g) for g in generated)}
+    assert {"glossy", "glossy_cli", "models", "datasets", "conf", "scripts", "results", "tests"} <= on_disk
     assert on_disk <= listed, on_disk - listed
     for folder in ("glossy_cli", "models", "datasets", "conf", "scripts", "results"):
         line = (REPO / folder / "README.md").read_text().strip()
