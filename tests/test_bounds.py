@@ -110,7 +110,7 @@ def test_blahut_arimoto_finds_the_known_optimum():
 def test_ba_matrix_path_equals_log_path_at_large_magnitudes():
     g = torch.Generator().manual_seed(3)
     L = torch.randn(50, 70, generator=g, dtype=torch.float64) * 40 - 1e4
-    a = bounds.blahut_arimoto(L, max_iter=50, tol=0)
+    a = bounds.blahut_arimoto(L, max_iter=50, tol=0, active_set=False)
     b = bounds.blahut_arimoto(L, max_iter=50, tol=0, max_bytes=0)
     assert a.nll == pytest.approx(b.nll, abs=1e-8)
     np.testing.assert_allclose(a.log_w.numpy(), b.log_w.numpy(), atol=1e-6)
@@ -279,3 +279,86 @@ def test_popoviciu_flags_a_row_that_violates_it_and_passes_one_that_does_not():
     sd = v.std().item()
     assert sd == pytest.approx(bounds.popoviciu(3.0, sd, n)["popoviciu_bound"], rel=1e-9)
     assert not bounds.popoviciu(3.0, sd * 0.999, n)["violates"]
+
+
+def _sparse_problem(seed: int, m: int = 400, n: int = 30) -> torch.Tensor:
+    """Many atoms, few data points: the optimal prior sits on a few atoms and most weights vanish."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(m, n, generator=g, dtype=torch.float64) * 30 - 200
+
+
+def _certified_gap(L: torch.Tensor, log_w: torch.Tensor) -> float:
+    """max_i log c_w(z_i) over every atom, from scratch in the log domain."""
+    return max(bounds.log_c(L, bounds.mixture_log_marginal(L, log_w)).max().item(), 0.0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("storage_bytes", [None, "float32"])
+def test_active_set_reaches_the_same_fit_with_the_gap_certified_over_every_atom(seed, storage_bytes):
+    L = _sparse_problem(seed)
+    mb = 2 * 2**30 if storage_bytes is None else 4 * L.numel()
+    off = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, max_bytes=mb, active_set=False)
+    on = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, max_bytes=mb)
+    assert off.converged and on.converged
+    assert (~torch.isfinite(on.log_w)).sum().item() > L.shape[0] // 2  # most atoms really left the products
+    assert on.nll == pytest.approx(off.nll, abs=2e-7)
+    assert on.gap < 1e-7
+    assert _certified_gap(L, on.log_w) == pytest.approx(on.gap, abs=1e-5 if storage_bytes else 1e-10)
+
+
+def test_active_set_brings_back_atoms_left_out_too_early(monkeypatch):
+    # a threshold far too eager leaves out atoms the optimum needs: the certificate over the left-out atoms
+    # must find them, bring them back and go on to the same optimum
+    L = _sparse_problem(7)
+    off = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, active_set=False)
+    calls = []
+    real = bounds._exp_log_c
+    monkeypatch.setattr(bounds, "_exp_log_c", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(bounds, "PRUNE_LOG_WEIGHT", -3.5)
+    on = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7)
+    assert len(calls) >= 2  # at least one round of atoms brought back before the certificate held
+    assert on.converged and on.nll == pytest.approx(off.nll, abs=2e-7)
+    assert _certified_gap(L, on.log_w) == pytest.approx(on.gap, abs=1e-10) and on.gap < 1e-7
+
+
+def test_active_set_stopped_by_max_iter_still_reports_the_gap_over_every_atom(monkeypatch):
+    L = _sparse_problem(8)
+    monkeypatch.setattr(bounds, "PRUNE_LOG_WEIGHT", -4.0)
+    r = bounds.blahut_arimoto(L, max_iter=12, tol=0)
+    assert not r.converged and r.iterations == 12
+    assert r.gap == pytest.approx(_certified_gap(L, r.log_w), abs=1e-10)
+
+
+def test_prior_fit_never_leaves_out_the_prior():
+    L = _sparse_problem(9, m=200)
+    log_px = L.max(0).values - 200.0  # a prior far worse than the best atoms: its weight vanishes
+    fit = bounds.prior_fit(L, log_px, max_iter=2000, tol=1e-9)
+    assert -math.inf < fit["log_w"][-1].item() < bounds.PRUNE_LOG_WEIGHT
+
+
+def test_blocked_logsumexp_matches_torch_with_infinities_and_far_tails():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(7, 50, generator=g, dtype=torch.float64) * 400  # terms thousands of nats apart
+    a[1] = -math.inf  # an all -inf line
+    a[2, :10] = -math.inf
+    a[3, 5] = math.inf
+    a[4, 7] = math.nan
+    for dim in (0, 1):
+        want = torch.logsumexp(a, dim)
+        got = bounds._logsumexp_(a.clone(), dim)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-15, atol=0)  # NaN and inf where torch has them
+
+
+def test_resampled_log_c_is_exact_where_a_resample_leaves_out_the_only_large_term():
+    # row 0's only sizeable term is point 0, 1000 nats above the rest: resamples without point 0 underflow
+    # the product (e^-1000) and must take the exact log-domain path
+    n, b = 6, 40
+    L = torch.full((2, n), -1500.0, dtype=torch.float64)
+    L[0, 0] = -500.0
+    L[1] = torch.linspace(-600.0, -590.0, n, dtype=torch.float64)
+    lpx = torch.zeros(n, dtype=torch.float64)
+    counts = bounds.bootstrap_counts(n, b, seed=1)
+    assert (counts[:, 0] == 0).any() and (counts[:, 0] > 0).any()
+    got = bounds.resampled_log_c(L, lpx, counts)
+    want = torch.stack([torch.logsumexp(L - lpx + torch.log(counts[k]), 1) for k in range(b)], 1) - math.log(n)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)

@@ -91,6 +91,8 @@ def test_evaluate_runs_on_a_users_own_model():
     exact_nll = -m.exact_log_marginal(x).mean().item()
     assert r["nll"] == pytest.approx(exact_nll, abs=0.05)
     assert r["lower_bound"] <= r["nll_ba"] <= r["nll"]
+    t = r["timing_s"]  # the in-sample stages timed on their own, inside the test candidates' time
+    assert t["glossy_matrix"] + t["sandwich"] + t["bootstrap"] <= t["test_candidates"] <= t["total"]
 
 
 @pytest.mark.parametrize("name", ["vae", "hvae", "pixelhvae"])
@@ -244,6 +246,9 @@ def test_heldout_sandwich_in_evaluate_equals_the_bounds_functions_on_the_same_ma
     assert r["ba_heldout_fit_nll"] == pytest.approx(ho["fit_nll"], abs=1e-4)
     assert r["nll_heldout_fit_model"] == pytest.approx(bounds.nll(lpx_fit), abs=1e-6)
     assert r["n_heldout_atoms"] == len(s.train) and r["n_heldout_fit"] == len(s.val)
+    t = r["timing_s"]  # each stage of the held-out fit timed on its own, inside the total
+    stages = ("heldout_importance_sampling", "heldout_matrix", "heldout_ba")
+    assert all(t[k] >= 0 for k in stages) and sum(t[k] for k in stages) <= t["heldout_fit"] <= t["total"]
 
 
 def test_bad_candidate_sources_are_refused_clearly():
