@@ -169,42 +169,64 @@ PRUNE_LOG_WEIGHT = -69.0  # an atom whose weight falls below e^-69 (~1e-30) leav
 PRUNE_EVERY = 5  # ...checked every few iterations, and the rows compacted once an eighth of them can go
 
 
+def _exp_capacity(k: int, n: int, max_bytes: int, m: int) -> tuple[torch.dtype, int] | None:
+    """The dtype and the row capacity of an exp-matrix for k active atoms of m on n points within max_bytes
+    (see `ba_storage`): room for up to m rows, so that atoms can come back; None if not even k rows fit."""
+    storage = ba_storage(k, n, max_bytes)
+    if storage == LOG_DOMAIN:
+        return None
+    dtype = getattr(torch, storage)
+    cap = max_bytes // (dtype.itemsize * n)
+    if dtype == torch.float64:
+        cap = min(cap, FLOAT64_BA_ENTRIES // n)
+    return dtype, min(m, cap)
+
+
 def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter: int = 1000,
                    tol: float = 1e-6, block_rows: int | None = None,
                    max_bytes: int = 2 * 2**30, active_set: bool = True, keep: int | None = None) -> BAResult:
     """Blahut-Arimoto on a finite set of atoms: w_i <- w_i c_w(z_i). The NLL never increases and, at
     every step, nll(w) - max_i log c_w(z_i) <= min_w nll(w) <= nll(w); stops when that gap < tol.
 
-    When exp(L - column max) fits in `max_bytes` (as float64, else as float32), each step is two
-    matrix-vector products on it; any step where a column's mixture would underflow is done exactly in
-    the log domain.
+    When exp(L - column max) of the atoms in play fits in `max_bytes` (as float64, else as float32), each
+    step is two matrix-vector products on it; otherwise, and at any step where a column's mixture would
+    underflow, the step is done exactly in the log domain on all of L.
 
     active_set: atoms whose weight has fallen below e^-69 get weight 0 and leave the products (their rows
-    are compacted out of the exp-matrix), so that late iterations cost what the surviving atoms cost. The
-    answer stays certified over every atom: before stopping, log c of the left-out atoms is computed from L,
-    and any with log c >= tol come back with their old weight, for good, and the iterations go on (so the
-    rounds end: each brings back at least one atom). The returned gap is always the max over all atoms.
-    keep: one atom never left out (prior_fit's prior, whose weight is reported)."""
+    are compacted out of the exp-matrix, which is built as soon as the remaining atoms fit `max_bytes`), so
+    that late iterations cost what the surviving atoms cost. The answer stays certified over every atom:
+    before stopping, log c of the left-out atoms is computed from L, and any with log c >= tol come back
+    with their old weight, for good, and the iterations go on (so the rounds end: each brings back at least
+    one atom). The returned gap is always the max over all atoms. keep: one atom never left out
+    (prior_fit's prior, whose weight is reported)."""
     m, n = L.shape
     if log_w0 is None:
         log_w = torch.full((m,), -math.log(m), dtype=torch.float64, device=L.device)
     else:
         log_w = log_w0.to(device=L.device, dtype=torch.float64)
         log_w = log_w - torch.logsumexp(log_w, 0)
-    E = col_max = None
-    storage = ba_storage(m, n, max_bytes)
-    if storage != LOG_DOMAIN:
-        col_max = L.amax(0).to(torch.float64)  # amax: 17x faster than max(0) on a row-major matrix
-        E = torch.empty(m, n, dtype=getattr(torch, storage), device=L.device)
-        step = _row_block(L, block_rows)
-        for i in range(0, m, step):  # in row blocks: no temporary as large as E
-            _exp_into(E[i : i + step], L[i : i + step], col_max)
-    # idx: the active atoms, whose exp-rows are E[:len(idx)] in that order; parked: the left-out atoms' last weights
+    col_max = L.amax(0).to(torch.float64)  # amax: 17x faster than max(0) on a row-major matrix
+    # idx: the atoms in play, whose exp-rows are E[:len(idx)] in that order once E exists;
+    # parked: the left-out atoms' last log weights (-inf for the atoms in play)
     idx = torch.arange(m, device=L.device)
     parked = torch.full((m,), -math.inf, dtype=torch.float64, device=L.device)
     stays = torch.zeros(m, dtype=torch.bool, device=L.device)  # atoms never left out (again)
     if keep is not None:
         stays[keep] = True
+    rows = _row_block(L, block_rows)
+    E = None
+
+    def build() -> torch.Tensor | None:
+        fit = _exp_capacity(len(idx), n, max_bytes, m)
+        if fit is None:
+            return None
+        out = torch.empty(fit[1], n, dtype=fit[0], device=L.device)
+        for i in range(0, len(idx), rows):  # in row blocks: no temporary as large as E
+            sel = idx[i : i + rows]
+            _exp_into(out[i : i + len(sel)], L[sel] if len(idx) < m else L[i : i + rows], col_max)
+        return out
+
+    E = build()
     history: list[tuple[float, float]] = []
     it = 0
     while True:
@@ -228,7 +250,10 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
                 log_w[back] = parked[back]
                 parked[back] = -math.inf
                 stays[back] = True  # out once too early: in for good, so that the rounds end
-                _exp_into(E[k : k + len(back)], L[back], col_max)
+                if E is not None and k + len(back) <= E.shape[0]:
+                    _exp_into(E[k : k + len(back)], L[back], col_max)
+                else:
+                    E = None  # no room: the log domain until the atoms in play fit again
                 idx = torch.cat([idx, back])
                 log_w = log_w - torch.logsumexp(log_w, 0)
                 lc = torch.cat([lc, lc_out[lc_out >= tol]])
@@ -238,21 +263,23 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
         log_w[idx] += lc
         log_w = log_w - torch.logsumexp(log_w, 0)
         it += 1
-        if active_set and E is not None and it % PRUNE_EVERY == 0:
+        if active_set and (E is None or it % PRUNE_EVERY == 0):  # without E, every step: E may fit now
             lw = log_w[idx]
             drop = (lw < PRUNE_LOG_WEIGHT) & ~stays[idx]
             drop[lw.argmax()] = False  # never an empty set
-            if int(drop.sum()) * 8 >= len(idx):
+            if drop.any() and (E is None or int(drop.sum()) * 8 >= len(idx)):
                 pos = torch.nonzero(~drop).squeeze(1)  # ascending, pos[i] >= i: an in-place compaction is safe
                 gone = idx[drop]
                 parked[gone] = log_w[gone]
                 log_w[gone] = -math.inf
                 log_w = log_w - torch.logsumexp(log_w, 0)
-                step = _row_block(E, block_rows)
-                for i in range(0, len(pos), step):  # each block's source rows are read before it is written
-                    src = pos[i : i + step]
-                    E[i : i + len(src)] = E[src]
+                if E is not None:
+                    for i in range(0, len(pos), rows):  # each block's source rows are read before it is written
+                        src = pos[i : i + rows]
+                        E[i : i + len(src)] = E[src]
                 idx = idx[pos]
+                if E is None:
+                    E = build()
 
 
 def prior_fit(L: torch.Tensor, log_px: torch.Tensor, max_iter: int = 500, tol: float = 1e-4,
