@@ -3,18 +3,21 @@ the glossy statistics, the bounds, the Blahut-Arimoto sandwich and bootstrap int
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from glossy.models.base import LatentVariableModel
 
 from . import bounds
+from .atomic import atomic_torch_save
 from .errors import GlossyError
 
 log = logging.getLogger("glossy")
@@ -221,13 +224,62 @@ def _block_log_weights(model, x: torch.Tensor, z: torch.Tensor, lq: torch.Tensor
                       - lq[b : b + block] for b in range(0, z.shape[0], block)])
 
 
+def _fingerprint(model, x: torch.Tensor) -> str:
+    """sha256 of the model's weights and buffers and of the data: what importance sampling's numbers rest on."""
+    h = hashlib.sha256()
+    for name, t in [*sorted(model.state_dict().items()), ("x", x)]:
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class ISJournal:
+    """Where importance sampling leaves the points it has finished, so that an evaluation cut off (a
+    session's end, a cluster's pre-emption) goes on from them when it is run again: one file, written
+    atomically at most every `every_s` seconds, holding each stage's finished points under a key of what
+    their numbers rest on (the model's weights, the data, S, the sample chunking, the stage's seed). A
+    point's draws are seeded per point, so the points after a resume are those an uninterrupted run
+    draws. A key that does not match (another checkpoint, other settings) is ignored and overwritten."""
+
+    def __init__(self, path: str | Path, every_s: float = 60.0) -> None:
+        self.path, self.every_s = Path(path), every_s
+        self._last = time.monotonic()
+
+    def _read(self) -> dict:
+        try:
+            got = torch.load(self.path, weights_only=True)
+        except Exception:  # absent, cut off mid-write by an older version, or not ours: start afresh
+            return {}
+        return got if isinstance(got, dict) else {}
+
+    def resume(self, stage: str, key: dict, n: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """(points done, log_px [n], elbo [n]) of `stage` from the file when its key matches, else 0 done."""
+        got = self._read().get(stage)
+        if not got or got.get("key") != key or len(got.get("log_px", ())) != n:
+            return 0, torch.empty(n, dtype=torch.float64), torch.empty(n, dtype=torch.float64)
+        return int(got["done"]), got["log_px"].to(torch.float64), got["elbo"].to(torch.float64)
+
+    def record(self, stage: str, key: dict, done: int, log_px: torch.Tensor, elbo: torch.Tensor,
+               force: bool = False) -> None:
+        if not force and time.monotonic() - self._last < self.every_s:
+            return
+        data = self._read()
+        data[stage] = {"key": key, "done": done, "log_px": log_px.clone(), "elbo": elbo.clone()}
+        atomic_torch_save(self.path, data)
+        self._last = time.monotonic()
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def _has_default_weights(model) -> bool:
     return getattr(type(model), "log_importance_weights", None) is LatentVariableModel.log_importance_weights
 
 
 @torch.no_grad()
 def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, device: torch.device, progress=None,
-                        fast: bool = True, block_bytes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        fast: bool = True, block_bytes: int | None = None,
+                        journal: tuple[ISJournal, str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """log p^(x_j) = logsumexp_s log w_s - log S and the mean of log w_s (an ELBO estimate), [N] each,
     float64. The random number generator is seeded per data point from (one draw of the current RNG,
     j): the draws of point j, hence every number, are the same whatever the memory budget and the
@@ -240,12 +292,20 @@ def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, devi
     cache-sized blocks (`is_blocks`), grouping the samples of several points into one block when S is
     small; `fast=False` is the plain path, one `log_importance_weights` call per chunk. Both give the
     same numbers up to floating-point noise (tests/test_eval.py). block_bytes: the decoder blocks' size
-    (None: `is_block_bytes`, calibrated on this machine)."""
+    (None: `is_block_bytes`, calibrated on this machine). journal: (an `ISJournal`, the stage's name) to
+    start after the points a cut-off run of the same stage finished and to leave finished points in."""
     n = x.shape[0]
-    log_px = torch.empty(n, dtype=torch.float64)
-    elbo = torch.empty(n, dtype=torch.float64)
     base = int(torch.randint(0, 2**62, (1,)).item())
     after = torch.random.get_rng_state()
+    start, log_px, elbo = 0, torch.empty(n, dtype=torch.float64), torch.empty(n, dtype=torch.float64)
+    if journal is not None:
+        key = {"fingerprint": _fingerprint(model, x), "n_samples": n_samples, "chunk": plan.samples, "base": base}
+        start, log_px, elbo = journal[0].resume(journal[1], key, n)
+        if start:
+            log.info("importance sampling (%s): going on after the %d of %d points a cut-off run finished (%s)",
+                     journal[1], start, n, journal[0].path)
+            if progress is not None:
+                progress.update(start)
     chunks = [(s0, min(plan.samples, n_samples - s0)) for s0 in range(0, n_samples, plan.samples)]
     dims = model.posterior_noise_dims() if fast else None
     if fast and _has_default_weights(model):
@@ -254,7 +314,7 @@ def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, devi
     else:
         fast, group, block = False, 1, plan.samples
     try:
-        for g0 in range(0, n, group):
+        for g0 in range(start, n, group):
             xg = x[g0 : g0 + group].to(device, non_blocking=True)
             gp = xg.shape[0]
             acc = torch.full((gp,), -math.inf, dtype=torch.float64, device=device)
@@ -276,6 +336,8 @@ def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, devi
             elbo[g0 : g0 + gp] = (total / n_samples).cpu()
             if progress is not None:
                 progress.update(gp)
+            if journal is not None:  # the last group's always: a finished stage is kept whole
+                journal[0].record(journal[1], key, g0 + gp, log_px, elbo, force=g0 + gp == n)
     finally:
         torch.random.set_rng_state(after)
     return log_px, elbo
@@ -513,13 +575,14 @@ def _in_sample(model, x, z, lpx, nll, plan, device, show_progress, *, paired_ok:
 
 
 def _heldout_fit(model, fit, za, plan, device, show_progress, is_samples: int, *, ba_iters: int, ba_tol: float,
-                 ba_bytes: int, timing: dict) -> tuple[torch.Tensor, dict]:
+                 ba_bytes: int, timing: dict, journal: ISJournal | None = None) -> tuple[torch.Tensor, dict]:
     """Blahut-Arimoto weights on the atoms za plus the model's own prior, fitted on the images `fit` (their
     log p^(x) importance-sampled here). Returns the log weights [M + 1] (the prior's last) and the fields;
     the seconds of its importance sampling, matrix and Blahut-Arimoto go into `timing`."""
     t1 = time.perf_counter()
     with _progress(show_progress, len(fit), "importance sampling (held-out fit)", "points") as bar:
-        lpx_fit, _ = importance_sampling(model, fit, is_samples, plan, device, bar)
+        lpx_fit, _ = importance_sampling(model, fit, is_samples, plan, device, bar,
+                                         journal=None if journal is None else (journal, "held-out fit"))
     _fail_if_not_finite(lpx_fit, "the importance-sampled log p(x_j) of the validation images", ("point",))
     timing["heldout_importance_sampling"] = time.perf_counter() - t1
     t1 = time.perf_counter()
@@ -544,7 +607,7 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
              subset_seed: int = 0, seed: int = 1234, memory_budget_gb: float = 4.0,
              bootstrap: int = 100, bootstrap_level: float = 0.95, ba_iters: int = 500, ba_tol: float = 1e-4,
              device: torch.device | str = "cpu", show_progress: bool | str = True, keep: dict | None = None,
-             ) -> dict:
+             journal: ISJournal | None = None) -> dict:
     """Every number of result.json for model on data x [N, C, H, W]. Pure in its inputs: the same
     model, data and settings give the same numbers; `memory_budget_gb` changes only the chunking, never
     the numbers (up to floating-point noise of blocked matrix products). show_progress: True, tqdm bars;
@@ -556,7 +619,9 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
     each source's statistics are named with its suffix (glossy_max_train, ...). heldout: Blahut-Arimoto
     weights on the training candidates plus the model's prior, fitted on valid_x and scored on x
     (nll_ba_heldout). keep: a dict to receive the per-point and per-candidate tensors (log_px, elbo, and
-    log_c_<source>, candidates_<source>: the indices of the images the candidates came from)."""
+    log_c_<source>, candidates_<source>: the indices of the images the candidates came from). journal: an
+    `ISJournal` that keeps finished importance-sampling points, so that a cut-off evaluation run again
+    goes on from them (the same numbers)."""
 
     device = torch.device(device)
     t0 = time.perf_counter()
@@ -606,7 +671,8 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
     try:
         with model.frozen():
             with _progress(show_progress, n, "importance sampling", "points") as bar:
-                log_px, elbo = importance_sampling(model, x, is_samples, plan, device, bar)
+                log_px, elbo = importance_sampling(model, x, is_samples, plan, device, bar,
+                                                   journal=None if journal is None else (journal, "test"))
             timing["importance_sampling"] = time.perf_counter() - t0
             _fail_if_not_finite(log_px, "the importance-sampled log p(x_j)", ("point",))
             nll = bounds.nll(log_px)
@@ -647,7 +713,8 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
                                                                                   subset_seed + 4)]
                 torch.manual_seed(seed + 1)
                 log_w, fields = _heldout_fit(model, fit, zs("train"), plan, device, show_progress, is_samples,
-                                             ba_iters=ba_iters, ba_tol=ba_tol, ba_bytes=ba_bytes, timing=timing)
+                                             ba_iters=ba_iters, ba_tol=ba_tol, ba_bytes=ba_bytes, timing=timing,
+                                             journal=journal)
                 result.update(fields)
                 timing["heldout_fit"] = time.perf_counter() - t1
                 if "train" not in candidates:  # score the atoms on x alone

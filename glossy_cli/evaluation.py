@@ -15,8 +15,18 @@ from omegaconf import DictConfig, OmegaConf
 from glossy import __version__
 
 from .atomic import atomic_torch_save, atomic_write_json, run_lock
-from .evaluate import BUDGET_KEYS, EVALUATE_KEYS, candidate_list, check_budget, evaluate, settings_for
-from .runs import BEST, LAST, POINTS, RESULT, find_checkpoint, load_data, model_from_checkpoint, read_checkpoint
+from .evaluate import BUDGET_KEYS, EVALUATE_KEYS, ISJournal, candidate_list, check_budget, evaluate, settings_for
+from .runs import (
+    BEST,
+    LAST,
+    PARTIAL,
+    POINTS,
+    RESULT,
+    find_checkpoint,
+    load_data,
+    model_from_checkpoint,
+    read_checkpoint,
+)
 
 log = logging.getLogger("glossy")
 
@@ -77,8 +87,9 @@ def evaluate_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, ext
         log.info("eval.split=%s: the held-out sandwich is skipped (it is fitted on the validation images and "
                  "scored on the test images only)", ecfg["split"])
     keep: dict = {}
+    journal = ISJournal(run_dir / PARTIAL)
     result = evaluate(model, x, true_model=splits.meta.true_model, device=device, show_progress=show_progress,
-                      keep=keep, **candidate_images(splits, int(ecfg["seed"])),
+                      keep=keep, journal=journal, **candidate_images(splits, int(ecfg["seed"])),
                       **settings_for(EVALUATE_KEYS, {**ecfg, "heldout": heldout}))
     # the per-point log p^(x_j), ELBO and per-candidate log c: what scripts/glossy_forensics.py starts from
     atomic_torch_save(run_dir / POINTS, {"eval_config": ecfg, "split": ecfg["split"],
@@ -91,6 +102,7 @@ def evaluate_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, ext
         "written": _dt.datetime.now().isoformat(timespec="seconds"), "complete": True,
     }
     atomic_write_json(run_dir / RESULT, record)
+    journal.discard()
     return record
 
 

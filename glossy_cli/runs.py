@@ -24,6 +24,7 @@ CHECKPOINT_FORMAT = "glossy-checkpoint"
 CHECKPOINT_VERSION = 1
 BEST, LAST, RESULT = "best.pt", "last.pt", "result.json"
 POINTS = "points.pt"  # per-point log p^(x_j), ELBO and per-candidate log c of the last evaluation
+PARTIAL = "eval_partial.pt"  # an unfinished evaluation's importance-sampled points (removed when it finishes)
 
 # overrides that do not change what is trained, so they do not change the run directory
 _NAME_EXCLUDE = ("dataset", "model", "prior", "seed", "device", "runs_root", "results_dir", "data_dir",

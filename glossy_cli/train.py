@@ -383,8 +383,8 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
                 f"{signal.Signals(caught['signum']).name} after the last epoch ({state['epoch']}): training is "
                 f"complete and saved in {last}; re-run the same command to evaluate", caught["signum"])
     log.info("training finished: %s; best epoch %d", state["stop_reason"], state["best_epoch"])
-    with _stop_on_signals(f"the evaluation: training is complete and saved in {last}; "
-                          f"re-run the same command to evaluate"):
+    with _stop_on_signals(f"the evaluation: training is complete and saved in {last}; re-run the same command "
+                          f"to evaluate (its importance sampling goes on from the points already finished)"):
         _write_tables(run_dir, state)  # from last.pt, in case a kill -9 came between it and the csv files
         model.load_state_dict(read_checkpoint(run_dir / BEST)["model_state"])
         _save_grids(model, splits, run_dir, int(t.grid), device)

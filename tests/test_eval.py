@@ -13,6 +13,7 @@ from glossy.cli import bounds
 from glossy.cli.errors import GlossyError
 from glossy.cli.evaluate import (
     GROUP_BLOCKS,
+    ISJournal,
     Plan,
     evaluate,
     importance_sampling,
@@ -398,3 +399,72 @@ def test_the_decoder_block_is_calibrated_once_per_shape_leaves_the_random_state_
     pixel = models.build("pixelhvae", "standard", (1, 5, 7), "binary", z_dim=3, hidden=11)
     monkeypatch.delenv("GLOSSY_IS_BLOCK_BYTES")
     assert ev.is_block_bytes(pixel, DEVICE) == ev.IS_BLOCK_BYTES and calls == [1]
+
+
+class _Cut:
+    """A progress bar that records its updates and raises at the `at`-th one (an evaluation cut off)."""
+
+    def __init__(self, at: int | None = None) -> None:
+        self.at, self.updates = at, []
+
+    def update(self, k: int) -> None:
+        self.updates.append(k)
+        if self.at is not None and len(self.updates) == self.at:
+            raise RuntimeError("cut off")
+
+
+def test_importance_sampling_cut_off_goes_on_from_its_journal_with_the_same_numbers(tmp_path):
+    m = models.build("vae", "standard", (1, 6, 6), "binary", z_dim=3, hidden=8).eval()
+    x = images(40, "binary", (1, 6, 6), seed=2)
+    plan = Plan(1, 30, 1, 1)
+    cpu = torch.device("cpu")
+    torch.manual_seed(5)
+    want = importance_sampling(m, x, 30, plan, cpu, block_bytes=m.eval_bytes_per_sample())  # one point a group
+    journal = ISJournal(tmp_path / "partial.pt", every_s=0)  # every finished group kept
+    torch.manual_seed(5)
+    with pytest.raises(RuntimeError, match="cut off"):
+        importance_sampling(m, x, 30, plan, cpu, _Cut(at=13), block_bytes=m.eval_bytes_per_sample(),
+                            journal=(journal, "test"))
+    done = torch.load(tmp_path / "partial.pt", weights_only=True)["test"]["done"]
+    assert done == 12  # the 12 points before the cut
+    torch.manual_seed(5)
+    bar = _Cut()
+    got = importance_sampling(m, x, 30, plan, cpu, bar, block_bytes=m.eval_bytes_per_sample(),
+                              journal=(journal, "test"))
+    assert bar.updates[0] == 12 and sum(bar.updates[1:]) == 28  # only the 28 points left were sampled
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    # a finished stage is kept whole: run again, nothing is sampled
+    torch.manual_seed(5)
+    bar = _Cut()
+    again = importance_sampling(m, x, 30, plan, cpu, bar, journal=(journal, "test"))
+    assert bar.updates == [40] and torch.equal(again[0], want[0])
+
+
+@pytest.mark.parametrize("change", ["weights", "data", "samples", "seed", "stage"])
+def test_a_journal_of_other_weights_data_or_settings_is_not_used(tmp_path, change):
+    m = models.build("vae", "standard", (1, 6, 6), "binary", z_dim=3, hidden=8).eval()
+    x = images(20, "binary", (1, 6, 6), seed=2)
+    cpu = torch.device("cpu")
+    journal = ISJournal(tmp_path / "partial.pt", every_s=0)
+    torch.manual_seed(5)
+    with pytest.raises(RuntimeError, match="cut off"):
+        importance_sampling(m, x, 30, Plan(1, 30, 1, 1), cpu, _Cut(at=6), block_bytes=m.eval_bytes_per_sample(),
+                            journal=(journal, "test"))
+    s, stage, seed = 30, "test", 5
+    if change == "weights":
+        with torch.no_grad():
+            next(m.parameters())[0].add_(1e-3)
+    elif change == "data":
+        x = x.clone()
+        x[0, 0, 0, 0] = 1 - x[0, 0, 0, 0]
+    elif change == "samples":
+        s = 31
+    elif change == "seed":
+        seed = 6
+    else:
+        stage = "held-out fit"
+    torch.manual_seed(seed)
+    bar = _Cut()
+    importance_sampling(m, x, s, Plan(1, s, 1, 1), cpu, bar, block_bytes=m.eval_bytes_per_sample(),
+                        journal=(journal, stage))
+    assert bar.updates == [1] * 20  # every point sampled afresh, one at a time: the cut-off run's 5 not taken

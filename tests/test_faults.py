@@ -757,3 +757,39 @@ def test_a_small_memory_budget_chunks_logs_it_and_gives_the_same_numbers(shared,
         assert small[k] == pytest.approx(big[k], rel=1e-12, abs=1e-12), k
     for k in [*NUMBERS, "glossy_max_train", "glossy_std_train", "nll_ba_heldout", "ba_heldout_fit_nll"]:
         assert small[k] == pytest.approx(big[k], rel=1e-6, abs=1e-9), k
+
+
+def test_an_evaluation_cut_off_in_importance_sampling_goes_on_from_its_finished_points(tmp_path, monkeypatch, caplog):
+    import functools
+    import logging
+
+    import glossy.cli.evaluate as evaluate_module
+    import glossy.cli.evaluation as evaluation_module
+    from glossy.cli.runs import PARTIAL
+
+    cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])
+    monkeypatch.setattr(evaluation_module, "ISJournal", functools.partial(evaluate_module.ISJournal, every_s=0))
+    real = evaluate_module._posterior_draws
+    calls = []
+
+    def draws_then_sigint(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # the third group of points: two are finished and kept
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises here
+        return real(*a, **k)
+
+    monkeypatch.setattr(evaluate_module, "_posterior_draws", draws_then_sigint)
+    with pytest.raises(TrainingInterrupted, match="goes on from the points already finished"):
+        train(cfg, run, show_progress=False)
+    assert (run / PARTIAL).is_file() and not (run / "result.json").exists()
+    assert torch.load(run / PARTIAL, weights_only=True)["test"]["done"] > 0
+    monkeypatch.setattr(evaluate_module, "_posterior_draws", real)
+    with caplog.at_level(logging.INFO, logger="glossy"):
+        resumed = train(cfg, run, show_progress=False)
+    assert re.search(r"importance sampling \(test\): going on after the \d+ of \d+ points", caplog.text)
+    assert not (run / PARTIAL).exists()  # removed once result.json is written
+    (run / "result.json").unlink()
+    fresh = train(cfg, run, show_progress=False)  # the whole evaluation again, from no journal
+    for k in ("nll", "elbo", "glossy_max", "glossy_std", "nll_ba"):
+        assert resumed[k] == fresh[k], k
