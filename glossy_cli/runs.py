@@ -195,3 +195,15 @@ def model_from_checkpoint(ckpt: dict, path: Path, meta: datasets.DatasetMeta | N
         raise GlossyError(f"{path} does not fit this glossy's {margs.get('model')} model "
                           f"({_describe(e)})") from e
     return model
+
+
+def load_trained(spec: str | Path, data_dir: str | None = None) -> tuple[DictConfig, datasets.Splits, Any]:
+    """A trained run (its directory or a checkpoint file) as (its training config, its data, the model):
+    what the measurement scripts start from. data_dir: where the data are, if not where it was trained."""
+    path = find_checkpoint(str(spec))
+    ckpt = read_checkpoint(path)
+    cfg = OmegaConf.create(ckpt["config"])
+    if data_dir:
+        cfg.data_dir = data_dir
+    splits = load_data(cfg)
+    return cfg, splits, model_from_checkpoint(ckpt, path, splits.meta)

@@ -18,24 +18,17 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from glossy.cli import bounds
 from glossy.cli.evaluate import Plan, importance_sampling, likelihood_matrix, posterior_means
 from glossy.cli.evaluation import candidate_images
 from glossy.cli.main import flush_denormals
-from glossy.cli.runs import find_checkpoint, load_data, model_from_checkpoint, read_checkpoint
+from glossy.cli.runs import load_trained
 
 
 @torch.no_grad()
 def heldout_matrix(run: Path, data_dir: str | None, samples: int, seed: int = 0) -> torch.Tensor:
-    path = find_checkpoint(str(run))
-    ckpt = read_checkpoint(path)
-    cfg = OmegaConf.create(ckpt["config"])
-    if data_dir:
-        cfg.data_dir = data_dir
-    splits = load_data(cfg)
-    model = model_from_checkpoint(ckpt, path, splits.meta)
+    _, splits, model = load_trained(run, data_dir)
     imgs = candidate_images(splits, seed)
     fit, atoms_x = imgs["valid_x"], imgs["train_x"]
     cpu = torch.device("cpu")

@@ -37,13 +37,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 
 from glossy.cli import bounds
 from glossy.cli.errors import GlossyError
 from glossy.cli.evaluate import Plan, importance_sampling, likelihood_matrix, posterior_means, prior_candidates_of
 from glossy.cli.evaluation import candidate_images
-from glossy.cli.runs import POINTS, find_checkpoint, load_data, model_from_checkpoint, read_checkpoint
+from glossy.cli.runs import POINTS, load_trained
 from glossy.cli.table import paper_table
 
 # test-set sizes of the paper's data sets (the N of log N in Popoviciu's check)
@@ -83,13 +82,7 @@ def row(name: str, lc: torch.Tensor, own_share: float | None = None) -> dict:
 
 @torch.no_grad()
 def forensics(run: Path, data_dir: str | None, samples: int, seed: int = 0) -> tuple[dict, pd.DataFrame]:
-    path = find_checkpoint(str(run))
-    ckpt = read_checkpoint(path)
-    cfg = OmegaConf.create(ckpt["config"])
-    if data_dir:
-        cfg.data_dir = data_dir
-    splits = load_data(cfg)
-    model = model_from_checkpoint(ckpt, path, splits.meta)
+    cfg, splits, model = load_trained(run, data_dir)
     x = splits.test
     n = len(x)
     info = {"run": run.name, "dataset": splits.meta.name, "model": cfg.model.name, "prior": cfg.prior.name, "N": n}
