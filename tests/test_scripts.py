@@ -59,3 +59,20 @@ def test_glossy_forensics_reproduces_the_runs_own_statistics_and_checks_every_pa
     assert "| mnist | vae | standard | 10000 | 15.7 | 34.3 | 12.5 | yes |" in text
     assert "| mnist | pixelhvae | standard | 10000 | 7.3 | 3.0 | 8.3 | no |" in text
     assert glossy_forensics.main([str(tmp_path / "nosuch")]) == 2
+
+
+def test_ba_speed_fits_the_heldout_prior_of_a_run_with_and_without_the_active_set(quick_cfg, tmp_path, capsys):
+    from glossy.cli.train import train
+    from scripts import ba_speed
+
+    run = tmp_path / "run"
+    run.mkdir()
+    train(quick_cfg, run, show_progress=False)
+    cache = tmp_path / "aug.pt"
+    assert ba_speed.main([str(run), "--samples", "5", "--cache", str(cache), "--threads", "1", "--tol", "1e-8",
+                          "--max-iter", "3000"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| 1 |")]
+    assert [r[1].strip() for r in rows] == ["off", "on"]
+    nll_off, nll_on = (float(r[4]) for r in rows)
+    assert nll_on == pytest.approx(nll_off, abs=1e-6)  # the same fit, whichever way it was computed
+    assert torch.load(cache, weights_only=True).shape[0] == 1 + len(torch.load(run / "points.pt")["log_c_train"])
