@@ -92,7 +92,9 @@ class BAResult:
     gap: float  # max_i log c_w(z_i) >= 0: nll - gap <= min over priors <= nll
     iterations: int
     converged: bool
-    history: list[tuple[float, float]] = field(default_factory=list)  # (nll, lower) per iteration
+    # (nll, lower) per iteration; while atoms are left out (active_set), a step's lower end is over the atoms in
+    # play only, so it is certified at the last step (over every atom) and at steps with none left out
+    history: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def lower(self) -> float:
