@@ -30,7 +30,12 @@ class LogProgress:
 
     def __init__(self, total: int, desc: str, unit: str, quiet_s: float = 30.0) -> None:
         self.total, self.desc, self.unit, self.quiet_s = total, desc, unit, quiet_s
-        self.done, self.mark, self.t0 = 0, 1, time.perf_counter()
+        self.done, self.mark, self.t0, self.base = 0, 1, time.perf_counter(), 0
+
+    def resumed(self, k: int) -> None:
+        """k units were done by an earlier, cut-off run: counted as done, but not in the rate."""
+        self.done = self.base = k
+        self.mark = 10 * k // max(self.total, 1) + 1
 
     def __enter__(self) -> LogProgress:
         return self
@@ -46,7 +51,7 @@ class LogProgress:
         self.mark = tenth + 1
         elapsed = time.perf_counter() - self.t0
         if elapsed >= self.quiet_s and self.done < self.total:
-            left = elapsed * (self.total - self.done) / self.done
+            left = elapsed * (self.total - self.done) / max(self.done - self.base, 1)
             log.info("%s: %d/%d %s (%d%%), %s elapsed, about %s left", self.desc, self.done, self.total,
                      self.unit, 100 * self.done // self.total, _hms(elapsed), _hms(left))
 
@@ -55,6 +60,17 @@ def _hms(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _resumed(progress, k: int) -> None:
+    """Tell a progress bar that k units were done before it started, keeping them out of its rate."""
+    if isinstance(progress, LogProgress):
+        progress.resumed(k)
+    elif hasattr(progress, "initial"):  # tqdm: its rate is (n - initial) / elapsed
+        progress.initial = progress.n = progress.last_print_n = k
+        progress.refresh()
+    else:
+        progress.update(k)
 
 
 def _progress(show: bool | str, total: int, desc: str, unit: str):
@@ -305,7 +321,7 @@ def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, devi
             log.info("importance sampling (%s): going on after the %d of %d points a cut-off run finished (%s)",
                      journal[1], start, n, journal[0].path)
             if progress is not None:
-                progress.update(start)
+                _resumed(progress, start)
     chunks = [(s0, min(plan.samples, n_samples - s0)) for s0 in range(0, n_samples, plan.samples)]
     dims = model.posterior_noise_dims() if fast else None
     if fast and _has_default_weights(model):

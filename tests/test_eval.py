@@ -171,6 +171,27 @@ def test_log_progress_writes_one_line_per_tenth_and_stays_quiet_for_short_work(c
     assert caplog.records == []
 
 
+def test_progress_after_a_resume_counts_the_earlier_points_as_done_but_not_in_the_rate(caplog, monkeypatch):
+    import logging
+
+    from glossy.cli import evaluate as evaluate_module
+    from glossy.cli.evaluate import LogProgress, _progress, _resumed
+
+    clock = iter([0.0, 100.0])  # the bar starts at 0 s; 10 points later it is 100 s
+    monkeypatch.setattr(evaluate_module.time, "perf_counter", lambda: next(clock))
+    with caplog.at_level(logging.INFO, logger="glossy"):
+        p = LogProgress(100, "importance sampling", "points", quiet_s=0.0)
+        _resumed(p, 60)  # a cut-off run did 60
+        p.update(10)
+    # 10 points in 100 s, 30 left: 300 s, not 100 s * 30 / 70
+    assert caplog.records[0].getMessage() == ("importance sampling: 70/100 points (70%), 1m40s elapsed, "
+                                              "about 5m00s left")
+    bar = _progress(True, 100, "x", "points")
+    _resumed(bar, 60)
+    assert bar.n == 60 and bar.initial == 60
+    bar.close()
+
+
 def _tiny_synthetic(n_train=40, n_val=30, n_test=25):
     from glossy.datasets import synthetic
 
