@@ -166,11 +166,16 @@ def is_block_bytes(model, device: torch.device) -> int:
     return _CALIBRATED[key]
 
 
+def forked_rng(device: torch.device):
+    """torch's random state (the CPU's, and the device's on CUDA) saved and restored around a block."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 @torch.no_grad()
 def _calibrate_block(model, device: torch.device, bps: int) -> int:
     rows_list = sorted({max(1, (2**k * 2**20) // bps) for k in range(7)})  # 1, 2, ..., 64 MiB
     x = torch.full((1, *model.input_shape), 0.5 if model.input_type != "binary" else 0.0, device=device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with forked_rng(device):
         torch.manual_seed(0)
         z, lq = model.sample_posterior(x, rows_list[-1])
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from .atomic import atomic_save_image_grid, atomic_torch_save, atomic_write_text, run_lock
 from .config import check
 from .errors import GlossyError
-from .evaluate import check_budget, evaluate
+from .evaluate import check_budget, evaluate, forked_rng
 from .evaluation import (
     candidate_images,
     check_eval_budget,
@@ -161,7 +161,7 @@ def _trajectory_settings(cfg) -> dict:
 
 
 def _trajectory_point(model, splits, imgs: dict, cfg, device, subset: torch.Tensor, epoch: int) -> dict:
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with forked_rng(device):
         r = evaluate(model, splits.test[subset], true_model=splits.meta.true_model, **imgs,
                      **_trajectory_settings(cfg), bootstrap=0, ba_iters=100, ba_tol=1e-3,
                      seed=int(cfg.eval.seed), device=device, show_progress=False)
@@ -173,7 +173,7 @@ def _trajectory_point(model, splits, imgs: dict, cfg, device, subset: torch.Tens
 def _save_grids(model, splits, run_dir: Path, n: int, device) -> None:
     if n <= 0:
         return
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), model.frozen():
+    with forked_rng(device), model.frozen():
         torch.manual_seed(0)
         atomic_save_image_grid(run_dir / "samples.png", model.sample(n), nrow=int(math.sqrt(n)) or 1)
         x = splits.test[: max(1, n // 2)].to(device)
