@@ -143,6 +143,14 @@ def _exp_into(out: torch.Tensor, L_rows: torch.Tensor, col_max: torch.Tensor) ->
     return out.masked_fill_(below, 0.0)
 
 
+def _exp_rows_into(out: torch.Tensor, L: torch.Tensor, rows: torch.Tensor | None, col_max, step: int) -> None:
+    """out[:len(rows)] = exp(L[rows] - col_max) (`_exp_into`), `step` rows at a time, so that no gathered
+    temporary is as large as out; rows None: all of L, in order, without a gather."""
+    for i in range(0, len(L) if rows is None else len(rows), step):
+        src = L[i : i + step] if rows is None else L[rows[i : i + step]]
+        _exp_into(out[i : i + len(src)], src, col_max)
+
+
 def _exp_log_c(L: torch.Tensor, rows: torch.Tensor, col_max, inv_s, shift, dtype, block_rows) -> torch.Tensor:
     """log c_w(z_i) of the atoms `rows` of L, which are not in E, from the last exp step's scale and shift."""
     step = _row_block(L, block_rows)
@@ -216,16 +224,13 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
     if keep is not None:
         stays[keep] = True
     rows = _row_block(L, block_rows)
-    E = None
 
     def build() -> torch.Tensor | None:
         fit = _exp_capacity(len(idx), n, max_bytes, m)
         if fit is None:
             return None
         out = torch.empty(fit[1], n, dtype=fit[0], device=L.device)
-        for i in range(0, len(idx), rows):  # in row blocks: no temporary as large as E
-            sel = idx[i : i + rows]
-            _exp_into(out[i : i + len(sel)], L[sel] if len(idx) < m else L[i : i + rows], col_max)
+        _exp_rows_into(out, L, idx if len(idx) < m else None, col_max, rows)
         return out
 
     E = build()
@@ -253,7 +258,7 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
                 parked[back] = -math.inf
                 stays[back] = True  # out once too early: in for good, so that the rounds end
                 if E is not None and k + len(back) <= E.shape[0]:
-                    _exp_into(E[k : k + len(back)], L[back], col_max)
+                    _exp_rows_into(E[k:], L, back, col_max, rows)
                 else:
                     E = None  # no room: the log domain until the atoms in play fit again
                 idx = torch.cat([idx, back])
@@ -295,12 +300,14 @@ def prior_fit(L: torch.Tensor, log_px: torch.Tensor, max_iter: int = 500, tol: f
 
 
 def prior_fit_augmented(aug: torch.Tensor, max_iter: int = 500, tol: float = 1e-4, block_rows: int | None = None,
-                        max_bytes: int = 2 * 2**30) -> dict:
-    """`prior_fit` on the augmented matrix [M + 1, N] whose last row is the prior's log p^(x_j)."""
+                        max_bytes: int = 2 * 2**30, active_set: bool = True) -> dict:
+    """`prior_fit` on the augmented matrix [M + 1, N] whose last row is the prior's log p^(x_j). active_set: see
+    `blahut_arimoto` (off only to measure what it saves, scripts/ba_speed.py)."""
     m = aug.shape[0] - 1
     log_w0 = torch.full((m + 1,), -math.log(2 * max(m, 1)), dtype=torch.float64)
     log_w0[m] = -math.log(2) if m else 0.0
-    res = blahut_arimoto(aug, log_w0, max_iter=max_iter, tol=tol, block_rows=block_rows, max_bytes=max_bytes, keep=m)
+    res = blahut_arimoto(aug, log_w0, max_iter=max_iter, tol=tol, block_rows=block_rows, max_bytes=max_bytes,
+                         active_set=active_set, keep=m)
     return {"log_w": res.log_w, "fit_nll": res.nll, "fit_gap": res.gap, "iterations": res.iterations,
             "converged": res.converged, "prior_weight": math.exp(res.log_w[m].item())}
 

@@ -300,7 +300,7 @@ def _has_default_weights(model) -> bool:
 @torch.no_grad()
 def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, device: torch.device, progress=None,
                         fast: bool = True, block_bytes: int | None = None,
-                        journal: tuple[ISJournal, str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        journal: ISJournal | None = None, stage: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     """log p^(x_j) = logsumexp_s log w_s - log S and the mean of log w_s (an ELBO estimate), [N] each,
     float64. The random number generator is seeded per data point from (one draw of the current RNG,
     j): the draws of point j, hence every number, are the same whatever the memory budget and the
@@ -313,18 +313,18 @@ def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, devi
     cache-sized blocks (`is_blocks`), grouping the samples of several points into one block when S is
     small; `fast=False` is the plain path, one `log_importance_weights` call per chunk. Both give the
     same numbers up to floating-point noise (tests/test_eval.py). block_bytes: the decoder blocks' size
-    (None: `is_block_bytes`, calibrated on this machine). journal: (an `ISJournal`, the stage's name) to
-    start after the points a cut-off run of the same stage finished and to leave finished points in."""
+    (None: `is_block_bytes`, calibrated on this machine). journal: an `ISJournal` to start after the points
+    a cut-off run of the same `stage` finished and to leave finished points in."""
     n = x.shape[0]
     base = int(torch.randint(0, 2**62, (1,)).item())
     after = torch.random.get_rng_state()
     start, log_px, elbo = 0, torch.empty(n, dtype=torch.float64), torch.empty(n, dtype=torch.float64)
     if journal is not None:
         key = {"fingerprint": _fingerprint(model, x), "n_samples": n_samples, "chunk": plan.samples, "base": base}
-        start, log_px, elbo = journal[0].resume(journal[1], key, n)
+        start, log_px, elbo = journal.resume(stage, key, n)
         if start:
             log.info("importance sampling (%s): going on after the %d of %d points a cut-off run finished (%s)",
-                     journal[1], start, n, journal[0].path)
+                     stage, start, n, journal.path)
             if progress is not None:
                 _resumed(progress, start)
     chunks = [(s0, min(plan.samples, n_samples - s0)) for s0 in range(0, n_samples, plan.samples)]
@@ -358,7 +358,7 @@ def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, devi
             if progress is not None:
                 progress.update(gp)
             if journal is not None:  # the last group's always: a finished stage is kept whole
-                journal[0].record(journal[1], key, g0 + gp, log_px, elbo, force=g0 + gp == n)
+                journal.record(stage, key, g0 + gp, log_px, elbo, force=g0 + gp == n)
     finally:
         torch.random.set_rng_state(after)
     return log_px, elbo
@@ -602,8 +602,8 @@ def _heldout_fit(model, fit, za, plan, device, show_progress, is_samples: int, *
     the seconds of its importance sampling, matrix and Blahut-Arimoto go into `timing`."""
     t1 = time.perf_counter()
     with _progress(show_progress, len(fit), "importance sampling (held-out fit)", "points") as bar:
-        lpx_fit, _ = importance_sampling(model, fit, is_samples, plan, device, bar,
-                                         journal=None if journal is None else (journal, "held-out fit"))
+        lpx_fit, _ = importance_sampling(model, fit, is_samples, plan, device, bar, journal=journal,
+                                         stage="held-out fit")
     _fail_if_not_finite(lpx_fit, "the importance-sampled log p(x_j) of the validation images", ("point",))
     timing["heldout_importance_sampling"] = time.perf_counter() - t1
     t1 = time.perf_counter()
@@ -692,8 +692,7 @@ def evaluate(model, x: torch.Tensor, *, train_x: torch.Tensor | None = None, val
     try:
         with model.frozen():
             with _progress(show_progress, n, "importance sampling", "points") as bar:
-                log_px, elbo = importance_sampling(model, x, is_samples, plan, device, bar,
-                                                   journal=None if journal is None else (journal, "test"))
+                log_px, elbo = importance_sampling(model, x, is_samples, plan, device, bar, journal=journal)
             timing["importance_sampling"] = time.perf_counter() - t0
             _fail_if_not_finite(log_px, "the importance-sampled log p(x_j)", ("point",))
             nll = bounds.nll(log_px)

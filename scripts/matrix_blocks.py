@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
 
     xb = torch.bernoulli(torch.full((a.n, 1, 28, 28), 0.3))
     vae = build("vae", "standard", (1, 28, 28), "binary").eval()
-    z = torch.randn(a.m, vae.z_dim if hasattr(vae, "z_dim") else 40)
+    z = torch.randn(a.m, vae.latent_dim)
     rows = [16, 64, 256, a.m]
     times = {r: best_of(lambda r=r: likelihood_matrix(vae, xb, z, Plan(1, 1, r, a.n), cpu)) for r in rows}
     fastest = min(times.values())
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
 
     xg = torch.rand(a.n, 1, 28, 28)
     gvae = build("vae", "standard", (1, 28, 28), "gray").eval()
-    zg = torch.randn(a.m // 4, 40)
+    zg = torch.randn(a.m // 4, gvae.latent_dim)
     grid = [(c, p) for c in (32, 64, 128, 256) for p in (4, 8, 16, 32)]
     saved = likelihoods.PAIRWISE_CANDIDATES, likelihoods.PAIRWISE_PIXELS
     times = {}

@@ -445,19 +445,19 @@ def test_importance_sampling_cut_off_goes_on_from_its_journal_with_the_same_numb
     torch.manual_seed(5)
     with pytest.raises(RuntimeError, match="cut off"):
         importance_sampling(m, x, 30, plan, cpu, _Cut(at=13), block_bytes=m.eval_bytes_per_sample(),
-                            journal=(journal, "test"))
+                            journal=journal)
     done = torch.load(tmp_path / "partial.pt", weights_only=True)["test"]["done"]
     assert done == 12  # the 12 points before the cut
     torch.manual_seed(5)
     bar = _Cut()
     got = importance_sampling(m, x, 30, plan, cpu, bar, block_bytes=m.eval_bytes_per_sample(),
-                              journal=(journal, "test"))
+                              journal=journal)
     assert bar.updates[0] == 12 and sum(bar.updates[1:]) == 28  # only the 28 points left were sampled
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     # a finished stage is kept whole: run again, nothing is sampled
     torch.manual_seed(5)
     bar = _Cut()
-    again = importance_sampling(m, x, 30, plan, cpu, bar, journal=(journal, "test"))
+    again = importance_sampling(m, x, 30, plan, cpu, bar, journal=journal)
     assert bar.updates == [40] and torch.equal(again[0], want[0])
 
 
@@ -470,7 +470,7 @@ def test_a_journal_of_other_weights_data_or_settings_is_not_used(tmp_path, chang
     torch.manual_seed(5)
     with pytest.raises(RuntimeError, match="cut off"):
         importance_sampling(m, x, 30, Plan(1, 30, 1, 1), cpu, _Cut(at=6), block_bytes=m.eval_bytes_per_sample(),
-                            journal=(journal, "test"))
+                            journal=journal)
     s, stage, seed = 30, "test", 5
     if change == "weights":
         with torch.no_grad():
@@ -487,5 +487,5 @@ def test_a_journal_of_other_weights_data_or_settings_is_not_used(tmp_path, chang
     torch.manual_seed(seed)
     bar = _Cut()
     importance_sampling(m, x, s, Plan(1, s, 1, 1), cpu, bar, block_bytes=m.eval_bytes_per_sample(),
-                        journal=(journal, stage))
+                        journal=journal, stage=stage)
     assert bar.updates == [1] * 20  # every point sampled afresh, one at a time: the cut-off run's 5 not taken
