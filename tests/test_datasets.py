@@ -23,7 +23,7 @@ import pytest
 import scipy.io
 import torch
 
-from glossy.datasets import caltech101, download, frey, histopathology, mnist, omniglot
+from glossy.datasets import caltech101, cifar10, download, frey, histopathology, mnist, omniglot
 from glossy.datasets import registry as datasets
 from glossy.datasets.download import DatasetCorrupt, DatasetMissing
 
@@ -598,30 +598,35 @@ def cifar_image() -> np.ndarray:
     return np.stack([r, r.T[::-1], np.full((32, 32), 7)]).astype(np.uint8)
 
 
-@pytest.fixture
-def cifar_dir(tmp_path, monkeypatch):
-    from torchvision.datasets import CIFAR10
-
-    rng = np.random.default_rng(6)
-    root = tmp_path / "data"
-    folder = root / "cifar10" / CIFAR10.base_folder
-    folder.mkdir(parents=True)
-    batches, md5 = {}, {}
-    for i in range(1, 6):
-        batches[f"data_batch_{i}"] = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+def cifar_batches(rng) -> dict:
+    batches = {f"data_batch_{i}": rng.integers(0, 256, (4, 3072), dtype=np.uint8) for i in range(1, 6)}
     batches["data_batch_3"][2] = cifar_image().reshape(3072)  # 1024 R, then G, then B; each row-major
     batches["test_batch"] = rng.integers(0, 256, (6, 3072), dtype=np.uint8)
+    return batches
+
+
+@pytest.fixture
+def cifar_dir(tmp_path, monkeypatch):
+    """A generated CIFAR-10 folder whose files stand for the originals (their MD5 recorded as the originals')
+    and the content sha256 of each batch recorded too."""
+    rng = np.random.default_rng(6)
+    root = tmp_path / "data"
+    folder = root / "cifar10" / cifar10.FOLDER
+    folder.mkdir(parents=True)
+    batches, md5, content = cifar_batches(rng), {}, {}
     for name, data in batches.items():
-        content = {"batch_label": name, "labels": [int(v) for v in rng.integers(0, 10, len(data))], "data": data,
-                   "filenames": [f"img{j}.png" for j in range(len(data))]}
-        (folder / name).write_bytes(py2_pickle(content, 2))
-    (folder / "batches.meta").write_bytes(py2_pickle({"label_names": [f"c{i}" for i in range(10)],
+        labels = [int(v) for v in rng.integers(0, 10, len(data))]
+        batch = {"batch_label": name, "labels": labels, "data": data,
+                 "filenames": [f"img{j}.png" for j in range(len(data))]}
+        (folder / name).write_bytes(py2_pickle(batch, 2))
+        content[name] = (hashlib.sha256(data.tobytes()).hexdigest(),
+                         hashlib.sha256(np.asarray(labels, np.uint8).tobytes()).hexdigest())
+    (folder / "batches.meta").write_bytes(py2_pickle({"label_names": list(cifar10.LABEL_NAMES),
                                                       "num_cases_per_batch": 4, "num_vis": 3072}, 2))
     for f in folder.iterdir():
         md5[f.name] = hashlib.md5(f.read_bytes()).hexdigest()
-    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
-    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
-    monkeypatch.setattr(CIFAR10, "meta", dict(CIFAR10.meta, md5=md5["batches.meta"]))
+    monkeypatch.setattr(cifar10, "MD5", md5)
+    monkeypatch.setattr(cifar10, "CONTENT_SHA256", content)
     return root, batches
 
 
@@ -630,6 +635,7 @@ def test_cifar10_batches(cifar_dir):
     s = datasets.load("cifar10", root, download=False, n_val=5)
     assert s.sizes() == {"train": 15, "val": 5, "test": 6}
     assert s.train.shape[1:] == (3, 32, 32) and s.train.dtype == torch.float32
+    assert s.info["verified_by"] == "md5"
     m = s.meta
     assert (m.input_type, m.shape, m.pseudo_init_mean, m.pseudo_init_std) == ("continuous", (3, 32, 32), 0.4, 0.05)
     expected = (torch.from_numpy(cifar_image()).float() + 0.5) / 256
@@ -642,22 +648,54 @@ def test_cifar10_batches(cifar_dir):
     assert torch.equal(again.train, s.train) and torch.equal(again.val, s.val)
 
 
-def test_cifar10_failures(cifar_dir, tmp_path, monkeypatch):
-    from torchvision.datasets import CIFAR10
-
+def test_cifar10_content_copy(cifar_dir):
+    """A batch rewritten without its filenames (other bytes, other MD5) is accepted by its content's sha256,
+    and says so; the images and labels are those of the original."""
     root, _ = cifar_dir
-    batch = root / "cifar10" / CIFAR10.base_folder / "data_batch_2"
-    batch.write_bytes(batch.read_bytes()[:-10])
+    folder = root / "cifar10" / cifar10.FOLDER
+    before = datasets.load("cifar10", root, download=False, n_val=5)
+    for name in ("data_batch_4", "test_batch"):
+        d = pickle.loads((folder / name).read_bytes(), encoding="latin1")
+        del d["filenames"]
+        (folder / name).write_bytes(py2_pickle(d, 2))
+    s = datasets.load("cifar10", root, download=False, n_val=5)
+    files = s.info["files"]
+    assert files["data_batch_4"]["verified_by"] == "content sha256" and files["test_batch"]["verified_by"] == (
+        "content sha256") and files["data_batch_1"]["verified_by"] == "md5"
+    assert s.info["verified_by"] == "content sha256, md5"
+    assert torch.equal(s.train, before.train) and torch.equal(s.test, before.test)
+    assert torch.equal(s.info["labels"]["test"], before.info["labels"]["test"])
+
+
+def test_cifar10_failures(cifar_dir, tmp_path, monkeypatch):
+    root, batches = cifar_dir
+    folder = root / "cifar10" / cifar10.FOLDER
+    batch = folder / "data_batch_2"
+    raw = batch.read_bytes()
+    batch.write_bytes(raw[:-10])  # truncated: not a batch at all
     with pytest.raises(DatasetCorrupt) as e:
         datasets.load("cifar10", root, download=False, n_val=5)
     msg = one_line_message(e.value)
-    assert "data_batch_2" in msg and "MD5" in msg and CIFAR10.url in msg
+    assert str(batch) in msg and "MD5" in msg and cifar10.URL in msg
+    d = pickle.loads(raw, encoding="latin1")
+    d["data"] = d["data"].copy()
+    d["data"][0, 0] ^= 1  # one pixel changed: a readable batch with other content
+    batch.write_bytes(py2_pickle(d, 2))
+    with pytest.raises(DatasetCorrupt) as e:
+        datasets.load("cifar10", root, download=False, n_val=5)
+    msg = one_line_message(e.value)
+    assert str(batch) in msg and "data sha256" in msg and cifar10.CONTENT_SHA256["data_batch_2"][0] in msg
+    assert batch.is_file()  # never deleted
+    batch.write_bytes(pickle.dumps({"data": batches["data_batch_2"], "labels": [0] * 4,
+                                    "x": torch.nn.Linear}))  # a pickle that would load a class
+    with pytest.raises(DatasetCorrupt, match="not part of a CIFAR-10 batch"):
+        datasets.load("cifar10", root, download=False, n_val=5)
     empty = tmp_path / "empty"
     with pytest.raises(DatasetMissing) as e:
         datasets.load("cifar10", empty, download=False)
     msg = one_line_message(e.value)
-    assert CIFAR10.url in msg and str(empty / "cifar10" / CIFAR10.filename) in msg
-    monkeypatch.setattr(CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    assert cifar10.URL in msg and str(empty / "cifar10" / cifar10.ARCHIVE) in msg
+    monkeypatch.setattr(cifar10, "URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
     with pytest.raises(datasets.DatasetError, match="could not download cifar-10-python.tar.gz") as e:
         datasets.load("cifar10", empty, download=True)
     one_line_message(e.value)
@@ -724,6 +762,29 @@ def test_real_frey():
     rows = allx[:, 0].mean((0, 2))
     assert float(rows[:4].mean()) > float(rows[5:9].mean()) + 0.1  # bright forehead above dark eyes: upright
     assert torch.equal(datasets.load("frey", root, download=False).val, s.val)  # fixed split
+
+
+def test_real_cifar10():
+    """The shared copy (content-verified, not byte-identical): the split, shapes, first pixels, class counts."""
+    s = datasets.load("cifar10", real_data("cifar10"), download=False)
+    assert s.sizes() == {"train": 40000, "val": 10000, "test": 10000}
+    assert s.train.shape[1:] == s.test.shape[1:] == (3, 32, 32) and s.meta.input_type == "continuous"
+    assert all(f["verified_by"] in ("md5", "content sha256") for f in s.info["files"].values())
+    pixels = lambda x: (x * 256 - 0.5).round().to(torch.int64)  # back to the stored uint8 values
+    assert pixels(s.test[0, 0, 0, :5]).tolist() == [158, 159, 165, 166, 160]  # test image 0 (a cat), red row 0
+    first = (torch.tensor([59, 43, 50, 68, 98]) + 0.5) / 256  # training image 0 (a frog), red row 0
+    trainval = torch.cat([s.train, s.val])
+    assert int((trainval[:, 0, 0, :5] == first).all(1).sum()) == 1  # shuffled into train/val, once
+    labels = s.info["labels"]
+    assert torch.bincount(torch.cat([labels["train"], labels["val"]])).tolist() == [5000] * 10
+    assert torch.bincount(labels["test"]).tolist() == [1000] * 10
+    assert labels["test"][:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+    mean = pixels(trainval).double().mean((0, 2, 3)) / 255
+    assert mean.tolist() == pytest.approx([0.49139968, 0.48215841, 0.44653091], abs=1e-7)
+    from glossy.cli.data_cmd import dataset_status
+
+    row = dataset_status("cifar10", real_data("cifar10"))  # what `glossy data` lists
+    assert row["status"] == "ok" and row["sizes"] == s.sizes() and "content sha256" in row["verified"]
 
 
 # ------------------------------------------------------------------------------------------ glossy data
