@@ -2,12 +2,12 @@
 
 The library's public face. Its sub-packages are the repository's top-level folders (relative links):
 
-    glossy.cli       glossy_cli/   the `glossy` command and its pipeline (train loop, evaluation, table, figures)
-    glossy.models    models/       layers, likelihoods, priors, VAE / HVAE / PixelHVAE, `build`
-    glossy.datasets  datasets/     one loader per dataset, download + checksum, `load`
+    glossy_cli       glossy_cli/   the `glossy` command and its pipeline (train loop, evaluation, table, figures)
+    glossy_models    models/       layers, likelihoods, priors, VAE / HVAE / PixelHVAE, `build`
+    glossy_datasets  datasets/     one loader per dataset, download + checksum, `load`
     glossy.conf      conf/         the Hydra configuration (YAML only)
 
-What a researcher imports (resolved on first use, so `import glossy.models` stays light):
+What a researcher imports (resolved on first use, so `import glossy_models` stays light):
 
     glossy.evaluate(model, x, ...)      NLL by importance sampling, log c(z), glossy statistics, bounds
     glossy.bounds                       the pure tensor functions: log_c, glossy_stats, lower_bound, ...
@@ -24,18 +24,18 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
-    from glossy.cli import bounds
-    from glossy.cli.evaluate import evaluate
-    from glossy.datasets.registry import load as load_dataset
-    from glossy.models.base import LatentVariableModel
-    from glossy.models.registry import build as build_model
+    from glossy_cli import bounds
+    from glossy_cli.evaluate import evaluate
+    from glossy_datasets.registry import load as load_dataset
+    from glossy_models.base import LatentVariableModel
+    from glossy_models.registry import build as build_model
 
 _PUBLIC = {  # name -> (module, attribute or None for the module itself)
-    "evaluate": ("glossy.cli.evaluate", "evaluate"),
-    "bounds": ("glossy.cli.bounds", None),
-    "LatentVariableModel": ("glossy.models.base", "LatentVariableModel"),
-    "build_model": ("glossy.models.registry", "build"),
-    "load_dataset": ("glossy.datasets.registry", "load"),
+    "evaluate": ("glossy_cli.evaluate", "evaluate"),
+    "bounds": ("glossy_cli.bounds", None),
+    "LatentVariableModel": ("glossy_models.base", "LatentVariableModel"),
+    "build_model": ("glossy_models.registry", "build"),
+    "load_dataset": ("glossy_datasets.registry", "load"),
 }
 
 __all__ = ["LatentVariableModel", "__version__", "bounds", "build_model", "evaluate", "load_dataset"]

@@ -18,9 +18,9 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
-from glossy.datasets import caltech101, cifar10, frey, histopathology, mnist, omniglot, synthetic
-from glossy.datasets import registry as datasets
-from glossy.models import registry as models
+from glossy_datasets import caltech101, cifar10, frey, histopathology, mnist, omniglot, synthetic
+from glossy_datasets import registry as datasets
+from glossy_models import registry as models
 
 from .errors import GlossyError
 from .evaluate import SOURCE_HELP, SOURCES, candidate_list
@@ -336,7 +336,9 @@ COMMANDS: dict[str, type] = {"train": TrainCommand, "eval": EvalCommand, "table"
                              "figure": FigureCommand, "data": DataCommand}
 
 
-CONF_DIR = Path(__file__).parent.parent / "conf"  # glossy/conf: the YAML files (a folder, not a module)
+# the YAML files: conf/ beside glossy_cli/ in a checkout (an editable install too), glossy_cli/conf in a wheel
+CONF_DIR = next((d for d in (Path(__file__).parent / "conf", Path(__file__).parent.parent / "conf") if d.is_dir()),
+                Path(__file__).parent.parent / "conf")
 SCHEMA_GROUP = "schema"  # conf/<group>/<name>.yaml extend /schema/<group>_<name>@_here_
 
 

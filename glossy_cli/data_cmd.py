@@ -17,8 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from glossy.datasets import registry as datasets
-from glossy.datasets.download import DatasetCorrupt, DatasetMissing, resolve_data_dir
+from glossy_datasets import registry as datasets
+from glossy_datasets.download import DatasetCorrupt, DatasetMissing, resolve_data_dir
 
 from .config import dataset_options
 from .errors import GlossyError

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from glossy.models.base import LatentVariableModel
+from glossy_models.base import LatentVariableModel
 
 from . import bounds
 from .atomic import atomic_torch_save

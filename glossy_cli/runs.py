@@ -12,8 +12,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from glossy import __version__
-from glossy.datasets import registry as datasets
-from glossy.models import registry as models
+from glossy_datasets import registry as datasets
+from glossy_models import registry as models
 
 from .config import library_default
 from .errors import GlossyError
@@ -69,7 +69,7 @@ def _resolve_eval_dir(checkpoint: str) -> str:
 
 def default_data_dir() -> str:
     """$GLOSSY_DATA_DIR if set, else <user cache dir>/glossy/data (the datasets package decides)."""
-    from glossy.datasets.download import default_data_dir as _default
+    from glossy_datasets.download import default_data_dir as _default
 
     return str(_default())
 

@@ -35,7 +35,7 @@ REQUIRED = ["dataset", "model", "prior", "nll"]
 
 
 def paper_table() -> pd.DataFrame:
-    with resources.files("glossy.cli").joinpath("paper_table1.csv").open() as f:
+    with resources.files("glossy_cli").joinpath("paper_table1.csv").open() as f:
         return pd.read_csv(f)
 
 

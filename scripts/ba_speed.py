@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from glossy.cli import bounds
-from glossy.cli.evaluate import Plan, importance_sampling, likelihood_matrix, posterior_means
-from glossy.cli.evaluation import candidate_images
-from glossy.cli.main import flush_denormals
-from glossy.cli.runs import load_trained
+from glossy_cli import bounds
+from glossy_cli.evaluate import Plan, importance_sampling, likelihood_matrix, posterior_means
+from glossy_cli.evaluation import candidate_images
+from glossy_cli.main import flush_denormals
+from glossy_cli.runs import load_trained
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from glossy.models.priors import log_normal_diag
+from glossy_models.priors import log_normal_diag
 
 log = logging.getLogger("glossy.bench")
 
@@ -317,7 +317,7 @@ def _gray(n: int, seed: int) -> torch.Tensor:
 
 
 def _build(name: str, prior: str, input_type: str = "binary", seed: int = 0):
-    from glossy.models import registry as models
+    from glossy_models import registry as models
 
     torch.manual_seed(seed)
     return models.build(name, prior, SHAPE, input_type)
@@ -360,7 +360,7 @@ def bench_train(name, sz, device, peak, seed) -> dict:
 
 
 def bench_is(name, prior, sz, device, peak, seed) -> dict:
-    from glossy.cli.evaluate import importance_sampling, is_block_bytes, make_plan
+    from glossy_cli.evaluate import importance_sampling, is_block_bytes, make_plan
 
     model = _build(name, prior, seed=seed).to(device).eval()
     s_fast = sz["pixel_is_samples"] if name == "pixelhvae" else sz["is_samples"]
@@ -407,7 +407,7 @@ def _pseudo_macs(model) -> int:
 
 
 def bench_matrix(input_type, sz, device, peak, seed) -> dict:
-    from glossy.cli.evaluate import likelihood_matrix, make_plan, posterior_means
+    from glossy_cli.evaluate import likelihood_matrix, make_plan, posterior_means
 
     model = _build("vae", "standard", input_type, seed=seed).to(device).eval()
     n = sz["matrix_n"] if input_type == "binary" else sz["logistic_n"]
@@ -437,7 +437,7 @@ def bench_matrix(input_type, sz, device, peak, seed) -> dict:
 def e2e_child(n: int, s: int, threads: int | None, device: str, bootstrap: int = 100) -> dict:
     """`glossy eval` on one VAE in this (fresh) process: wall time, evaluate()'s own timings and the
     process's peak resident memory."""
-    from glossy.cli.evaluate import evaluate
+    from glossy_cli.evaluate import evaluate
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -576,7 +576,7 @@ def run_bench(sizes: dict, device: torch.device, results_dir: str | Path, quick:
               threads: int | None = None, seed: int = 0, notes: list[str] | None = None) -> tuple[list[dict], dict]:
     import pandas as pd
 
-    from glossy.cli.atomic import atomic_write_text
+    from glossy_cli.atomic import atomic_write_text
 
     sz = {**sizes, **(QUICK_SIZES if quick else {})}
     t_start = time.perf_counter()
@@ -642,7 +642,7 @@ def run_bench(sizes: dict, device: torch.device, results_dir: str | Path, quick:
 
 
 def main(argv: list[str]) -> int:
-    from glossy.cli.main import flush_denormals, full_float32
+    from glossy_cli.main import flush_denormals, full_float32
 
     if argv[:1] == ["e2e-child"]:  # the end-to-end child: scripts/bench.py e2e-child N S THREADS DEVICE BOOT
         flush_denormals()  # the numerics `glossy eval` runs with
@@ -655,7 +655,7 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
-    from glossy.cli.runs import resolve_device
+    from glossy_cli.runs import resolve_device
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
     flush_denormals()  # measure what `glossy train` / `eval` run with

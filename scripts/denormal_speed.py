@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from glossy.cli.runs import build_model, load_data, read_checkpoint
+from glossy_cli.runs import build_model, load_data, read_checkpoint
 
 
 def steps_seconds(model, opt, x: torch.Tensor, batches: int = 16, batch: int = 100) -> float:

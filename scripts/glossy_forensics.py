@@ -38,12 +38,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from glossy.cli import bounds
-from glossy.cli.errors import GlossyError
-from glossy.cli.evaluate import Plan, importance_sampling, likelihood_matrix, posterior_means, prior_candidates_of
-from glossy.cli.evaluation import candidate_images
-from glossy.cli.runs import POINTS, load_trained
-from glossy.cli.table import paper_table
+from glossy_cli import bounds
+from glossy_cli.errors import GlossyError
+from glossy_cli.evaluate import Plan, importance_sampling, likelihood_matrix, posterior_means, prior_candidates_of
+from glossy_cli.evaluation import candidate_images
+from glossy_cli.runs import POINTS, load_trained
+from glossy_cli.table import paper_table
 
 # test-set sizes of the paper's data sets (the N of log N in Popoviciu's check)
 TEST_SIZES = {"mnist": 10000, "omniglot": 8070, "caltech101": 2307, "frey": 200, "histopathology": 2000,
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = [v.replace(home, "~", 1) if v.startswith(home) else v for v in map(str, argv)]
     text = markdown(results, popoviciu_table(paper_table()), shown)
     if a.out:
-        from glossy.cli.atomic import atomic_write_text
+        from glossy_cli.atomic import atomic_write_text
 
         atomic_write_text(a.out, text)
         print(f"wrote {a.out}", file=sys.stderr)

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from glossy.cli.bounds import glossy_stats, log_c
-from glossy.cli.runs import load_data, model_from_checkpoint, read_checkpoint
+from glossy_cli.bounds import glossy_stats, log_c
+from glossy_cli.runs import load_data, model_from_checkpoint, read_checkpoint
 
 BINS = 256
 

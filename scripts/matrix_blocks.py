@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from glossy.cli.evaluate import Plan, likelihood_matrix
-from glossy.cli.main import flush_denormals
-from glossy.models import likelihoods
-from glossy.models.registry import build
+from glossy_cli.evaluate import Plan, likelihood_matrix
+from glossy_cli.main import flush_denormals
+from glossy_models import likelihoods
+from glossy_models.registry import build
 
 
 def best_of(fn, repeats: int = 3) -> float:

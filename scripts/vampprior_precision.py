@@ -17,8 +17,8 @@ import time
 import torch
 from omegaconf import OmegaConf
 
-from glossy.cli.runs import load_data, model_from_checkpoint, read_checkpoint
-from glossy.models.priors import VampPrior
+from glossy_cli.runs import load_data, model_from_checkpoint, read_checkpoint
+from glossy_models.priors import VampPrior
 
 
 def float64_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

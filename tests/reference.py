@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from glossy.models.likelihoods import N_BINS
-from glossy.models.priors import log_normal_diag
+from glossy_models.likelihoods import N_BINS
+from glossy_models.priors import log_normal_diag
 
 
 def vamp_log_prob_componentwise(prior, z: torch.Tensor) -> torch.Tensor:

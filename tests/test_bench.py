@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from glossy.cli.evaluate import Plan, importance_sampling, likelihood_matrix, posterior_means
-from glossy.models import registry as models
+from glossy_cli.evaluate import Plan, importance_sampling, likelihood_matrix, posterior_means
+from glossy_models import registry as models
 from scripts import bench
 from tests.helpers import REPO, images
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from glossy.cli import bounds
+from glossy_cli import bounds
 
 
 def brute_log_c(L, log_px):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from glossy.cli.runs import read_checkpoint
+from glossy_cli.runs import read_checkpoint
 from tests.helpers import SMALL_SYNTHETIC, run_glossy, tiny
 
 QUICK = tiny(*SMALL_SYNTHETIC, "train.epochs=3", "train.trajectory_every=1", "train.trajectory_points=60",
@@ -136,7 +136,7 @@ def test_collect_results_copies_the_small_artefacts_draws_the_figure_and_never_a
 def test_train_and_eval_flush_subnormal_floats():
     # subnormal arithmetic is many times slower on x86 CPUs (measured: a Frey HVAE VampPrior epoch 11-20 s
     # instead of 1-2 s); glossy train and eval turn it off before any work
-    from glossy.cli.main import flush_denormals
+    from glossy_cli.main import flush_denormals
 
     tiny = torch.tensor([1e-40], dtype=torch.float32)
     assert (tiny * 1.0).item() > 0  # subnormals are kept by default
@@ -149,7 +149,7 @@ def test_train_and_eval_flush_subnormal_floats():
 
 def test_train_and_eval_keep_full_float32_on_a_gpu():
     # cuDNN may use TF32 for convolutions by default; glossy turns it off so GPU and CPU numbers agree
-    from glossy.cli.main import full_float32
+    from glossy_cli.main import full_float32
 
     before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True

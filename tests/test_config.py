@@ -6,12 +6,12 @@ import inspect
 import pytest
 from omegaconf import OmegaConf
 
-from glossy.cli import config
-from glossy.cli.config import ConfigError, compose_config
-from glossy.cli.main import _precheck
-from glossy.cli.runs import register_resolvers, run_name
-from glossy.datasets import registry as datasets
-from glossy.models import registry as models
+from glossy_cli import config
+from glossy_cli.config import ConfigError, compose_config
+from glossy_cli.main import _precheck
+from glossy_cli.runs import register_resolvers, run_name
+from glossy_datasets import registry as datasets
+from glossy_models import registry as models
 from tests.helpers import tiny
 
 
@@ -209,7 +209,7 @@ def test_every_wrong_value_of_every_key_exits_2_with_one_line_naming_it(cmd, arg
                                                                          monkeypatch):
     # through the console script's entry point, in-process; the task is replaced so that a value that
     # slipped through fails here instead of starting a training
-    from glossy.cli import main as main_module
+    from glossy_cli import main as main_module
 
     monkeypatch.chdir(tmp_path)
     ran = []
@@ -235,7 +235,7 @@ def test_garbage_for_an_integer_is_refused_or_read_as_hydra_reads_it(value):
 
 
 def test_help_lists_the_groups_and_every_key_with_its_type_and_default():
-    from glossy.cli.main import command_help
+    from glossy_cli.main import command_help
 
     text = command_help("train", ["model=pixelhvae", "prior=vamp"])
     assert "Hydra" not in text.splitlines()[0] and text.startswith("usage: glossy train")
@@ -252,9 +252,9 @@ def test_help_lists_the_groups_and_every_key_with_its_type_and_default():
 def test_a_user_model_file_trains_in_its_own_run_directory_and_every_record_names_it(tmp_path):
     from hydra.core.hydra_config import HydraConfig
 
-    from glossy.cli.runs import read_checkpoint
-    from glossy.cli.table import make_table
-    from glossy.cli.train import train
+    from glossy_cli.runs import read_checkpoint
+    from glossy_cli.table import make_table
+    from glossy_cli.train import train
 
     conf = tmp_path / "conf"
     (conf / "model").mkdir(parents=True)

@@ -23,12 +23,12 @@ import pytest
 import torch
 import yaml
 
-import glossy.models.vae as vae_module
+import glossy_models.vae as vae_module
 from glossy import __version__
-from glossy.cli.errors import GlossyError
-from glossy.cli.runs import read_checkpoint
-from glossy.cli.table import read_results
-from glossy.cli.train import TrainingInterrupted, train
+from glossy_cli.errors import GlossyError
+from glossy_cli.runs import read_checkpoint
+from glossy_cli.table import read_results
+from glossy_cli.train import TrainingInterrupted, train
 from tests.helpers import compose, glossy_exe, run_glossy, tiny
 
 # long enough epochs (200 steps, ~0.6 s) that a signal lands mid-epoch
@@ -331,7 +331,7 @@ def _tiny_run(tmp_path: Path, extra: list[str] = ()) -> tuple:
 
 
 def test_a_signal_after_the_last_step_stops_before_the_evaluation_and_the_rerun_only_evaluates(tmp_path, monkeypatch):
-    import glossy.cli.train as train_module
+    import glossy_cli.train as train_module
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=2"])
     real = train_module.validation_loss
@@ -358,7 +358,7 @@ def test_a_signal_after_the_last_step_stops_before_the_evaluation_and_the_rerun_
 
 
 def test_sigint_during_the_evaluation_stops_it_with_a_message_and_writes_nothing(tmp_path, monkeypatch):
-    import glossy.cli.evaluation as evaluation_module
+    import glossy_cli.evaluation as evaluation_module
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])
     real = evaluation_module.evaluate
@@ -379,7 +379,7 @@ def test_sigint_during_the_evaluation_stops_it_with_a_message_and_writes_nothing
 
 
 def test_a_second_process_on_a_held_run_is_refused_with_the_holder_named(tmp_path):
-    from glossy.cli.atomic import run_lock
+    from glossy_cli.atomic import run_lock
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])
     train(cfg, run, show_progress=False)
@@ -403,7 +403,7 @@ def test_a_second_process_on_a_held_run_is_refused_with_the_holder_named(tmp_pat
 
 def test_a_lock_held_by_a_killed_process_is_free_and_its_temporary_files_are_removed(tmp_path):
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from glossy.cli.atomic import run_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from glossy_cli.atomic import run_lock\n"
                                f"with run_lock({str(run)!r}):\n print('held', flush=True); time.sleep(600)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -421,7 +421,7 @@ def test_a_lock_held_by_a_killed_process_is_free_and_its_temporary_files_are_rem
 
 
 def test_rerunning_a_finished_run_returns_its_result_and_other_eval_settings_evaluate_again(tmp_path, monkeypatch):
-    import glossy.cli.evaluation as evaluation_module
+    import glossy_cli.evaluation as evaluation_module
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=2"])
     first = train(cfg, run, show_progress=False)
@@ -650,7 +650,7 @@ def test_glossy_eval_on_a_missing_truncated_or_foreign_checkpoint(bad_input, nam
 
 @pytest.mark.parametrize("name", list(BAD_IN_PROCESS))
 def test_empty_text_and_missing_checkpoints_are_refused_clearly(bad_input, name):
-    from glossy.cli.runs import find_checkpoint
+    from glossy_cli.runs import find_checkpoint
 
     leaf, needle = BAD_IN_PROCESS[name]
     d = bad_input["ckpts"][name]
@@ -763,9 +763,9 @@ def test_an_evaluation_cut_off_in_importance_sampling_goes_on_from_its_finished_
     import functools
     import logging
 
-    import glossy.cli.evaluate as evaluate_module
-    import glossy.cli.evaluation as evaluation_module
-    from glossy.cli.runs import PARTIAL
+    import glossy_cli.evaluate as evaluate_module
+    import glossy_cli.evaluation as evaluation_module
+    from glossy_cli.runs import PARTIAL
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])
     monkeypatch.setattr(evaluation_module, "ISJournal", functools.partial(evaluate_module.ISJournal, every_s=0))

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from glossy.models import registry as models
-from glossy.models.likelihoods import Bernoulli, DiscretizedLogistic256
-from glossy.models.priors import VampPrior, log_normal_diag, log_standard_normal
+from glossy_models import registry as models
+from glossy_models.likelihoods import Bernoulli, DiscretizedLogistic256
+from glossy_models.priors import VampPrior, log_normal_diag, log_standard_normal
 from tests.helpers import images
 from tests.reference import logistic_pairwise_whole_table, vamp_log_prob_componentwise
 
@@ -189,7 +189,7 @@ def test_pairwise_blocks_equal_per_pair_calls(name, prior, input_type):
 
 @pytest.mark.parametrize("name,prior", ALL)
 def test_importance_sampling_is_above_the_elbo_and_stabilises_with_s(name, prior):
-    from glossy.cli.evaluate import Plan, importance_sampling
+    from glossy_cli.evaluate import Plan, importance_sampling
 
     m = _tiny(name, prior)
     big = 1000 if name != "pixelhvae" else 250  # the PixelCNN costs a decoder pass per sample

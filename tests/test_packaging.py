@@ -1,6 +1,6 @@
-"""One import package, `glossy`, whose sub-packages are the repository's top-level folders; Python started at
-the repository root loads none of glossy's files under a second name and hides no installed `datasets` or
-`models` package."""
+"""Import name = folder name: glossy (the public face), glossy_cli, glossy_models, glossy_datasets. Python started
+at the repository root or in an install loads each of glossy's files under one module name, every error class has
+one identity, and no installed `datasets` or `models` package is hidden."""
 
 import fnmatch
 import json
@@ -15,31 +15,36 @@ import pytest
 import glossy
 from tests.helpers import REPO
 
-FOLDERS = {"cli": "glossy_cli", "models": "models", "datasets": "datasets", "conf": "conf"}
+PACKAGES = ("glossy", "glossy_cli", "glossy_models", "glossy_datasets")
 
-# run from the repository root: import every module of glossy by its name, then the card's folder names
-# as a REPL there would; report each loaded file of the repository with the module names it was loaded as
+# run from the repository root: import every module of glossy's packages, then the names a user there might type;
+# report each loaded file of the repository with the module names it was loaded as, and the error classes
 IMPORT_ALL = r"""
-import importlib, json, os, sys
+import importlib, json, os, pkgutil, sys
 root = os.getcwd()
 names = []
-for sub in ("", "cli", "models", "datasets"):
-    d = os.path.join(root, "glossy", sub)
-    names += ["glossy" + (f".{sub}" if sub else "") + ("" if f == "__init__.py" else "." + f[:-3])
-              for f in sorted(os.listdir(d)) if f.endswith(".py")]
+for pkg in ("glossy", "glossy_cli", "glossy_models", "glossy_datasets"):
+    names += [pkg] + [f"{pkg}.{m.name}" for m in pkgutil.iter_modules([os.path.join(root, pkg)])]
 for n in names:
     importlib.import_module(n)
+origins = {}
 for n in sys.argv[1:]:
-    importlib.import_module(n)
-ours = tuple(os.path.join(root, d) + os.sep for d in ("glossy", "glossy_cli", "models", "datasets", "conf", "scripts",
-                                                      "tests"))
-files = {}
+    try:
+        origins[n] = getattr(importlib.import_module(n), "__file__", None)
+    except ModuleNotFoundError:
+        origins[n] = "absent"
+ours = tuple(os.path.join(root, d) + os.sep for d in ("glossy", "glossy_cli", "glossy_models",
+                                                      "glossy_datasets", "conf", "scripts", "tests"))
+files, errors = {}, {}
 for name, m in list(sys.modules.items()):
     f = getattr(m, "__file__", None)
     if f and os.path.realpath(f).startswith(ours):
         files.setdefault(os.path.realpath(f), []).append(name)
-print(json.dumps({"files": files, "loaded": len(names),
-                  "origins": {n: getattr(sys.modules[n], "__file__", None) for n in sys.argv[1:]}}))
+        for k, v in vars(m).items():
+            if isinstance(v, type) and issubclass(v, BaseException) and v.__module__.startswith("glossy"):
+                errors.setdefault(v.__qualname__, set()).add(id(v))
+print(json.dumps({"files": files, "loaded": len(names), "origins": origins,
+                  "errors": {k: len(v) for k, v in errors.items()}}))
 """
 
 
@@ -54,32 +59,32 @@ def _from_repo_root(*imports: str, pythonpath: Path | None = None) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def test_the_subpackages_are_the_top_level_folders_and_the_public_face_resolves():
-    for sub, folder in FOLDERS.items():
-        mod = __import__(f"glossy.{sub}", fromlist=["_"])
-        assert [Path(p).resolve() for p in mod.__path__] == [REPO / folder], sub
-    assert Path(glossy.__file__).resolve() == REPO / "glossy" / "__init__.py"
-    from glossy.cli.bounds import log_c
-    from glossy.cli.evaluate import evaluate
+def test_each_package_is_its_folder_and_the_public_face_resolves():
+    for pkg in PACKAGES:
+        mod = __import__(pkg)
+        assert Path(mod.__file__).resolve() == REPO / pkg / "__init__.py", pkg
+    assert not [p for p in REPO.rglob("*") if p.is_symlink() and ".venv" not in p.parts]  # no links
+    from glossy_cli.bounds import log_c
+    from glossy_cli.evaluate import evaluate
 
     assert glossy.evaluate is evaluate and glossy.bounds.log_c is log_c
     assert type(glossy.build_model("vae", "standard", (1, 4, 4), "binary", z_dim=2, hidden=3)).__name__ == "VAE"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = glossy.nope
-    for folder in FOLDERS.values():  # namespace folders: no __init__.py that a second name could execute
-        assert not (REPO / folder / "__init__.py").exists(), folder
 
 
-def test_no_file_is_loaded_under_two_names_from_the_repository_root():
-    out = _from_repo_root("models", "datasets", "conf", "glossy_cli")
-    assert out["loaded"] > 25
+def test_every_file_loads_under_one_name_and_every_error_class_has_one_identity():
+    out = _from_repo_root("models", "datasets", "conf", "glossy.cli", "glossy.datasets")
+    assert out["loaded"] > 30
     twice = {f: n for f, n in out["files"].items() if len(n) > 1}
     assert not twice, f"loaded under two names: {twice}"
-    # `import datasets` there finds only a namespace folder: none of glossy's code runs as `datasets`
-    assert out["origins"] == {"models": None, "datasets": None, "conf": None, "glossy_cli": None}
+    assert out["origins"] == {"models": "absent", "datasets": "absent", "conf": None, "glossy.cli": "absent",
+                              "glossy.datasets": "absent"}  # conf/: YAML only, a namespace with no code
+    assert {"GlossyError", "ConfigError", "DatasetError", "DatasetMissing", "DatasetCorrupt"} <= set(out["errors"])
+    assert set(out["errors"].values()) == {1}, out["errors"]
 
 
-def test_an_installed_datasets_or_models_package_wins_over_the_folders_at_the_repository_root(tmp_path):
+def test_an_installed_datasets_or_models_package_is_not_hidden_at_the_repository_root(tmp_path):
     for name in ("datasets", "models"):  # stand-ins for Hugging Face's `datasets` and any `models`
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text("WHO = 'installed'\n")
@@ -89,14 +94,14 @@ def test_an_installed_datasets_or_models_package_wins_over_the_folders_at_the_re
 
 
 def test_config_groups_are_found_where_the_code_looks():
-    from glossy.cli.config import CONF_DIR
+    from glossy_cli.config import CONF_DIR
 
     for group in ("dataset", "model", "prior", "train", "eval", "experiment"):
         assert list((CONF_DIR / group).glob("*.yaml")), group
 
 
 @pytest.mark.slow  # builds a wheel (an isolated build environment from the package index)
-def test_the_wheel_holds_one_package_with_its_data_and_nothing_at_the_top_level(tmp_path):
+def test_the_wheel_holds_the_four_packages_with_their_data_and_nothing_else(tmp_path):
     p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -104,10 +109,10 @@ def test_the_wheel_holds_one_package_with_its_data_and_nothing_at_the_top_level(
     (wheel,) = tmp_path.glob("glossy-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
-    assert {t for t in tops if not t.endswith(".dist-info")} == {"glossy"}
-    for want in ("glossy/__init__.py", "glossy/cli/main.py", "glossy/models/vae.py", "glossy/datasets/mnist.py",
-                 "glossy/conf/train.yaml", "glossy/conf/dataset/mnist.yaml", "glossy/cli/paper_table1.csv",
-                 "glossy/conf/hydra/launcher/glossy_slurm.yaml"):
+    assert {t for t in tops if not t.endswith(".dist-info")} == set(PACKAGES)
+    for want in ("glossy/__init__.py", "glossy_cli/main.py", "glossy_models/vae.py", "glossy_datasets/mnist.py",
+                 "glossy_cli/conf/train.yaml", "glossy_cli/conf/dataset/mnist.yaml", "glossy_cli/paper_table1.csv",
+                 "glossy_cli/conf/hydra/launcher/glossy_slurm.yaml"):
         assert want in names, want
     assert not [n for n in names if "__pycache__" in n]
 
@@ -123,12 +128,12 @@ def test_the_readme_layout_names_every_top_level_folder_and_each_folder_says_wha
                  if ln.strip().endswith("/")]
     on_disk = {p.name for p in REPO.iterdir() if p.is_dir() and not p.name.startswith(".")
                and not any(fnmatch.fnmatch(p.name, g) for g in generated)}
-    assert {"glossy", "glossy_cli", "models", "datasets", "conf", "scripts", "results", "tests"} <= on_disk
+    assert {*PACKAGES, "conf", "scripts", "results", "tests"} <= on_disk
     assert on_disk <= listed, on_disk - listed
-    for folder in ("glossy_cli", "models", "datasets", "conf", "scripts", "results"):
+    for folder in ("conf", "scripts", "results"):
         line = (REPO / folder / "README.md").read_text().strip()
         assert "\n" not in line and line.startswith(folder), folder
-    for package in ("glossy", "tests"):
+    for package in (*PACKAGES, "tests"):
         assert (REPO / package / "__init__.py").read_text().startswith('"""'), package
 
 

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from glossy.cli.train import epochs_left, progress_line
+from glossy_cli.train import epochs_left, progress_line
 
 
 def simulate(epoch, counter, warmup, patience, max_epochs, improve_until=0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glossy.models.likelihoods import DiscretizedLogistic256
+from glossy_models.likelihoods import DiscretizedLogistic256
 from scripts import logistic_variants
 
 
@@ -32,7 +32,7 @@ def test_logistic_variants_normalised_is_glossys_likelihood_and_the_others_drop_
 def test_glossy_forensics_reproduces_the_runs_own_statistics_and_checks_every_paper_row(quick_cfg, tmp_path):
     import json
 
-    from glossy.cli.train import train
+    from glossy_cli.train import train
     from scripts import glossy_forensics
 
     run = tmp_path / "run"
@@ -62,7 +62,7 @@ def test_glossy_forensics_reproduces_the_runs_own_statistics_and_checks_every_pa
 
 
 def test_ba_speed_fits_the_heldout_prior_of_a_run_with_and_without_the_active_set(quick_cfg, tmp_path, capsys):
-    from glossy.cli.train import train
+    from glossy_cli.train import train
     from scripts import ba_speed
 
     run = tmp_path / "run"

@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from glossy.cli.figure import make_figure
-from glossy.cli.table import make_table
+from glossy_cli.figure import make_figure
+from glossy_cli.table import make_table
 from tests.helpers import run_glossy
 
 
@@ -90,7 +90,7 @@ def test_figure_without_a_trajectory_is_a_clear_error(tmp_path):
 
 
 def test_figure_draws_the_training_candidate_bound_and_the_heldout_prior_when_the_trajectory_has_them():
-    from glossy.cli.figure import draw
+    from glossy_cli.figure import draw
 
     epochs = list(range(0, 50, 10))
     df = pd.DataFrame({"epoch": epochs, "nll": [100 - 0.1 * e for e in epochs], "lower_bound": 60.0,
@@ -109,7 +109,7 @@ def test_figure_draws_the_training_candidate_bound_and_the_heldout_prior_when_th
 
 
 def test_the_latex_table_header_is_exactly_the_intended_text():
-    from glossy.cli.table import build_table, to_latex
+    from glossy_cli.table import build_table, to_latex
 
     tex = to_latex(build_table([])).splitlines()
     assert tex[2:6] == ["\\begin{tabular}{lll rr rr rr rr rr}", "\\toprule",

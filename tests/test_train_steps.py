@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from glossy.cli.train import new_state, resume, stopping_decision, train_one_epoch
-from glossy.models.registry import build
+from glossy_cli.train import new_state, resume, stopping_decision, train_one_epoch
+from glossy_models.registry import build
 
 
 def _run(losses, warmup=0, patience=2, max_epochs=100):

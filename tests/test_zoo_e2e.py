@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from glossy.cli.train import train
-from glossy.datasets import registry as datasets
-from glossy.datasets.base import DatasetMeta, Splits
+from glossy_cli.train import train
+from glossy_datasets import registry as datasets
+from glossy_datasets.base import DatasetMeta, Splits
 from tests.helpers import compose, tiny
 
 PAIRS = [(m, p) for m in ("vae", "hvae", "pixelhvae") for p in ("standard", "vamp")]

@@ -1,0 +1,2 @@
+"""glossy_cli: the `glossy` command and its pipeline: dispatch, configuration, training, the evaluation
+stages, the bounds maths, runs, table and figure."""
