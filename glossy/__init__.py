@@ -1,16 +1,19 @@
 """glossy: can this latent-variable model still be improved by a better prior, or a better likelihood?
 
-The library's public face. Its sub-packages are the repository's top-level folders (relative links):
+The library's public face. The packages beside it, each its own folder:
 
-    glossy_cli       glossy_cli/   the `glossy` command and its pipeline (train loop, evaluation, table, figures)
-    glossy_models    models/       layers, likelihoods, priors, VAE / HVAE / PixelHVAE, `build`
-    glossy_datasets  datasets/     one loader per dataset, download + checksum, `load`
-    glossy.conf      conf/         the Hydra configuration (YAML only)
+    glossy_cli       the `glossy` command and its pipeline (train loop, the evaluation's stages, table, figures)
+    glossy_models    layers, likelihoods, priors, VAE / HVAE / PixelHVAE, `registry.build`
+    glossy_datasets  one loader per dataset (with its options), downloads + checksums, `registry.load`
+    conf/            the Hydra configuration (YAML only; shipped as glossy_cli/conf)
 
-What a researcher imports (resolved on first use, so `import glossy_models` stays light):
+What a researcher imports (resolved on first use, so `import glossy` stays light):
 
-    glossy.evaluate(model, x, ...)      NLL by importance sampling, log c(z), glossy statistics, bounds
-    glossy.bounds                       the pure tensor functions: log_c, glossy_stats, lower_bound, ...
+    glossy.evaluate(model, x, settings=None, **overrides)   NLL by importance sampling, log c(z), glossy
+                                        statistics, bounds, sandwiches, intervals
+    glossy.EvalSettings                 the evaluation's typed settings (eval.* of the configuration)
+    glossy.bounds                       the pure tensor maths: log_c, glossy_stats, lower_bound, blahut_arimoto, ...
+    glossy.intervals                    bootstrap intervals on any matrix of log-likelihoods
     glossy.LatentVariableModel          the methods a model of your own offers to be evaluated
     glossy.build_model(model, prior, input_shape, input_type, ...)
     glossy.load_dataset(name, data_dir=None, ...)
@@ -24,8 +27,9 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
-    from glossy_cli import bounds
+    from glossy_cli import bounds, intervals
     from glossy_cli.evaluate import evaluate
+    from glossy_cli.settings import EvalSettings
     from glossy_datasets.registry import load as load_dataset
     from glossy_models.base import LatentVariableModel
     from glossy_models.registry import build as build_model
@@ -33,12 +37,15 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
 _PUBLIC = {  # name -> (module, attribute or None for the module itself)
     "evaluate": ("glossy_cli.evaluate", "evaluate"),
     "bounds": ("glossy_cli.bounds", None),
+    "intervals": ("glossy_cli.intervals", None),
+    "EvalSettings": ("glossy_cli.settings", "EvalSettings"),
     "LatentVariableModel": ("glossy_models.base", "LatentVariableModel"),
     "build_model": ("glossy_models.registry", "build"),
     "load_dataset": ("glossy_datasets.registry", "load"),
 }
 
-__all__ = ["LatentVariableModel", "__version__", "bounds", "build_model", "evaluate", "load_dataset"]
+__all__ = ["EvalSettings", "LatentVariableModel", "__version__", "bounds", "build_model", "evaluate", "intervals",
+           "load_dataset"]
 
 
 def __getattr__(name: str):

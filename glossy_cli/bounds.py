@@ -17,15 +17,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-DEFAULT_BLOCK_BYTES = 2 * 2**20  # cache-sized float64 temporaries: fresh 64 MiB ones cost more in page faults
-# than their arithmetic (log c of a 2000 x 10^4 block: 18 ns per entry with torch.logsumexp, 7 in these blocks)
-FLOAT64_BA_ENTRIES = 2**22  # Blahut-Arimoto's exp-matrix is float64 up to this many entries, float32 beyond
-
-
-def _row_block(L: torch.Tensor, block_rows: int | None) -> int:
-    if block_rows is not None:
-        return max(1, int(block_rows))
-    return max(1, DEFAULT_BLOCK_BYTES // (8 * max(1, L.shape[1])))
+from .storage import (
+    EXP_FLOOR,
+    PRUNE_EVERY,
+    PRUNE_LOG_WEIGHT,
+    ba_step_exp,
+    exp_capacity,
+    exp_log_c,
+    exp_rows_into,
+    row_block,
+)
 
 
 def _logsumexp_(a: torch.Tensor, dim: int) -> torch.Tensor:
@@ -46,7 +47,7 @@ def log_c(L: torch.Tensor, log_px: torch.Tensor, block_rows: int | None = None) 
     n = L.shape[1]
     lpx = log_px.to(device=L.device, dtype=torch.float64)
     out = torch.empty(L.shape[0], dtype=torch.float64, device=L.device)
-    step = _row_block(L, block_rows)
+    step = row_block(L, block_rows)
     buf = torch.empty(min(step, L.shape[0]), n, dtype=torch.float64, device=L.device)
     for i in range(0, L.shape[0], step):
         a = torch.sub(L[i : i + step], lpx, out=buf[: len(L[i : i + step])])
@@ -77,7 +78,7 @@ def mixture_log_marginal(L: torch.Tensor, log_w: torch.Tensor, block_rows: int |
     """[N] log sum_i w_i l(x_j | z_i): the log-marginal of every data point under the prior w on the atoms."""
     lw = log_w.to(device=L.device, dtype=torch.float64)
     acc = torch.full((L.shape[1],), -math.inf, dtype=torch.float64, device=L.device)
-    step = _row_block(L, block_rows)
+    step = row_block(L, block_rows)
     buf = torch.empty(min(step, L.shape[0]), L.shape[1], dtype=torch.float64, device=L.device)
     for i in range(0, L.shape[0], step):
         a = torch.add(L[i : i + step], lw[i : i + step, None], out=buf[: len(lw[i : i + step])])
@@ -104,92 +105,6 @@ class BAResult:
 def _ba_step_log(L, log_w, block_rows):
     lpw = mixture_log_marginal(L, log_w, block_rows)
     return lpw, log_c(L, lpw, block_rows)
-
-
-def _ba_step_exp(E, col_max, log_w):
-    """One BA evaluation on E = exp(L - column max): two matrix-vector products. Returns None where a
-    column's mixture is too small for E's precision (then the exact log-domain step is used): in
-    float64 below 1e-280; in float32, whose entries under e^-87.3 of their column's max are zero
-    (at most M e^-87 < 1e-33 in all), below 1e-27, so that the zeroed part stays under 1e-6 of it.
-    Returns (log p_w(x_j) [N], log c_w(z_i) [M], the column scale 1 / s [N], the weight shift): the last
-    two give log c of rows not in E (see `_exp_log_c`)."""
-    shift = log_w.max()
-    w = torch.exp(log_w - shift)  # [M], relative weights (atoms below e^-745 of the largest drop out)
-    s = w.to(E.dtype) @ E  # [N]: p_w(x_j) = exp(col_max_j + shift) * s_j
-    if s.min().item() < (1e-280 if E.dtype == torch.float64 else 1e-27):
-        return None
-    inv_s = 1.0 / s
-    c = (E @ inv_s).to(torch.float64)  # [M]: sum_j E_ij / s_j = exp(-shift) * sum_j l_ij / p_w(x_j)
-    lpw = col_max + shift + torch.log(s.to(torch.float64))
-    return lpw, torch.log(c) - shift - math.log(E.shape[1]), inv_s, shift
-
-
-# exp(d) is subnormal below these (so zero, with flushing) and torch's exp takes a slow path there, 30x slower
-# in float32 on the matrices Blahut-Arimoto meets (most entries lie hundreds of nats below their column's max)
-EXP_FLOOR = {torch.float32: -87.3, torch.float64: -708.0}
-
-
-def _exp_into(out: torch.Tensor, L_rows: torch.Tensor, col_max: torch.Tensor) -> torch.Tensor:
-    """out = exp(L_rows - col_max) in out's dtype (float32: to ~5e-6 relative, as L - col_max >= -87.3 is
-    rounded to float32; float64: exact), entries below the dtype's smallest normal set to zero."""
-    floor = EXP_FLOOR[out.dtype]
-    wide = torch.promote_types(L_rows.dtype, out.dtype)  # the difference in the wider of the two, then rounded
-    if wide == out.dtype:
-        torch.sub(L_rows.to(wide), col_max.to(wide), out=out)
-    else:
-        out.copy_(L_rows - col_max.to(wide))
-    below = out < floor
-    torch.exp(out.clamp_min_(floor), out=out)
-    return out.masked_fill_(below, 0.0)
-
-
-def _exp_rows_into(out: torch.Tensor, L: torch.Tensor, rows: torch.Tensor | None, col_max, step: int) -> None:
-    """out[:len(rows)] = exp(L[rows] - col_max) (`_exp_into`), `step` rows at a time, so that no gathered
-    temporary is as large as out; rows None: all of L, in order, without a gather."""
-    for i in range(0, len(L) if rows is None else len(rows), step):
-        src = L[i : i + step] if rows is None else L[rows[i : i + step]]
-        _exp_into(out[i : i + len(src)], src, col_max)
-
-
-def _exp_log_c(L: torch.Tensor, rows: torch.Tensor, col_max, inv_s, shift, dtype, block_rows) -> torch.Tensor:
-    """log c_w(z_i) of the atoms `rows` of L, which are not in E, from the last exp step's scale and shift."""
-    step = _row_block(L, block_rows)
-    out = []
-    for i in range(0, len(rows), step):
-        blk = _exp_into(torch.empty(len(rows[i : i + step]), L.shape[1], dtype=dtype, device=L.device),
-                        L[rows[i : i + step]], col_max)
-        out.append(torch.log((blk @ inv_s).to(torch.float64)) - shift - math.log(L.shape[1]))
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.float64, device=L.device)
-
-
-LOG_DOMAIN = "log domain (blocked)"
-
-
-def ba_storage(m: int, n: int, max_bytes: int) -> str:
-    """How `blahut_arimoto` holds exp(L - column max) for an [m, n] matrix within `max_bytes`: float64 for
-    small matrices (exact to ~1e-15, cheap); float32 for large ones or when float64 does not fit (half the
-    memory traffic of these memory-bound products, each entry exact to ~5e-6 relative, far below any
-    useful tol); the log domain in row blocks when not even float32 fits."""
-    if 4 * m * n > max_bytes:
-        return LOG_DOMAIN
-    return "float64" if 8 * m * n <= max_bytes and m * n <= FLOAT64_BA_ENTRIES else "float32"
-
-
-PRUNE_LOG_WEIGHT = -69.0  # an atom whose weight falls below e^-69 (~1e-30) leaves the active set...
-PRUNE_EVERY = 5  # ...checked every few iterations, and the rows compacted once an eighth of them can go
-
-
-def _exp_capacity(k: int, n: int, max_bytes: int, m: int) -> tuple[torch.dtype, int] | None:
-    """The dtype and the row capacity of an exp-matrix for k active atoms of m on n points within max_bytes
-    (see `ba_storage`): room for up to m rows, so that atoms can come back; None if not even k rows fit."""
-    storage = ba_storage(k, n, max_bytes)
-    if storage == LOG_DOMAIN:
-        return None
-    dtype = getattr(torch, storage)
-    cap = max_bytes // (dtype.itemsize * n)
-    if dtype == torch.float64:
-        cap = min(cap, FLOAT64_BA_ENTRIES // n)
-    return dtype, min(m, cap)
 
 
 def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter: int = 1000,
@@ -223,14 +138,14 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
     stays = torch.zeros(m, dtype=torch.bool, device=L.device)  # atoms never left out (again)
     if keep is not None:
         stays[keep] = True
-    rows = _row_block(L, block_rows)
+    rows = row_block(L, block_rows)
 
     def build() -> torch.Tensor | None:
-        fit = _exp_capacity(len(idx), n, max_bytes, m)
+        fit = exp_capacity(len(idx), n, max_bytes, m)
         if fit is None:
             return None
         out = torch.empty(fit[1], n, dtype=fit[0], device=L.device)
-        _exp_rows_into(out, L, idx if len(idx) < m else None, col_max, rows)
+        exp_rows_into(out, L, idx if len(idx) < m else None, col_max, rows)
         return out
 
     E = build()
@@ -238,7 +153,7 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
     it = 0
     while True:
         k = len(idx)
-        step = _ba_step_exp(E[:k], col_max, log_w[idx]) if E is not None else None
+        step = ba_step_exp(E[:k], col_max, log_w[idx]) if E is not None else None
         lc_all = None
         if step is None:  # exact, on every row of L (left-out atoms have weight 0 there too)
             lpw, lc_all = _ba_step_log(L, log_w, block_rows)
@@ -249,7 +164,7 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
         gap = max(lc.max().item(), 0.0)
         if (gap < tol or it >= max_iter) and k < m:  # certify over the left-out atoms too
             out = torch.nonzero(torch.isfinite(parked)).squeeze(1)
-            lc_out = lc_all[out] if lc_all is not None else _exp_log_c(L, out, col_max, inv_s, shift, E.dtype,
+            lc_out = lc_all[out] if lc_all is not None else exp_log_c(L, out, col_max, inv_s, shift, E.dtype,
                                                                        block_rows)
             gap = max(gap, lc_out.max().item())
             back = out[lc_out >= tol]
@@ -258,7 +173,7 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
                 parked[back] = -math.inf
                 stays[back] = True  # out once too early: in for good, so that the rounds end
                 if E is not None and k + len(back) <= E.shape[0]:
-                    _exp_rows_into(E[k:], L, back, col_max, rows)
+                    exp_rows_into(E[k:], L, back, col_max, rows)
                 else:
                     E = None  # no room: the log domain until the atoms in play fit again
                 idx = torch.cat([idx, back])
@@ -332,81 +247,6 @@ def sandwich(L: torch.Tensor, log_px: torch.Tensor, max_iter: int = 500, tol: fl
     return {"nll_ba": nll_ba, "ba_prior_weight": w_prior, "ba_gap": fit["fit_gap"],
             "ba_best_prior_lower": fit["fit_nll"] - fit["fit_gap"], "ba_iterations": fit["iterations"],
             "ba_converged": fit["converged"]}
-
-
-def bootstrap_counts(n: int, n_boot: int, seed: int = 0) -> torch.Tensor:
-    """[B, N] float64 resample counts of N data points, B resamples (seeded)."""
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(n, (n_boot, n), generator=gen)
-    counts = torch.zeros(n_boot, n, dtype=torch.float64)
-    counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
-    return counts
-
-
-def resampled_log_c(L: torch.Tensor, log_px: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """[M, B] log c_b(z_i) = log (1/N) sum_j counts[b, j] l(x_j | z_i) / tau(x_j) for a block of rows of L
-    [M, N]: one float64 matrix product on exp(L - lpx - row max), with an exact log-domain fallback
-    wherever that product underflows. Rows are independent, so L may be any block of candidates."""
-    n = L.shape[1]
-    lpx = log_px.to(device=L.device, dtype=torch.float64)
-    counts = counts.to(L.device)
-    a = L - lpx  # [m, N] float64
-    r = a.amax(1, keepdim=True)
-    s = a.sub_(r).clamp_min_(EXP_FLOOR[torch.float64]).exp_() @ counts.T  # [m, B]; the floor: see _logsumexp_
-    out = r + torch.log(s)
-    bad = s < 1e-250
-    if bad.any():
-        rows, cols = bad.nonzero(as_tuple=True)
-        out[rows, cols] = torch.logsumexp(L[rows].to(torch.float64) - lpx + torch.log(counts[cols]), 1)
-    return out - math.log(n)
-
-
-def bootstrap_intervals(lc: torch.Tensor, counts: torch.Tensor, log_px: torch.Tensor, level: float = 0.95,
-                        paired: bool = True) -> dict[str, tuple[float, float]]:
-    """Percentile intervals of glossy_max, glossy_std, lower_bound and nll from the resampled log c
-    values lc [M, B] (`resampled_log_c`) and the counts [B, N]. paired: the candidates are the data points
-    themselves (M = N), so a resample brings each point's candidate as many times as the point;
-    otherwise the candidates are fixed (drawn from elsewhere) and only the data points are resampled."""
-    n = counts.shape[1]
-    counts = counts.to(lc.device)
-    if paired:
-        w = counts.T  # [N, B]
-        gmax = torch.where(w > 0, lc, torch.full_like(lc, -math.inf)).max(0).values
-        mean = (w * lc).sum(0) / n
-        std = torch.sqrt((w * (lc - mean) ** 2).sum(0) / (n - 1))
-    else:
-        gmax = lc.max(0).values
-        std = lc.std(0, unbiased=True) if lc.shape[0] > 1 else torch.full_like(gmax, math.nan)
-    nll_b = resampled_nll(counts, log_px)
-    stats = {"glossy_max": gmax, "glossy_std": std, "lower_bound": nll_b - gmax.clamp(min=0), "nll": nll_b}
-    return {k: percentile_interval(v, level) for k, v in stats.items()}
-
-
-def resampled_nll(counts: torch.Tensor, log_px: torch.Tensor) -> torch.Tensor:
-    """[B] the NLL of each resample with counts [B, N]."""
-    lpx = log_px.to(device=counts.device, dtype=torch.float64)
-    return -(counts * lpx).sum(1) / counts.shape[1]
-
-
-def percentile_interval(values: torch.Tensor, level: float) -> tuple[float, float]:
-    """The central `level` percentile interval of the resampled values."""
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64, device=values.device)
-    return tuple(torch.quantile(values.to(torch.float64), q).tolist())
-
-
-def bootstrap(L: torch.Tensor, log_px: torch.Tensor, n_boot: int, seed: int = 0, level: float = 0.95,
-              block_rows: int | None = None, paired: bool = True) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals for glossy_max, glossy_std, lower_bound and nll, resampling
-    data points. paired (the in-sample candidates, a square L): a point brings its candidate and its
-    column; otherwise (candidates from outside the data, L [M, N]) only the columns are resampled.
-    Each resample's log c values are weighted log-sum-exps with the resample counts, computed for all
-    resamples at once (`resampled_log_c`)."""
-    if paired and L.shape[0] != L.shape[1]:
-        raise ValueError("a paired bootstrap needs one candidate per data point (a square L)")
-    counts = bootstrap_counts(L.shape[1], n_boot, seed).to(L.device)
-    step = _row_block(L, block_rows)
-    lc = torch.cat([resampled_log_c(L[i : i + step], log_px, counts) for i in range(0, L.shape[0], step)])
-    return bootstrap_intervals(lc, counts, log_px, level, paired)
 
 
 def heldout_nll(log_w: torch.Tensor, log_px_score: torch.Tensor, mixture_atoms: torch.Tensor) -> float:

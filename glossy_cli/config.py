@@ -18,18 +18,11 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
-from glossy_datasets import caltech101, cifar10, frey, histopathology, mnist, omniglot, synthetic
 from glossy_datasets import registry as datasets
 from glossy_models import registry as models
 
-from .errors import GlossyError
-from .evaluate import SOURCE_HELP, SOURCES, candidate_list
-
-
-class ConfigError(GlossyError):
-    """A value that the schema refuses: one line naming the key, the value given and what is allowed."""
-
-    exit_code = 2
+from .errors import ConfigError
+from .settings import EvalSettings, at_least, positive
 
 
 def library_default(fn, name: str):
@@ -37,21 +30,8 @@ def library_default(fn, name: str):
     return inspect.signature(fn).parameters[name].default
 
 
-def _at_least(node, prefix: str, lo, *names: str, optional: bool = False) -> None:
-    for n in names:
-        v = getattr(node, n)
-        if v is None and optional:
-            continue
-        if v is None or v < lo:
-            key = f"{prefix}.{n}" if prefix else n
-            raise ConfigError(f"{key}={v}: must be at least {lo}" + (" (or null)" if optional else ""))
 
 
-def _positive(node, prefix: str, *names: str) -> None:
-    for n in names:
-        v = getattr(node, n)
-        if not (v > 0 and math.isfinite(v)):
-            raise ConfigError(f"{prefix}.{n}={v}: must be a positive number")
 
 
 # ----------------------------------------------------------------------------------------------- datasets
@@ -63,82 +43,7 @@ class DatasetConfig:
     options: Any = field(default_factory=dict)
 
 
-@dataclass
-class SyntheticOptions:
-    n_train: int = library_default(synthetic.load, "n_train")
-    n_val: int = library_default(synthetic.load, "n_val")
-    n_test: int = library_default(synthetic.load, "n_test")
-    flip: float = library_default(synthetic.load, "flip")
-    data_seed: int = library_default(synthetic.load, "data_seed")
-
-    def __post_init__(self):
-        _at_least(self, "dataset.options", 1, "n_train", "n_val", "n_test")
-        _at_least(self, "dataset.options", 0, "data_seed")
-        if not 0 <= self.flip <= 0.5:
-            raise ConfigError(f"dataset.options.flip={self.flip}: must lie in [0, 0.5]")
-
-
-@dataclass
-class MnistOptions:
-    cache: bool = library_default(mnist.load, "cache")
-
-
-@dataclass
-class Caltech101Options:
-    invert: bool = library_default(caltech101.load, "invert")
-
-
-@dataclass
-class FreyOptions:
-    file: str = library_default(frey.load, "file")
-    n_train: int = library_default(frey.load, "n_train")
-    n_val: int = library_default(frey.load, "n_val")
-    n_test: int = library_default(frey.load, "n_test")
-    split_seed: int = library_default(frey.load, "split_seed")
-
-    def __post_init__(self):
-        _at_least(self, "dataset.options", 1, "n_train", "n_val", "n_test")
-        _at_least(self, "dataset.options", 0, "split_seed")
-        if self.file not in frey.FILE_CHOICES:
-            raise ConfigError(f"dataset.options.file={self.file}: must be one of {', '.join(frey.FILE_CHOICES)}")
-
-
-@dataclass
-class OmniglotOptions:
-    n_validation: int = library_default(omniglot.load, "n_validation")
-    split_seed: int = library_default(omniglot.load, "split_seed")
-    binarize_seed: int = library_default(omniglot.load, "binarize_seed")
-
-    def __post_init__(self):
-        _at_least(self, "dataset.options", 1, "n_validation")
-        _at_least(self, "dataset.options", 0, "split_seed", "binarize_seed")
-
-
-@dataclass
-class HistopathologyOptions:
-    clip: float = library_default(histopathology.load, "clip")
-
-    def __post_init__(self):
-        if not 0 < self.clip < 0.5:
-            raise ConfigError(f"dataset.options.clip={self.clip}: must lie strictly between 0 and 0.5")
-
-
-@dataclass
-class Cifar10Options:
-    n_val: int = library_default(cifar10.load, "n_val")
-    split_seed: int = library_default(cifar10.load, "split_seed")
-
-    def __post_init__(self):
-        _at_least(self, "dataset.options", 1, "n_val")
-        _at_least(self, "dataset.options", 0, "split_seed")
-
-
-DATASET_OPTIONS: dict[str, type] = {
-    "synthetic": SyntheticOptions, "mnist": MnistOptions, "omniglot": OmniglotOptions,
-    "caltech101": Caltech101Options, "frey": FreyOptions, "histopathology": HistopathologyOptions,
-    "cifar10": Cifar10Options,
-}
-assert set(DATASET_OPTIONS) == set(datasets.DATASETS)
+DATASET_OPTIONS = datasets.OPTIONS  # each loader's options dataclass, beside its loader (glossy_datasets/<name>.py)
 
 
 def dataset_options(name: str) -> dict[str, Any]:
@@ -158,7 +63,7 @@ class ModelConfig:
     def __post_init__(self):
         if self.name not in models.MODELS:
             raise ConfigError(f"model.name={self.name}: must be one of {', '.join(models.MODELS)}")
-        _at_least(self, "model", 1, "z_dim", "hidden")
+        at_least(self, "model", 1, "z_dim", "hidden")
 
 
 @dataclass
@@ -169,7 +74,7 @@ class PixelHVAEConfig(ModelConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _at_least(self, "model", 1, "channels", "n_layers")
+        at_least(self, "model", 1, "channels", "n_layers")
 
 
 @dataclass
@@ -190,7 +95,7 @@ class VampPriorConfig(PriorConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _at_least(self, "prior", 1, "n_components")
+        at_least(self, "prior", 1, "n_components")
         if self.init_std is not None and not (self.init_std >= 0 and math.isfinite(self.init_std)):
             raise ConfigError(f"prior.init_std={self.init_std}: must be at least 0 (or null)")
         if self.init_mean is not None and not math.isfinite(self.init_mean):
@@ -217,53 +122,16 @@ class TrainSettings:
     compile: bool = False  # torch.compile the training step
 
     def __post_init__(self):
-        _at_least(self, "train", 1, "epochs", "batch_size", "val_batch_size", "early_stopping",
+        at_least(self, "train", 1, "epochs", "batch_size", "val_batch_size", "early_stopping",
                   "trajectory_points", "trajectory_samples")
-        _at_least(self, "train", 0, "warmup", "trajectory_every", "grid")
-        _at_least(self, "train", 1, "batches_per_epoch", "val_points", optional=True)
-        _positive(self, "train", "lr")
+        at_least(self, "train", 0, "warmup", "trajectory_every", "grid")
+        at_least(self, "train", 1, "batches_per_epoch", "val_points", optional=True)
+        positive(self, "train", "lr")
         if self.warmup > self.epochs:
             raise ConfigError(f"train.warmup={self.warmup}: must be at most train.epochs={self.epochs} (the KL "
                               f"weight would never reach 1)")
 
 
-@dataclass
-class EvalSettings:
-    is_samples: int = 5000  # S, importance samples per data point (the paper's 5000)
-    split: str = "test"  # test | val | train
-    max_points: int | None = None  # cap N with a random subset (seeded by subset_seed); null: all
-    # where the candidates z_i come from: test (posterior means of the evaluated images, the paper's text),
-    # train (of all training images: what the paper's Table 1 shows), valid, prior (prior samples)
-    candidates: Any = field(default_factory=lambda: ["test", "train"])
-    heldout: bool = True  # a BA prior on the training codes + p(z), fitted on the validation images
-    max_candidates: int | None = None  # cap M of every source with a seeded random subset; null: all
-    prior_candidates: int | None = None  # candidates=prior: how many prior samples (null: N)
-    autoregressive_max_candidates: int | None = 100  # PixelHVAE: M x N decoder passes, so M is capped
-    subset_seed: int = 0
-    seed: int = 1234  # importance sampling seed
-    memory_budget_gb: float = 4.0  # block sizes keep the evaluation's arrays under this budget
-    bootstrap: int = 100  # resamples for the confidence intervals (0: off)
-    bootstrap_level: float = 0.95
-    ba_iters: int = 500  # Blahut-Arimoto iterations at most
-    ba_tol: float = 1.0e-4  # stop when the BA duality gap (nats) is below this
-
-    def __post_init__(self):
-        _at_least(self, "eval", 1, "is_samples")
-        _at_least(self, "eval", 1, "max_points", "max_candidates", "prior_candidates",
-                  "autoregressive_max_candidates", optional=True)
-        _at_least(self, "eval", 0, "bootstrap", "ba_iters", "subset_seed", "seed")
-        _positive(self, "eval", "memory_budget_gb")
-        if not (self.ba_tol >= 0 and math.isfinite(self.ba_tol)):
-            raise ConfigError(f"eval.ba_tol={self.ba_tol}: must be at least 0")
-        if not 0 < self.bootstrap_level < 1:
-            raise ConfigError(f"eval.bootstrap_level={self.bootstrap_level}: must lie strictly between 0 and 1")
-        if self.split not in ("test", "val", "train"):
-            raise ConfigError(f"eval.split={self.split}: must be test, val or train")
-        cands = candidate_list(self.candidates)
-        if not cands or any(c not in SOURCES for c in cands):
-            shown = self.candidates if isinstance(self.candidates, str) else f"[{','.join(map(str, self.candidates))}]"
-            raise ConfigError(f"eval.candidates={shown}: must be a non-empty list of {', '.join(SOURCES)} "
-                              f"({SOURCE_HELP}), e.g. eval.candidates=[test,train]")
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -293,7 +161,7 @@ class TrainCommand:
 
     def __post_init__(self):
         _check_device(self.device)
-        _at_least(self, "", 0, "seed")
+        at_least(self, "", 0, "seed")
 
 
 @dataclass
@@ -417,6 +285,8 @@ def check(cfg) -> Any:
         return OmegaConf.to_object(cfg)
     except ConfigError:
         raise
+    except datasets.OptionError as e:  # a dataset option out of range (the loader's own Options said so)
+        raise ConfigError(str(e)) from e
     except Exception as e:  # a type OmegaConf could not convert while instantiating
         raise ConfigError(override_message(e)) from e
 

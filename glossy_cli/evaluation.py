@@ -15,7 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from glossy import __version__
 
 from .atomic import atomic_torch_save, atomic_write_json, run_lock
-from .evaluate import BUDGET_KEYS, EVALUATE_KEYS, ISJournal, candidate_list, check_budget, evaluate, settings_for
+from .evaluate import evaluate
+from .journal import ISJournal
+from .memory import check_budget
 from .runs import (
     BEST,
     LAST,
@@ -27,6 +29,7 @@ from .runs import (
     model_from_checkpoint,
     read_checkpoint,
 )
+from .settings import EvalSettings, candidate_list
 
 log = logging.getLogger("glossy")
 
@@ -56,8 +59,8 @@ def candidate_images(splits, seed: int) -> dict:
 def check_eval_budget(model, splits, cfg) -> None:
     """Fail now, not after hours of training, when eval.memory_budget_gb cannot hold the evaluation."""
     ecfg = eval_config(cfg)
-    check_budget(model, len(_split(splits, ecfg["split"])), n_train=len(splits.train), n_valid=len(splits.val),
-                 **settings_for(BUDGET_KEYS, ecfg))
+    check_budget(model, len(_split(splits, ecfg["split"])), EvalSettings(**ecfg), n_train=len(splits.train),
+                 n_valid=len(splits.val))
 
 
 def training_record(state: dict) -> dict:
@@ -88,9 +91,9 @@ def evaluate_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, ext
                  "scored on the test images only)", ecfg["split"])
     keep: dict = {}
     journal = ISJournal(run_dir / PARTIAL)
-    result = evaluate(model, x, true_model=splits.meta.true_model, device=device, show_progress=show_progress,
-                      keep=keep, journal=journal, **candidate_images(splits, int(ecfg["seed"])),
-                      **settings_for(EVALUATE_KEYS, {**ecfg, "heldout": heldout}))
+    result = evaluate(model, x, EvalSettings(**{**ecfg, "heldout": heldout}), true_model=splits.meta.true_model,
+                      device=device, show_progress=show_progress, keep=keep, journal=journal,
+                      **candidate_images(splits, int(ecfg["seed"])))
     # the per-point log p^(x_j), ELBO and per-candidate log c: what scripts/glossy_forensics.py starts from
     atomic_torch_save(run_dir / POINTS, {"eval_config": ecfg, "split": ecfg["split"],
                                          **{k: v.cpu() for k, v in keep.items()}})

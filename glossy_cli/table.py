@@ -35,8 +35,9 @@ REQUIRED = ["dataset", "model", "prior", "nll"]
 
 
 def paper_table() -> pd.DataFrame:
+    """The paper's Table 1: the one copy, glossy_cli/paper_table1.csv (its first line names the source)."""
     with resources.files("glossy_cli").joinpath("paper_table1.csv").open() as f:
-        return pd.read_csv(f)
+        return pd.read_csv(f, comment="#")
 
 
 def read_results(runs_root: str | Path) -> tuple[list[dict], list[str]]:
@@ -179,5 +180,4 @@ def make_table(runs_root: str | Path, results_dir: str | Path) -> tuple[pd.DataF
     atomic_write_text(out / "table1.csv", df.to_csv(index=False))
     atomic_write_text(out / "table1.md", to_markdown(df))
     atomic_write_text(out / "table1.tex", to_latex(df))
-    atomic_write_text(out / "paper_table1.csv", f"# source: {PAPER_SOURCE}\n" + paper_table().to_csv(index=False))
     return df, problems

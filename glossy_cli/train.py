@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from .atomic import atomic_save_image_grid, atomic_torch_save, atomic_write_text, run_lock
 from .config import check
 from .errors import GlossyError
-from .evaluate import check_budget, evaluate, forked_rng
+from .evaluate import evaluate
 from .evaluation import (
     candidate_images,
     check_eval_budget,
@@ -30,6 +30,8 @@ from .evaluation import (
     training_record,
     up_to_date,
 )
+from .importance import forked_rng
+from .memory import check_budget
 from .runs import (
     BEST,
     LAST,
@@ -41,6 +43,7 @@ from .runs import (
     resolve_device,
     same_model,
 )
+from .settings import EvalSettings
 
 log = logging.getLogger("glossy")
 
@@ -152,19 +155,21 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
 
 
-def _trajectory_settings(cfg) -> dict:
+def _trajectory_settings(cfg) -> EvalSettings:
+    """A trajectory point's evaluation: eval.*'s sources and budget on train.trajectory_points test images with
+    train.trajectory_samples importance samples, no bootstrap, a shorter Blahut-Arimoto."""
     e = cfg.eval
-    return {"is_samples": int(cfg.train.trajectory_samples), "max_points": int(cfg.train.trajectory_points),
-            "candidates": e.candidates, "heldout": bool(e.heldout),
-            "autoregressive_max_candidates": e.get("autoregressive_max_candidates"),
-            "prior_candidates": e.get("prior_candidates"), "memory_budget_gb": float(e.memory_budget_gb)}
+    return EvalSettings(is_samples=int(cfg.train.trajectory_samples), max_points=int(cfg.train.trajectory_points),
+                        candidates=list(e.candidates), heldout=bool(e.heldout),
+                        autoregressive_max_candidates=e.get("autoregressive_max_candidates"),
+                        prior_candidates=e.get("prior_candidates"), memory_budget_gb=float(e.memory_budget_gb),
+                        bootstrap=0, ba_iters=100, ba_tol=1e-3, seed=int(e.seed))
 
 
 def _trajectory_point(model, splits, imgs: dict, cfg, device, subset: torch.Tensor, epoch: int) -> dict:
     with forked_rng(device):
-        r = evaluate(model, splits.test[subset], true_model=splits.meta.true_model, **imgs,
-                     **_trajectory_settings(cfg), bootstrap=0, ba_iters=100, ba_tol=1e-3,
-                     seed=int(cfg.eval.seed), device=device, show_progress=False)
+        r = evaluate(model, splits.test[subset], _trajectory_settings(cfg), true_model=splits.meta.true_model,
+                     **imgs, device=device, show_progress=False)
     keys = ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba", "ba_gap", "glossy_max_train",
             "glossy_std_train", "lower_bound_train", "nll_ba_heldout", "true_nll", "exact_lower_bound"]
     return {"epoch": epoch, **{k: r[k] for k in keys if k in r}}
@@ -211,8 +216,8 @@ def setup(cfg: DictConfig):
     model = build_model(margs).to(device)
     check_eval_budget(model, splits, cfg)  # fails now, not after the training
     if int(cfg.train.trajectory_every) > 0:
-        check_budget(model, len(splits.test), n_train=len(splits.train), n_valid=len(splits.val),
-                     **_trajectory_settings(cfg))
+        check_budget(model, len(splits.test), _trajectory_settings(cfg), n_train=len(splits.train),
+                     n_valid=len(splits.val))
     return device, splits, margs, model
 
 

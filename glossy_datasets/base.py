@@ -12,6 +12,24 @@ class DatasetError(Exception):
     """A dataset cannot be provided; the message says what is missing and how to fix it."""
 
 
+class OptionError(DatasetError):
+    """A dataset option out of its range: one line naming dataset.options.<key>, the value and what is allowed."""
+
+
+def default_of(fn, name: str):
+    """The default of keyword `name` in `fn`'s signature: a loader's options take their defaults from `load`."""
+    import inspect
+
+    return inspect.signature(fn).parameters[name].default
+
+
+def at_least(opts, lo, *names: str) -> None:
+    for n in names:
+        v = getattr(opts, n)
+        if v is None or v < lo:
+            raise OptionError(f"dataset.options.{n}={v}: must be at least {lo}")
+
+
 @dataclass(frozen=True)
 class DatasetMeta:
     name: str

@@ -9,12 +9,13 @@ The file's order is kept: training shuffles every epoch, so no shuffle is needed
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .base import DatasetMeta, Splits
+from .base import DatasetMeta, Splits, default_of
 from .download import Remote, check_options, ensure, files_info, read_checked, resolve_data_dir
 
 NAME = "caltech101"
@@ -61,3 +62,10 @@ def load(data_dir: Path | None = None, download: bool = True, *, invert: bool = 
                        source=f"Caltech 101 Silhouettes (28, split 1) from {data_dir / NAME}")
     info = files_info([r], data_dir, digests)
     return Splits(x["train"], x["val"], x["test"], meta, info)
+
+
+@dataclass
+class Options:
+    """dataset.options of `dataset=caltech101`."""
+
+    invert: bool = default_of(load, "invert")

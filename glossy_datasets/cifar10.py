@@ -17,12 +17,13 @@ import hashlib
 import io
 import pickle
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .base import DatasetError, DatasetMeta, Splits
+from .base import DatasetError, DatasetMeta, Splits, at_least, default_of
 from .download import DatasetCorrupt, DatasetMissing, check_options, resolve_data_dir
 
 NAME = "cifar10"
@@ -200,3 +201,15 @@ def load(data_dir: Path | None = None, download: bool = True, *, n_val: int = N_
                        "val": torch.from_numpy(labels_all[-n_val:].astype(np.int64)),
                        "test": torch.from_numpy(test_labels.astype(np.int64))}}
     return Splits(tensor(train_all[:-n_val]), tensor(train_all[-n_val:]), tensor(test), meta, info)
+
+
+@dataclass
+class Options:
+    """dataset.options of `dataset=cifar10`."""
+
+    n_val: int = default_of(load, "n_val")
+    split_seed: int = default_of(load, "split_seed")
+
+    def __post_init__(self):
+        at_least(self, 1, "n_val")
+        at_least(self, 0, "split_seed")

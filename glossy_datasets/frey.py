@@ -12,12 +12,13 @@ Pixels k become (k + 0.5) / 256; the frames are shuffled with a fixed seed and s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .base import DatasetError, DatasetMeta, Splits
+from .base import DatasetError, DatasetMeta, OptionError, Splits, at_least, default_of
 from .download import (
     DatasetMissing,
     Remote,
@@ -117,3 +118,20 @@ def load(data_dir: Path | None = None, download: bool = True, *, file: str = "au
                        source=f"Frey Faces {r.filename} from {data_dir / NAME}")
     info = {**files_info([r], data_dir, digests), "split_seed": split_seed}
     return Splits(train, val, test, meta, info)
+
+
+@dataclass
+class Options:
+    """dataset.options of `dataset=frey`."""
+
+    file: str = default_of(load, "file")
+    n_train: int = default_of(load, "n_train")
+    n_val: int = default_of(load, "n_val")
+    n_test: int = default_of(load, "n_test")
+    split_seed: int = default_of(load, "split_seed")
+
+    def __post_init__(self):
+        at_least(self, 1, "n_train", "n_val", "n_test")
+        at_least(self, 0, "split_seed")
+        if self.file not in FILE_CHOICES:
+            raise OptionError(f"dataset.options.file={self.file}: must be one of {', '.join(FILE_CHOICES)}")

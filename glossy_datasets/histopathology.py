@@ -12,12 +12,13 @@ are verified by format and content (a gzip tar holding histopathology.pkl; the d
 from __future__ import annotations
 
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .base import DatasetError, DatasetMeta, Splits
+from .base import DatasetError, DatasetMeta, OptionError, Splits, default_of
 from .download import (
     DatasetMissing,
     Remote,
@@ -99,3 +100,14 @@ def load(data_dir: Path | None = None, download: bool = True, *, clip: float = C
                        source=f"Histopathology gray {r.filename} from {data_dir / NAME}")
     info = files_info([r], data_dir, digests)
     return Splits(x["train"], x["val"], x["test"], meta, info)
+
+
+@dataclass
+class Options:
+    """dataset.options of `dataset=histopathology`."""
+
+    clip: float = default_of(load, "clip")
+
+    def __post_init__(self):
+        if not 0 < self.clip < 0.5:
+            raise OptionError(f"dataset.options.clip={self.clip}: must lie strictly between 0 and 0.5")

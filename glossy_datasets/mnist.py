@@ -9,12 +9,13 @@ Training order is the file's: training shuffles every epoch, so no shuffle is ne
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .base import DatasetMeta, Splits
+from .base import DatasetMeta, Splits, default_of
 from .download import Remote, cached_array, check_options, ensure, files_info, read_checked, resolve_data_dir
 
 NAME = "mnist"
@@ -87,3 +88,10 @@ def load(data_dir: Path | None = None, download: bool = True, *, cache: bool = T
                        source=f"static binarized MNIST from {data_dir / NAME}")
     info = files_info(remotes, data_dir, digests)
     return Splits(x["train"], x["val"], x["test"], meta, info)
+
+
+@dataclass
+class Options:
+    """dataset.options of `dataset=mnist`."""
+
+    cache: bool = default_of(load, "cache")

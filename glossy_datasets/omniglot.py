@@ -13,12 +13,13 @@ values in [0, 1].
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .base import DatasetError, DatasetMeta, Splits
+from .base import DatasetError, DatasetMeta, Splits, at_least, default_of
 from .download import Remote, check_options, ensure, files_info, read_checked, resolve_data_dir
 
 NAME = "omniglot"
@@ -78,3 +79,16 @@ def load(data_dir: Path | None = None, download: bool = True, *, n_validation: i
     info = {**files_info([r], data_dir, digests),
             "split_seed": split_seed, "binarize_seed": binarize_seed}
     return Splits(*x, meta, info)
+
+
+@dataclass
+class Options:
+    """dataset.options of `dataset=omniglot`."""
+
+    n_validation: int = default_of(load, "n_validation")
+    split_seed: int = default_of(load, "split_seed")
+    binarize_seed: int = default_of(load, "binarize_seed")
+
+    def __post_init__(self):
+        at_least(self, 1, "n_validation")
+        at_least(self, 0, "split_seed", "binarize_seed")

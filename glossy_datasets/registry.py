@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import caltech101, cifar10, frey, histopathology, mnist, omniglot, synthetic
-from .base import DatasetError, DatasetMeta, Splits
+from .base import DatasetError, DatasetMeta, OptionError, Splits
 from .download import DatasetCorrupt, DatasetMissing, default_data_dir
 
 DATASETS: dict[str, Callable[..., Splits]] = {
@@ -19,18 +19,27 @@ DATASETS: dict[str, Callable[..., Splits]] = {
     "cifar10": cifar10.load,
 }
 
+# each loader's options, a dataclass beside it (its defaults are the loader's own; `glossy` checks overrides of
+# dataset.options against it); a dataset of your own without one takes no options
+OPTIONS: dict[str, type] = {name: module.Options for name, module in [
+    ("synthetic", synthetic), ("mnist", mnist), ("omniglot", omniglot), ("caltech101", caltech101), ("frey", frey),
+    ("histopathology", histopathology), ("cifar10", cifar10)]}
+
 BUILT_IN = frozenset(DATASETS)
 
-__all__ = ["BUILT_IN", "DATASETS", "DatasetCorrupt", "DatasetError", "DatasetMeta", "DatasetMissing", "Splits",
-           "default_data_dir", "load", "register", "unregister"]
+__all__ = ["BUILT_IN", "DATASETS", "OPTIONS", "DatasetCorrupt", "DatasetError", "DatasetMeta", "DatasetMissing",
+           "OptionError", "Splits", "default_data_dir", "load", "register", "unregister"]
 
 
-def register(name: str, loader: Callable[..., Splits]) -> None:
-    """Add a dataset of your own under a new name: `loader(data_dir, download, **options)` returns Splits.
-    Train on it with `dataset.name=<name>` over any dataset config whose options the loader accepts."""
+def register(name: str, loader: Callable[..., Splits], options: type | None = None) -> None:
+    """Add a dataset of your own under a new name: `loader(data_dir, download, **options)` returns Splits;
+    `options`, a dataclass of the keywords it takes. Train on it with `dataset.name=<name>` over any dataset
+    config whose options the loader accepts."""
     if name in DATASETS:
         raise DatasetError(f"a dataset named {name!r} is already registered")
     DATASETS[name] = loader
+    if options is not None:
+        OPTIONS[name] = options
 
 
 def unregister(name: str) -> None:
@@ -38,6 +47,7 @@ def unregister(name: str) -> None:
     if name not in DATASETS or name in BUILT_IN:
         raise DatasetError(f"{name!r} is not a registered dataset of your own")
     del DATASETS[name]
+    OPTIONS.pop(name, None)
 
 
 def load(name: str, data_dir: str | Path | None = None, download: bool = True, **options) -> Splits:

@@ -8,10 +8,11 @@ file), so the data set is bit-for-bit reproducible from its seed.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from .base import DatasetMeta, Splits
+from .base import DatasetMeta, OptionError, Splits, at_least, default_of
 from .download import check_options
 
 _GLYPHS = {
@@ -81,3 +82,20 @@ def load(data_dir=None, download: bool = False, *, n_train: int = 50000, n_val: 
                        true_model=SyntheticTrueModel(protos, flip),
                        source="generated (10 font prototypes, pixel flips)")
     return Splits(train, val, test, meta)
+
+
+@dataclass
+class Options:
+    """dataset.options of `dataset=synthetic` (checked when the configuration is composed)."""
+
+    n_train: int = default_of(load, "n_train")
+    n_val: int = default_of(load, "n_val")
+    n_test: int = default_of(load, "n_test")
+    flip: float = default_of(load, "flip")
+    data_seed: int = default_of(load, "data_seed")
+
+    def __post_init__(self):
+        at_least(self, 1, "n_train", "n_val", "n_test")
+        at_least(self, 0, "data_seed")
+        if not 0 <= self.flip <= 0.5:
+            raise OptionError(f"dataset.options.flip={self.flip}: must lie in [0, 0.5]")

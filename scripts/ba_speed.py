@@ -20,9 +20,11 @@ from pathlib import Path
 import torch
 
 from glossy_cli import bounds
-from glossy_cli.evaluate import Plan, importance_sampling, likelihood_matrix, posterior_means
+from glossy_cli.candidates import likelihood_matrix, posterior_means
 from glossy_cli.evaluation import candidate_images
+from glossy_cli.importance import importance_sampling
 from glossy_cli.main import flush_denormals
+from glossy_cli.memory import Plan
 from glossy_cli.runs import load_trained
 
 

@@ -360,7 +360,8 @@ def bench_train(name, sz, device, peak, seed) -> dict:
 
 
 def bench_is(name, prior, sz, device, peak, seed) -> dict:
-    from glossy_cli.evaluate import importance_sampling, is_block_bytes, make_plan
+    from glossy_cli.importance import importance_sampling, is_block_bytes
+    from glossy_cli.memory import make_plan
 
     model = _build(name, prior, seed=seed).to(device).eval()
     s_fast = sz["pixel_is_samples"] if name == "pixelhvae" else sz["is_samples"]
@@ -407,7 +408,8 @@ def _pseudo_macs(model) -> int:
 
 
 def bench_matrix(input_type, sz, device, peak, seed) -> dict:
-    from glossy_cli.evaluate import likelihood_matrix, make_plan, posterior_means
+    from glossy_cli.candidates import likelihood_matrix, posterior_means
+    from glossy_cli.memory import make_plan
 
     model = _build("vae", "standard", input_type, seed=seed).to(device).eval()
     n = sz["matrix_n"] if input_type == "binary" else sz["logistic_n"]

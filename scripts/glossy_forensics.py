@@ -39,9 +39,11 @@ import pandas as pd
 import torch
 
 from glossy_cli import bounds
+from glossy_cli.candidates import likelihood_matrix, posterior_means, prior_candidates_of
 from glossy_cli.errors import GlossyError
-from glossy_cli.evaluate import Plan, importance_sampling, likelihood_matrix, posterior_means, prior_candidates_of
 from glossy_cli.evaluation import candidate_images
+from glossy_cli.importance import importance_sampling
+from glossy_cli.memory import Plan
 from glossy_cli.runs import POINTS, load_trained
 from glossy_cli.table import paper_table
 

@@ -17,8 +17,9 @@ import time
 
 import torch
 
-from glossy_cli.evaluate import Plan, likelihood_matrix
+from glossy_cli.candidates import likelihood_matrix
 from glossy_cli.main import flush_denormals
+from glossy_cli.memory import Plan
 from glossy_models import likelihoods
 from glossy_models.registry import build
 

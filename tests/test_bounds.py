@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from glossy_cli import bounds
+from glossy_cli import bounds, intervals, storage
 
 
 def brute_log_c(L, log_px):
@@ -138,7 +138,7 @@ def test_bootstrap_matches_explicit_resampling():
     n = 30
     L = torch.randn(n, n, generator=g, dtype=torch.float64) * 20 - 500
     lpx = torch.randn(n, generator=g, dtype=torch.float64) * 3 - 480
-    ci = bounds.bootstrap(L, lpx, n_boot=200, seed=7, level=0.9)
+    ci = intervals.bootstrap(L, lpx, n_boot=200, seed=7, level=0.9)
     gen = torch.Generator().manual_seed(7)
     idx = torch.randint(n, (200, n), generator=gen)
     maxes, stds = [], []
@@ -172,7 +172,7 @@ def test_bootstrap_intervals_cover_at_roughly_the_nominal_rate():
         x = torch.tensor(rng.standard_normal(n))
         L = -0.5 * (x[None] - x[:, None]) ** 2 - 0.5 * math.log(2 * math.pi)
         lpx = -0.25 * x**2 - 0.5 * math.log(4 * math.pi)
-        lo, hi = bounds.bootstrap(L, lpx, n_boot=200, seed=int(rng.integers(1 << 30)), level=0.9)["glossy_std"]
+        lo, hi = intervals.bootstrap(L, lpx, n_boot=200, seed=int(rng.integers(1 << 30)), level=0.9)["glossy_std"]
         hits += lo <= true_std <= hi
     rate = hits / reps
     assert 0.7 <= rate <= 0.99, rate
@@ -184,7 +184,7 @@ def test_unpaired_bootstrap_matches_explicit_resampling_of_the_columns():
     m, n = 13, 25
     L = torch.randn(m, n, generator=g, dtype=torch.float64) * 15 - 300
     lpx = torch.randn(n, generator=g, dtype=torch.float64) * 3 - 290
-    ci = bounds.bootstrap(L, lpx, n_boot=150, seed=3, level=0.8, paired=False, block_rows=4)
+    ci = intervals.bootstrap(L, lpx, n_boot=150, seed=3, level=0.8, paired=False, block_rows=4)
     idx = torch.randint(n, (150, n), generator=torch.Generator().manual_seed(3))
     maxes, stds, lbs = [], [], []
     for b in range(150):
@@ -198,7 +198,7 @@ def test_unpaired_bootstrap_matches_explicit_resampling_of_the_columns():
     np.testing.assert_allclose(ci["glossy_std"], np.quantile(stds, q), atol=1e-8)
     np.testing.assert_allclose(ci["lower_bound"], np.quantile(lbs, q), atol=1e-8)
     with pytest.raises(ValueError, match="square"):
-        bounds.bootstrap(L, lpx, 5)
+        intervals.bootstrap(L, lpx, 5)
 
 
 def _two_samples(seed, m=5, n_fit=60, n_score=45, d=10):
@@ -312,8 +312,8 @@ def test_active_set_brings_back_atoms_left_out_too_early(monkeypatch):
     L = _sparse_problem(7)
     off = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, active_set=False)
     calls = []
-    real = bounds._exp_log_c
-    monkeypatch.setattr(bounds, "_exp_log_c", lambda *a: calls.append(1) or real(*a))
+    real = storage.exp_log_c
+    monkeypatch.setattr(bounds, "exp_log_c", lambda *a: calls.append(1) or real(*a))
     monkeypatch.setattr(bounds, "PRUNE_LOG_WEIGHT", -3.5)
     on = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7)
     assert len(calls) >= 2  # at least one round of atoms brought back before the certificate held
@@ -357,9 +357,9 @@ def test_resampled_log_c_is_exact_where_a_resample_leaves_out_the_only_large_ter
     L[0, 0] = -500.0
     L[1] = torch.linspace(-600.0, -590.0, n, dtype=torch.float64)
     lpx = torch.zeros(n, dtype=torch.float64)
-    counts = bounds.bootstrap_counts(n, b, seed=1)
+    counts = intervals.bootstrap_counts(n, b, seed=1)
     assert (counts[:, 0] == 0).any() and (counts[:, 0] > 0).any()
-    got = bounds.resampled_log_c(L, lpx, counts)
+    got = intervals.resampled_log_c(L, lpx, counts)
     want = torch.stack([torch.logsumexp(L - lpx + torch.log(counts[k]), 1) for k in range(b)], 1) - math.log(n)
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)
 
@@ -371,8 +371,8 @@ def test_active_set_moves_to_the_matrix_products_once_the_atoms_in_play_fit_the_
     L = _sparse_problem(3)
     full = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, active_set=False)
     sizes = []
-    real = bounds._ba_step_exp
-    monkeypatch.setattr(bounds, "_ba_step_exp", lambda E, *a: sizes.append(E.shape[0]) or real(E, *a))
+    real = storage.ba_step_exp
+    monkeypatch.setattr(bounds, "ba_step_exp", lambda E, *a: sizes.append(E.shape[0]) or real(E, *a))
     tight = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, max_bytes=8 * 100 * L.shape[1])
     assert sizes and max(sizes) <= 200 and tight.iterations + 1 - len(sizes) >= 1  # some log-domain steps first
     assert tight.converged and tight.nll == pytest.approx(full.nll, abs=2e-7)

@@ -87,13 +87,18 @@ def test_eval_and_table(trained, tmp_path):
     assert "glossy" in p.stdout
 
 
+SLOW = pytest.mark.slow  # the console script in a subprocess; tests/test_config.py checks every key in-process
+
+
 @pytest.mark.parametrize("args,needle", [
     (["train", "dataset=nosuch"], "dataset=nosuch: must be one of caltech101, cifar10, frey"),
-    (["train", "model.z_dim=abc"], "model.z_dim=abc: must be an integer"),
-    (["train", "prior=vamp", "prior.n_components=-5"], "prior.n_components=-5: must be at least 1"),
-    (["train", "eval.is_sampels=5"], "eval.is_sampels is not a setting of eval; valid: is_samples,"),
-    (["train", "prior=gaussian"], "prior=gaussian: must be one of standard, vamp"),
-    (["frobnicate"], "unknown command 'frobnicate'"),
+    pytest.param(["train", "model.z_dim=abc"], "model.z_dim=abc: must be an integer", marks=SLOW),
+    pytest.param(["train", "prior=vamp", "prior.n_components=-5"], "prior.n_components=-5: must be at least 1",
+                 marks=SLOW),
+    pytest.param(["train", "eval.is_sampels=5"], "eval.is_sampels is not a setting of eval; valid: is_samples,",
+                 marks=SLOW),
+    pytest.param(["train", "prior=gaussian"], "prior=gaussian: must be one of standard, vamp", marks=SLOW),
+    pytest.param(["frobnicate"], "unknown command 'frobnicate'", marks=SLOW),
 ])
 def test_bad_input_gives_one_clear_message_and_no_traceback(tmp_path, args, needle):
     # the console script end to end (every other bad value: tests/test_config.py, in-process; bad checkpoints,

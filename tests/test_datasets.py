@@ -764,6 +764,7 @@ def test_real_frey():
     assert torch.equal(datasets.load("frey", root, download=False).val, s.val)  # fixed split
 
 
+@pytest.mark.slow  # the console script in a subprocess, or 180 MB of real data
 def test_real_cifar10():
     """The shared copy (content-verified, not byte-identical): the split, shapes, first pixels, class counts."""
     s = datasets.load("cifar10", real_data("cifar10"), download=False)
@@ -813,6 +814,7 @@ def test_glossy_data_lists_missing_and_corrupt(tmp_path):
     assert sorted(x.name for x in data.rglob("*")) == ["caltech101", caltech101.FILES["mat"].filename]
 
 
+@pytest.mark.slow  # the console script in a subprocess, or 180 MB of real data
 def test_glossy_data_fetch_offline_fails_cleanly(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -824,6 +826,7 @@ def test_glossy_data_fetch_offline_fails_cleanly(tmp_path):
     assert list(empty.iterdir()) == []
 
 
+@pytest.mark.slow  # the console script in a subprocess, or 180 MB of real data
 def test_glossy_data_real_frey(tmp_path):
     root = real_data("frey")
     p = run_glossy("data", "list", "dataset=frey", f"data_dir={root}", tmp_path=tmp_path)

@@ -2,6 +2,7 @@
 glossy matrix, the chunk planner, and `evaluate` on a user's own model."""
 
 import contextlib
+import itertools
 import math
 
 import numpy as np
@@ -10,19 +11,12 @@ import torch
 from torch import nn
 
 from glossy_cli import bounds
+from glossy_cli.candidates import likelihood_matrix, posterior_means
 from glossy_cli.errors import GlossyError
-from glossy_cli.evaluate import (
-    GROUP_BLOCKS,
-    ISJournal,
-    Plan,
-    evaluate,
-    importance_sampling,
-    is_blocks,
-    likelihood_matrix,
-    make_plan,
-    plan_chunks,
-    posterior_means,
-)
+from glossy_cli.evaluate import evaluate
+from glossy_cli.importance import GROUP_BLOCKS, importance_sampling, is_blocks
+from glossy_cli.journal import ISJournal
+from glossy_cli.memory import Plan, make_plan, plan_chunks
 from glossy_models import registry as models
 from glossy_models.base import LatentVariableModel, reparameterize
 from glossy_models.priors import log_normal_diag, log_standard_normal
@@ -153,7 +147,7 @@ def test_the_glossy_matrix_over_budget_is_refused_clearly():
 def test_log_progress_writes_one_line_per_tenth_and_stays_quiet_for_short_work(caplog):
     import logging
 
-    from glossy_cli.evaluate import LogProgress
+    from glossy_cli.progress import LogProgress
 
     with caplog.at_level(logging.INFO, logger="glossy"):
         with LogProgress(100, "importance sampling", "points", quiet_s=0.0) as p:
@@ -174,20 +168,20 @@ def test_log_progress_writes_one_line_per_tenth_and_stays_quiet_for_short_work(c
 def test_progress_after_a_resume_counts_the_earlier_points_as_done_but_not_in_the_rate(caplog, monkeypatch):
     import logging
 
-    from glossy_cli import evaluate as evaluate_module
-    from glossy_cli.evaluate import LogProgress, _progress, _resumed
+    from glossy_cli import progress as evaluate_module
+    from glossy_cli.progress import LogProgress, progress_bar, resumed
 
     clock = iter([0.0, 100.0])  # the bar starts at 0 s; 10 points later it is 100 s
     monkeypatch.setattr(evaluate_module.time, "perf_counter", lambda: next(clock))
     with caplog.at_level(logging.INFO, logger="glossy"):
         p = LogProgress(100, "importance sampling", "points", quiet_s=0.0)
-        _resumed(p, 60)  # a cut-off run did 60
+        resumed(p, 60)  # a cut-off run did 60
         p.update(10)
     # 10 points in 100 s, 30 left: 300 s, not 100 s * 30 / 70
     assert caplog.records[0].getMessage() == ("importance sampling: 70/100 points (70%), 1m40s elapsed, "
                                               "about 5m00s left")
-    bar = _progress(True, 100, "x", "points")
-    _resumed(bar, 60)
+    bar = progress_bar(True, 100, "x", "points")
+    resumed(bar, 60)
     assert bar.n == 60 and bar.initial == 60
     bar.close()
 
@@ -279,7 +273,7 @@ def test_heldout_sandwich_in_evaluate_equals_the_bounds_functions_on_the_same_ma
 def test_bad_candidate_sources_are_refused_clearly():
     m = models.build("vae", "standard", (1, 6, 6), "binary")
     x = torch.zeros(10, 1, 6, 6)
-    with pytest.raises(GlossyError, match="unknown source 'trian'"):
+    with pytest.raises(GlossyError, match=r"eval.candidates=\[trian\]: must be a non-empty list of test, train"):
         evaluate(m, x, candidates=["trian"], is_samples=2, show_progress=False)
     with pytest.raises(GlossyError, match="no train images"):
         evaluate(m, x, candidates=["test", "train"], is_samples=2, show_progress=False)
@@ -293,7 +287,7 @@ def test_blahut_arimoto_stays_inside_the_memory_budget_with_the_same_numbers(mon
     import logging
 
     from glossy_cli import bounds as bounds_module
-    from glossy_cli.evaluate import _plan_within_budget, eval_sizes
+    from glossy_cli.memory import eval_sizes, plan_within_budget
 
     gen = torch.Generator().manual_seed(0)
     test, train, val = (torch.bernoulli(torch.full((n, 1, 6, 6), 0.3), generator=gen) for n in (300, 120, 400))
@@ -307,7 +301,7 @@ def test_blahut_arimoto_stays_inside_the_memory_budget_with_the_same_numbers(mon
     # not the exp-matrices (301 x 300 and 121 x 400 floats)
     budget = reserved + 12 * m.eval_bytes_per_sample()
     assert 12 * m.eval_bytes_per_sample() < 4 * 121 * 400
-    assert _plan_within_budget(m, sizes, 8, budget / 2**30).samples == 8
+    assert plan_within_budget(m, sizes, 8, budget / 2**30).samples == 8
     seen = []
     real = bounds_module.blahut_arimoto
 
@@ -365,24 +359,25 @@ def test_fast_importance_sampling_groups_points_and_blocks_samples():
             np.testing.assert_allclose(got[0].cpu().numpy(), ref[0].cpu().numpy(), rtol=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("n_samples", [1, 7, 100, 5000, 100_000])
-@pytest.mark.parametrize("chunk", [1, 3, 64, 5000, 10**6])
-@pytest.mark.parametrize("bytes_per_sample,block_bytes", [(29_696, 12 * 2**20), (835_104, 12 * 2**20),
-                                                          (10**9, 2**20), (1, 10**6), (4000, 4000)])
-@pytest.mark.parametrize("grouped_noise", [False, True])
-def test_decoder_blocks_never_exceed_their_budget(n_samples, chunk, bytes_per_sample, block_bytes, grouped_noise):
-    chunk = min(chunk, n_samples)  # what plan_chunks returns
-    group, block = is_blocks(n_samples, chunk, bytes_per_sample, block_bytes, grouped_noise=grouped_noise)
-    assert group >= 1 and block >= 1
-    rows = group * block
-    assert rows <= chunk  # never more than the plan's chunk, whose memory the budget was checked for
-    assert rows * bytes_per_sample <= max(block_bytes, bytes_per_sample)  # within the cache budget (>= 1 row)
-    if group > 1:
-        assert n_samples <= chunk  # only points whose samples are one chunk, so one stream each, are grouped
-        if not grouped_noise:
-            assert block == n_samples  # drawn by sample_posterior per point: a block holds whole points
-        else:
-            assert group * n_samples <= GROUP_BLOCKS * max(rows, block_bytes // bytes_per_sample)
+def test_decoder_blocks_never_exceed_their_budget():
+    # a pure function of five integers: every combination of the grid in one test
+    grid = itertools.product([1, 7, 100, 5000, 100_000], [1, 3, 64, 5000, 10**6],
+                             [(29_696, 12 * 2**20), (835_104, 12 * 2**20), (10**9, 2**20), (1, 10**6), (4000, 4000)],
+                             [False, True])
+    for n_samples, chunk, (bytes_per_sample, block_bytes), grouped_noise in grid:
+        case = (n_samples, chunk, bytes_per_sample, block_bytes, grouped_noise)
+        chunk = min(chunk, n_samples)  # what plan_chunks returns
+        group, block = is_blocks(n_samples, chunk, bytes_per_sample, block_bytes, grouped_noise=grouped_noise)
+        assert group >= 1 and block >= 1, case
+        rows = group * block
+        assert rows <= chunk, case  # never more than the plan's chunk, whose memory the budget was checked for
+        assert rows * bytes_per_sample <= max(block_bytes, bytes_per_sample), case  # within the cache budget
+        if group > 1:
+            assert n_samples <= chunk, case  # only points whose samples are one chunk, so one stream each, group
+            if not grouped_noise:
+                assert block == n_samples, case  # drawn by sample_posterior per point: a block holds whole points
+            else:
+                assert group * n_samples <= GROUP_BLOCKS * max(rows, block_bytes // bytes_per_sample), case
 
 
 @pytest.mark.parametrize("input_type", ["binary", "gray"])
@@ -401,7 +396,7 @@ def test_glossy_matrix_in_plan_blocks_and_its_log_c_equal_the_one_shot_matrix(in
 
 
 def test_the_decoder_block_is_calibrated_once_per_shape_leaves_the_random_state_and_can_be_set(monkeypatch):
-    import glossy_cli.evaluate as ev
+    import glossy_cli.importance as ev
 
     m = models.build("vae", "standard", (1, 5, 7), "binary", z_dim=3, hidden=11).to(DEVICE).eval()
     bps = m.eval_bytes_per_sample()

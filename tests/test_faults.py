@@ -267,6 +267,7 @@ def shared(tmp_path_factory):
 
 # --- 1. interruption ------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # subprocesses of the console script (trainings, signals, locks)
 def test_sigterm_mid_epoch_exits_with_the_resume_message_and_resuming_equals_the_twin(shared, tmp_path):
     p = start_train(RESUMABLE, tmp_path)
     wait_until(lambda: the_run(tmp_path) is not None and epochs_done(the_run(tmp_path)) >= 1, p, what="epoch 1")
@@ -378,6 +379,7 @@ def test_sigint_during_the_evaluation_stops_it_with_a_message_and_writes_nothing
     assert not [f for f in run.iterdir() if f.name.endswith(".tmp")]
 
 
+@pytest.mark.slow  # subprocesses of the console script (trainings, signals, locks)
 def test_a_second_process_on_a_held_run_is_refused_with_the_holder_named(tmp_path):
     from glossy_cli.atomic import run_lock
 
@@ -401,6 +403,7 @@ def test_a_second_process_on_a_held_run_is_refused_with_the_holder_named(tmp_pat
     assert p.returncode == 0, p.stderr[-2000:]
 
 
+@pytest.mark.slow  # subprocesses of the console script (trainings, signals, locks)
 def test_a_lock_held_by_a_killed_process_is_free_and_its_temporary_files_are_removed(tmp_path):
     run = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from glossy_cli.atomic import run_lock\n"
@@ -591,6 +594,11 @@ BAD_TRAIN = {
 
 
 @pytest.fixture(scope="module")
+def bad_ckpts(good_run, tmp_path_factory):
+    return _bad_checkpoints(tmp_path_factory.mktemp("bad_ckpts"), good_run)
+
+
+@pytest.fixture(scope="module")
 def bad_input(good_run, tmp_path_factory):
     """Every bad command at once (a few processes at a time), for the tests below to inspect."""
     root = tmp_path_factory.mktemp("bad")
@@ -638,6 +646,7 @@ def _clean_failure(p: subprocess.CompletedProcess) -> str:
     return out
 
 
+@pytest.mark.slow  # subprocesses of the console script (trainings, signals, locks)
 @pytest.mark.parametrize("name", list(BAD_EVAL))
 def test_glossy_eval_on_a_missing_truncated_or_foreign_checkpoint(bad_input, name):
     p = bad_input["results"][f"eval {name}"]
@@ -649,16 +658,17 @@ def test_glossy_eval_on_a_missing_truncated_or_foreign_checkpoint(bad_input, nam
 
 
 @pytest.mark.parametrize("name", list(BAD_IN_PROCESS))
-def test_empty_text_and_missing_checkpoints_are_refused_clearly(bad_input, name):
+def test_empty_text_and_missing_checkpoints_are_refused_clearly(bad_ckpts, name):
     from glossy_cli.runs import find_checkpoint
 
     leaf, needle = BAD_IN_PROCESS[name]
-    d = bad_input["ckpts"][name]
+    d = bad_ckpts[name]
     with pytest.raises(GlossyError) as e:
         read_checkpoint(find_checkpoint(str(d / leaf if leaf else d)))
     assert needle in str(e.value)
 
 
+@pytest.mark.slow  # subprocesses of the console script (trainings, signals, locks)
 @pytest.mark.parametrize("name", list(BAD_TRAIN))
 def test_glossy_train_bad_input(bad_input, name):
     p = bad_input["results"][f"train {name}"]
@@ -670,12 +680,14 @@ def test_glossy_train_bad_input(bad_input, name):
     assert not list(bad_input["cwd"][f"train {name}"].rglob("*.pt"))
 
 
+@pytest.mark.slow  # subprocesses of the console script (trainings, signals, locks)
 def test_glossy_table_on_a_folder_without_results(bad_input):
     p = bad_input["results"]["table empty"]
     out = _clean_failure(p)
     assert p.returncode == 2 and "glossy: error: no complete result.json under" in out
 
 
+@pytest.mark.slow  # subprocesses of the console script (trainings, signals, locks)
 def test_glossy_table_skips_and_names_malformed_results_and_keeps_the_rest(bad_input):
     p = bad_input["results"]["table mixed"]
     assert p.returncode == 0, p.stderr[-2000:]
@@ -694,6 +706,7 @@ def test_glossy_table_skips_and_names_malformed_results_and_keeps_the_rest(bad_i
 
 # --- 4. concurrency -------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # subprocesses of the console script (trainings, signals, locks)
 def test_concurrent_runs_share_no_file_and_a_reader_only_ever_sees_complete_results(shared):
     shared.wait()
     runs = shared.runs
@@ -733,6 +746,7 @@ def test_concurrent_runs_share_no_file_and_a_reader_only_ever_sees_complete_resu
 
 # --- 5. memory -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # subprocesses of the console script (trainings, signals, locks)
 def test_a_small_memory_budget_chunks_logs_it_and_gives_the_same_numbers(shared, tmp_path):
     shared.wait()
     twin = shared.run_dir(0)
@@ -763,12 +777,13 @@ def test_an_evaluation_cut_off_in_importance_sampling_goes_on_from_its_finished_
     import functools
     import logging
 
-    import glossy_cli.evaluate as evaluate_module
     import glossy_cli.evaluation as evaluation_module
+    import glossy_cli.importance as evaluate_module
+    import glossy_cli.journal as journal_module
     from glossy_cli.runs import PARTIAL
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])
-    monkeypatch.setattr(evaluation_module, "ISJournal", functools.partial(evaluate_module.ISJournal, every_s=0))
+    monkeypatch.setattr(evaluation_module, "ISJournal", functools.partial(journal_module.ISJournal, every_s=0))
     real = evaluate_module._posterior_draws
     calls = []
 

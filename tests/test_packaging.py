@@ -84,6 +84,7 @@ def test_every_file_loads_under_one_name_and_every_error_class_has_one_identity(
     assert set(out["errors"].values()) == {1}, out["errors"]
 
 
+@pytest.mark.slow  # a second interpreter importing torch
 def test_an_installed_datasets_or_models_package_is_not_hidden_at_the_repository_root(tmp_path):
     for name in ("datasets", "models"):  # stand-ins for Hugging Face's `datasets` and any `models`
         (tmp_path / name).mkdir()

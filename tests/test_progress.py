@@ -22,7 +22,8 @@ def simulate(epoch, counter, warmup, patience, max_epochs, improve_until=0):
             return n
 
 
-@pytest.mark.parametrize("warmup,patience,max_epochs", [(100, 50, 2000), (2, 5, 3), (0, 3, 40), (10, 0, 30)])
+@pytest.mark.parametrize("warmup,patience,max_epochs", [pytest.param(100, 50, 2000, marks=pytest.mark.slow),
+                                                         (2, 5, 3), (0, 3, 40), (10, 0, 30)])
 def test_epochs_left_brackets_every_future_of_the_stopping_rule(warmup, patience, max_epochs):
     for epoch, counter in itertools.product(range(0, max_epochs), range(0, patience + 1)):
         if counter and epoch < warmup:

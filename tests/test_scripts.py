@@ -29,6 +29,7 @@ def test_logistic_variants_normalised_is_glossys_likelihood_and_the_others_drop_
     torch.testing.assert_close(ref[big], torch.log(no_tails[big].exp() + 1e-7), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # a trained run and a measurement script
 def test_glossy_forensics_reproduces_the_runs_own_statistics_and_checks_every_paper_row(quick_cfg, tmp_path):
     import json
 
@@ -61,6 +62,7 @@ def test_glossy_forensics_reproduces_the_runs_own_statistics_and_checks_every_pa
     assert glossy_forensics.main([str(tmp_path / "nosuch")]) == 2
 
 
+@pytest.mark.slow  # a trained run and a measurement script
 def test_ba_speed_fits_the_heldout_prior_of_a_run_with_and_without_the_active_set(quick_cfg, tmp_path, capsys):
     from glossy_cli.train import train
     from scripts import ba_speed

@@ -1,0 +1,73 @@
+"""The evaluation's one typed settings object (`eval.*` of the configuration, `glossy.evaluate`'s keywords),
+the candidate sources it names, and the range checks every schema dataclass shares. No torch here."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+SOURCES = ("test", "train", "valid", "prior")
+SOURCE_HELP = ("test: the posterior means of the evaluated images (the paper's text, in-sample); train / valid: "
+               "those of the training / validation images; prior: samples from the model's prior")
+
+
+def candidate_list(candidates) -> list[str]:
+    """eval.candidates as a list of source names (a single name is accepted too)."""
+    return [candidates] if isinstance(candidates, str) else [str(c) for c in candidates]
+
+
+def at_least(node, prefix: str, lo, *names: str, optional: bool = False) -> None:
+    for n in names:
+        v = getattr(node, n)
+        if v is None and optional:
+            continue
+        if v is None or v < lo:
+            key = f"{prefix}.{n}" if prefix else n
+            raise ConfigError(f"{key}={v}: must be at least {lo}" + (" (or null)" if optional else ""))
+
+def positive(node, prefix: str, *names: str) -> None:
+    for n in names:
+        v = getattr(node, n)
+        if not (v > 0 and math.isfinite(v)):
+            raise ConfigError(f"{prefix}.{n}={v}: must be a positive number")
+
+@dataclass
+class EvalSettings:
+    is_samples: int = 5000  # S, importance samples per data point (the paper's 5000)
+    split: str = "test"  # test | val | train
+    max_points: int | None = None  # cap N with a random subset (seeded by subset_seed); null: all
+    # where the candidates z_i come from: test (posterior means of the evaluated images, the paper's text),
+    # train (of all training images: what the paper's Table 1 shows), valid, prior (prior samples)
+    candidates: Any = field(default_factory=lambda: ["test", "train"])
+    heldout: bool = True  # a BA prior on the training codes + p(z), fitted on the validation images
+    max_candidates: int | None = None  # cap M of every source with a seeded random subset; null: all
+    prior_candidates: int | None = None  # candidates=prior: how many prior samples (null: N)
+    autoregressive_max_candidates: int | None = 100  # PixelHVAE: M x N decoder passes, so M is capped
+    subset_seed: int = 0
+    seed: int = 1234  # importance sampling seed
+    memory_budget_gb: float = 4.0  # block sizes keep the evaluation's arrays under this budget
+    bootstrap: int = 100  # resamples for the confidence intervals (0: off)
+    bootstrap_level: float = 0.95
+    ba_iters: int = 500  # Blahut-Arimoto iterations at most
+    ba_tol: float = 1.0e-4  # stop when the BA duality gap (nats) is below this
+
+    def __post_init__(self):
+        at_least(self, "eval", 1, "is_samples")
+        at_least(self, "eval", 1, "max_points", "max_candidates", "prior_candidates",
+                  "autoregressive_max_candidates", optional=True)
+        at_least(self, "eval", 0, "bootstrap", "ba_iters", "subset_seed", "seed")
+        positive(self, "eval", "memory_budget_gb")
+        if not (self.ba_tol >= 0 and math.isfinite(self.ba_tol)):
+            raise ConfigError(f"eval.ba_tol={self.ba_tol}: must be at least 0")
+        if not 0 < self.bootstrap_level < 1:
+            raise ConfigError(f"eval.bootstrap_level={self.bootstrap_level}: must lie strictly between 0 and 1")
+        if self.split not in ("test", "val", "train"):
+            raise ConfigError(f"eval.split={self.split}: must be test, val or train")
+        cands = candidate_list(self.candidates)
+        if not cands or any(c not in SOURCES for c in cands):
+            shown = self.candidates if isinstance(self.candidates, str) else f"[{','.join(map(str, self.candidates))}]"
+            raise ConfigError(f"eval.candidates={shown}: must be a non-empty list of {', '.join(SOURCES)} "
+                              f"({SOURCE_HELP}), e.g. eval.candidates=[test,train]")
