@@ -64,7 +64,7 @@ def brute_min_nll(L, iters=20000):
     return f.item()
 
 
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", [0, 1, *(pytest.param(k, marks=pytest.mark.slow) for k in range(2, 5))])
 def test_theorem2_bound_never_exceeds_min_over_priors_and_meets_it_at_the_optimum(seed):
     L, g = _random_problem(seed)
     ba = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-10)
@@ -218,7 +218,7 @@ def _two_samples(seed, m=5, n_fit=60, n_score=45, d=10):
     return sample(n_fit), sample(n_score)
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", [0, *(pytest.param(k, marks=pytest.mark.slow) for k in range(1, 3))])
 def test_heldout_sandwich_against_a_brute_force_prior_fitted_on_one_sample_and_scored_on_another(seed):
     (Lf, tf), (Ls, ts) = _two_samples(seed)
     ho = bounds.prior_fit(Lf, tf, max_iter=20000, tol=1e-10)

@@ -55,6 +55,7 @@ def test_train_writes_a_complete_run_directory(trained):
     assert "\r" not in (run / "train.log").read_text()
 
 
+@pytest.mark.slow  # two more console-script runs; the resume logic is tested in-process in test_faults.py
 def test_rerunning_the_same_command_resumes_instead_of_starting_over(trained):
     cwd, run, _ = trained
     before = (run / "history.csv").read_text()
@@ -114,6 +115,7 @@ def test_bad_input_gives_one_clear_message_and_no_traceback(tmp_path, args, need
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))
 
 
+@pytest.mark.slow  # the collect script: glossy figure and glossy table in subprocesses
 def test_collect_results_copies_the_small_artefacts_draws_the_figure_and_never_a_checkpoint(trained, tmp_path):
     import os
     import subprocess
