@@ -59,3 +59,19 @@ def compose(config_name: str = "train", overrides: list[str] | None = None):
 
     register_resolvers()
     return compose_config(config_name, overrides or [])
+
+
+def glossy_in_process(args: list[str], capsys, monkeypatch, cwd: Path) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of the `glossy` entry point run in this process from `cwd`: what the console
+    script does, without a second interpreter importing torch."""
+    from glossy_cli import main as main_module
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # main() sets sys.argv for Hydra
+    code = 0
+    try:
+        main_module.main(list(args))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -70,6 +70,7 @@ def test_rerunning_the_same_command_resumes_instead_of_starting_over(trained):
     assert f"{json.loads(result)['nll']:12.3f}" in p.stdout
 
 
+@pytest.mark.slow  # two more console-script runs (glossy eval and glossy table are tested in-process elsewhere)
 def test_eval_and_table(trained, tmp_path):
     cwd, run, _ = trained
     p = run_glossy(["eval", f"checkpoint={run}", "eval.is_samples=7", "eval.bootstrap=0"], cwd, check=True)

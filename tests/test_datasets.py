@@ -26,6 +26,7 @@ import torch
 from glossy_datasets import caltech101, cifar10, download, frey, histopathology, mnist, omniglot
 from glossy_datasets import registry as datasets
 from glossy_datasets.download import DatasetCorrupt, DatasetMissing
+from tests.helpers import glossy_in_process
 
 
 def _shared_data() -> Path:
@@ -796,11 +797,14 @@ def run_glossy(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def test_glossy_data_lists_missing_and_corrupt(tmp_path):
+def test_glossy_data_lists_missing_and_corrupt(tmp_path, capsys, monkeypatch):
     data = tmp_path / "data"
     (data / "caltech101").mkdir(parents=True)
     (data / "caltech101" / caltech101.FILES["mat"].filename).write_bytes(b"garbage")
-    p = run_glossy("data", f"data_dir={data}", tmp_path=tmp_path)
+    monkeypatch.delenv("GLOSSY_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    code, stdout, stderr = glossy_in_process(["data", f"data_dir={data}"], capsys, monkeypatch, tmp_path)
+    p = subprocess.CompletedProcess([], code, stdout, stderr)
     assert p.returncode == 0, p.stderr
     lines = {ln.split()[0]: ln.split() for ln in p.stdout.splitlines()
              if ln[:1].strip() and ln.split()[0] in datasets.DATASETS}  # the table, not the notes below it

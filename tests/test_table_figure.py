@@ -8,7 +8,7 @@ import pytest
 
 from glossy_cli.figure import make_figure
 from glossy_cli.table import make_table
-from tests.helpers import REPO, run_glossy
+from tests.helpers import REPO, glossy_in_process, run_glossy
 
 
 def result(dataset, model, prior, nll, gmax, gstd, **extra):
@@ -93,10 +93,10 @@ def test_figure_writes_png_and_pdf_from_a_trajectory(tmp_path):
     assert (tmp_path / "fig1.png").read_bytes() == png
 
 
-def test_figure_without_a_trajectory_is_a_clear_error(tmp_path):
+def test_figure_without_a_trajectory_is_a_clear_error(tmp_path, capsys, monkeypatch):
     (tmp_path / "run").mkdir()
-    p = run_glossy(["figure", f"checkpoint={tmp_path / 'run'}"], tmp_path)
-    assert p.returncode == 2 and "has no trajectory.csv" in p.stderr and "Traceback" not in p.stderr
+    code, _, err = glossy_in_process(["figure", f"checkpoint={tmp_path / 'run'}"], capsys, monkeypatch, tmp_path)
+    assert code == 2 and "has no trajectory.csv" in err and "Traceback" not in err
 
 
 def test_figure_draws_the_training_candidate_bound_and_the_heldout_prior_when_the_trajectory_has_them():
