@@ -211,12 +211,40 @@ def _precheck(cmd: str, args: list[str]) -> None:
     schema (each combination of a multirun's sweeps, up to MAX_SWEEP_CHECKS) and checked."""
     if any(a in ("--hydra-help", "--info", "-i") or a.startswith("--info") for a in args):
         return
+    _check_launcher(args)
     for combo in _sweep_combinations(_task_overrides(args)):
         _check_overrides(cmd, combo)
     if cmd == "eval":
         spec = next((a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")), None)
         if spec is not None and not Path(spec).expanduser().exists():
             raise GlossyError(f"checkpoint={spec}: no such file or directory")
+
+
+# hydra/launcher=<choice>: the plugin package it needs and the pip install that brings it
+LAUNCHERS = {"joblib": ("hydra_plugins.hydra_joblib_launcher", "pip install hydra-joblib-launcher "
+                        "(a dependency of glossy: reinstall with pip install -e .)"),
+             "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "pip install -e '.[slurm]'"),
+             "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "pip install -e '.[slurm]'"),
+             "glossy_slurm": ("hydra_plugins.hydra_submitit_launcher", "pip install -e '.[slurm]'")}
+
+
+def _check_launcher(args: list[str]) -> None:
+    """A launcher whose plugin is not installed: one line naming the pip install that fixes it (Hydra's own
+    message is several lines and names no package)."""
+    import importlib.util
+
+    for a in args:
+        key, _, value = a.lstrip("+~").partition("=")
+        if key == "hydra/launcher" and value in LAUNCHERS:
+            module, fix = LAUNCHERS[value]
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ModuleNotFoundError:
+                found = False
+            if not found:
+                name = "joblib" if "joblib" in module else "submitit"
+                raise GlossyError(f"hydra/launcher={value} needs Hydra's {name} launcher, which is not installed: "
+                                  f"{fix}")
 
 
 MAX_SWEEP_CHECKS = 256
@@ -302,8 +330,6 @@ def _check_overrides(cmd: str, overrides: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     import hydra
 
-    from .runs import register_resolvers
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
@@ -320,6 +346,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"glossy: error: unknown command {cmd!r}; valid: {', '.join(TASKS)}\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
     from .config import CONF_DIR, register
+    from .runs import register_resolvers
 
     register_resolvers()
     register()

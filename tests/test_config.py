@@ -277,3 +277,36 @@ def test_a_user_model_file_trains_in_its_own_run_directory_and_every_record_name
     df, problems = make_table(tmp_path / "runs", tmp_path / "results")
     row = df[df["run"].notna()]
     assert not problems and list(row["run"]) == [run_dir.name] and list(row["model"]) == ["vae"]
+
+
+def test_a_launcher_that_is_not_installed_is_one_line_naming_the_pip_install(capsys, monkeypatch, tmp_path):
+    import importlib.util
+
+    from tests.helpers import glossy_in_process
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("hydra_plugins.hydra_submitit") else real(name, *a))
+    code, _, err = glossy_in_process(["train", "-m", "hydra/launcher=glossy_slurm", "train=quick", "seed=0,1"],
+                                     capsys, monkeypatch, tmp_path)
+    assert code == 2 and err.strip().splitlines() == [
+        "glossy: error: hydra/launcher=glossy_slurm needs Hydra's submitit launcher, which is not installed: "
+        "pip install -e '.[slurm]'"]
+    assert not list(tmp_path.iterdir())  # refused before Hydra made any directory
+
+
+def test_the_joblib_launcher_comes_with_the_default_install():
+    import importlib.util
+
+    assert importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is not None
+
+
+def test_glossy_help_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom glossy_cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, file=sys.stderr)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.stderr.strip().splitlines()[-1] == "False", p.stderr
+    assert "glossy train" in p.stdout
