@@ -3,9 +3,11 @@ paper's values (Lastras 2019, Table 1) beside ours and the difference."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -67,6 +69,19 @@ def read_results(runs_root: str | Path) -> tuple[list[dict], list[str]]:
     return results, problems
 
 
+def settings_of(r: dict) -> str:
+    """What a run trained with besides its seed: its directory's name with the seed taken out
+    (`<dataset>-<model>-<prior>[__<overrides>_<hash>]`; the hash leaves the seed out)."""
+    name = Path(str(r.get("run_dir") or r.get("run") or "")).name
+    return re.sub(r"-seed\d+(?=__|$)", "", name)
+
+
+def eval_settings_of(r: dict) -> str:
+    """The evaluation settings of a result as one short, stable label (a hash of its eval_config)."""
+    cfg = json.dumps(r.get("eval_config") or {}, sort_keys=True)
+    return hashlib.sha1(cfg.encode()).hexdigest()[:8]
+
+
 def build_table(results: list[dict]) -> pd.DataFrame:
     paper = paper_table().set_index(["dataset", "model", "prior"])
     by_key: dict[tuple, list[dict]] = {}
@@ -82,7 +97,9 @@ def build_table(results: list[dict]) -> pd.DataFrame:
         for key in keys:
             ref = paper.loc[key] if key in paper.index else None
             for r in by_key.get(key, [None]):
-                row = {"dataset": key[0], "model": key[1], "prior": key[2], "run": r["run"] if r else None}
+                row = {"dataset": key[0], "model": key[1], "prior": key[2], "run": r["run"] if r else None,
+                       "seed": r.get("seed") if r else None, "settings": settings_of(r) if r else None,
+                       "eval_settings": eval_settings_of(r) if r else None}
                 for c, ours_key in COMPARED.items():
                     ours = r.get(ours_key) if r else None
                     theirs = float(ref[c]) if ref is not None else None
@@ -100,12 +117,63 @@ def build_table(results: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# the columns a seed group reports as mean and sd (the rest: the mean, or the single run's value)
+SPREAD = [*COMPARED.values(), "glossy_max", "glossy_std", "lower_bound", f"lower_bound_{PAPER_MATCH}", "nll_ba",
+          "nll_ba_heldout"]
+KEY = ["dataset", "model", "prior", "settings", "eval_settings"]
+
+
+def group_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, model, prior, training settings, evaluation settings) from the per-run table: the
+    mean of every number over the training seeds, the sd (ddof 1) of the SPREAD columns, n_seeds and the seeds;
+    the paper's values and the differences of the means. Runs with other evaluation settings are grouped apart.
+    A group of one run keeps that run's intervals; a group of several reports its seed sd instead."""
+    rows = []
+    filled = per_seed[per_seed["run"].notna()]
+    for _, row in per_seed[per_seed["run"].isna()].iterrows():  # rows not run: kept blank, in place
+        rows.append((row.name, {**row.to_dict(), "n_seeds": 0}))
+    for _, g in filled.groupby(KEY, sort=False, dropna=False):
+        first = g.iloc[0].to_dict()
+        out = {k: first[k] for k in ("dataset", "model", "prior", "settings", "eval_settings")}
+        out["n_seeds"] = len(g)
+        out["seeds"] = ",".join(str(int(v)) for v in sorted(g["seed"].dropna()))
+        out["run"] = first["run"] if len(g) == 1 else ";".join(g["run"])
+        for c in per_seed.columns:
+            if c in out or c in ("seed",):
+                continue
+            col = pd.to_numeric(g[c], errors="coerce")
+            if c.endswith(("_ci_lo", "_ci_hi")):
+                out[c] = first[c] if len(g) == 1 else None
+            elif col.notna().any():
+                out[c] = float(col.mean())
+            else:
+                out[c] = first[c]
+        for c in SPREAD:
+            col = pd.to_numeric(g[c], errors="coerce").dropna()
+            out[f"{c}_sd"] = float(col.std(ddof=1)) if len(col) > 1 else None
+        for c, ours_key in COMPARED.items():
+            paper = out.get(f"{c}_paper")
+            out[f"{c}_diff"] = out[ours_key] - paper if out.get(ours_key) is not None and paper is not None \
+                and not math.isnan(paper) else None
+        rows.append((g.index[0], out))
+    rows.sort(key=lambda t: t[0])
+    return pd.DataFrame([r for _, r in rows])
+
+
 def _fmt(v, digits: int = 2) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     return str(v)
+
+
+def _pm(row, c, digits: int = 2) -> str:
+    """mean ± sd over seeds where there are several, else the value."""
+    v, sd = row.get(c), row.get(f"{c}_sd")
+    if sd is None or (isinstance(sd, float) and math.isnan(sd)):
+        return _fmt(v, digits)
+    return f"{_fmt(v, digits)} ± {_fmt(sd, digits)}"
 
 
 def _ci(row, c) -> str:
@@ -117,28 +185,40 @@ def _ci(row, c) -> str:
 
 def to_markdown(df: pd.DataFrame) -> str:
     m = PAPER_MATCH
-    head = (f"| dataset | model | prior | NLL | NLL (paper) | diff | max ({m}) | 95% CI | max (paper) | std ({m}) | "
-            f"95% CI | std (paper) | max (test) | std (test) | lower bound (test) | lower bound ({m}) | nll_ba | "
-            "nll_ba_heldout | true NLL | exact bound |")
+    head = (f"| dataset | model | prior | seeds | NLL | NLL (paper) | diff | max ({m}) | 95% CI | max (paper) | "
+            f"std ({m}) | 95% CI | std (paper) | max (test) | std (test) | lower bound (test) | lower bound ({m}) | "
+            "nll_ba | nll_ba_heldout | true NLL | exact bound |")
     lines = [f"Table 1 regenerated by `glossy table`. Paper values: {PAPER_SOURCE}. Blank: not run. "
              f"The paper's glossy max and std are compared with ours from candidates at the {m}ing images' codes "
              f"({m}: the reading that matches the paper's magnitudes); test: candidates at the evaluated images' "
              "own codes (the paper's text). Lower bound = NLL - glossy max (test: the more conservative); nll_ba = "
              "NLL of the Blahut-Arimoto re-weighted prior fitted on the test images themselves (lower bound <= best "
              "prior <= nll_ba <= NLL); nll_ba_heldout = that prior on the training atoms fitted on the validation "
-             "images and scored on the test images (achievable; may exceed NLL).", "", head,
+             "images and scored on the test images (achievable; may exceed NLL). With several training seeds a "
+             "cell is mean ± sd over them (seeds: how many) and the intervals are left to the per-seed table "
+             "(table1_seeds.csv).", "", head,
              "|" + "---|" * (head.count("|") - 1)]
-    repeats = df.groupby(["dataset", "model", "prior"])["run"].transform("size")
+    keys = ["dataset", "model", "prior"]
+    repeats = df.groupby(keys, dropna=False)["model"].transform("size")
+    notes = []
     for i, r in df.iterrows():
         r = r.where(pd.notna(r), None).to_dict()
-        run = f" ({r['run']})" if repeats[i] > 1 and r.get("run") else ""
+        label = ""
+        if repeats[i] > 1 and r.get("run"):
+            label = f" ({r['settings']}, eval {r['eval_settings']})" if r.get("settings") else f" ({r['run']})"
+            notes.append(f"{r['dataset']} {r['model']} {r['prior']}{label}: {r['run']}")
+        n = r.get("n_seeds")
         lines.append("| " + " | ".join([
-            r["dataset"], r["model"], r["prior"] + run, _fmt(r["nll"]), _fmt(r["nll_paper"]), _fmt(r["nll_diff"]),
-            _fmt(r[f"glossy_max_{m}"], 1), _ci(r, f"glossy_max_{m}_ci"), _fmt(r["glossy_max_paper"], 1),
-            _fmt(r[f"glossy_std_{m}"], 1), _ci(r, f"glossy_std_{m}_ci"), _fmt(r["glossy_std_paper"], 1),
-            _fmt(r["glossy_max"], 1), _fmt(r["glossy_std"], 1), _fmt(r["lower_bound"]), _fmt(r[f"lower_bound_{m}"]),
-            _fmt(r["nll_ba"]), _fmt(r["nll_ba_heldout"]), _fmt(r["true_nll"]), _fmt(r["exact_lower_bound"]),
+            r["dataset"], r["model"], r["prior"] + label, _fmt(int(n)) if n else "", _pm(r, "nll"),
+            _fmt(r["nll_paper"]), _fmt(r["nll_diff"]), _pm(r, f"glossy_max_{m}", 1), _ci(r, f"glossy_max_{m}_ci"),
+            _fmt(r["glossy_max_paper"], 1), _pm(r, f"glossy_std_{m}", 1), _ci(r, f"glossy_std_{m}_ci"),
+            _fmt(r["glossy_std_paper"], 1), _pm(r, "glossy_max", 1), _pm(r, "glossy_std", 1), _pm(r, "lower_bound"),
+            _pm(r, f"lower_bound_{m}"), _pm(r, "nll_ba"), _pm(r, "nll_ba_heldout"), _fmt(r["true_nll"]),
+            _fmt(r["exact_lower_bound"]),
         ]) + " |")
+    if notes:  # never averaged together silently: say which runs each separate row holds
+        lines += ["", "Rows of one (dataset, model, prior) with other training or evaluation settings, kept apart:"]
+        lines += [f"- {t}" for t in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -156,9 +236,10 @@ def to_latex(df: pd.DataFrame) -> str:
         if last is not None and r["dataset"] != last:
             out.append("\\midrule")
         last = r["dataset"]
-        out.append(" & ".join([r["dataset"], r["model"], r["prior"], _fmt(r["nll"]), _fmt(r["nll_paper"]),
-                               _fmt(r[f"glossy_max_{m}"], 1), _fmt(r["glossy_max_paper"], 1),
-                               _fmt(r[f"glossy_std_{m}"], 1), _fmt(r["glossy_std_paper"], 1),
+        out.append(" & ".join([r["dataset"], r["model"], r["prior"], _pm(r, "nll").replace("±", "$\\pm$"),
+                               _fmt(r["nll_paper"]),
+                               _pm(r, f"glossy_max_{m}", 1).replace("±", "$\\pm$"), _fmt(r["glossy_max_paper"], 1),
+                               _pm(r, f"glossy_std_{m}", 1).replace("±", "$\\pm$"), _fmt(r["glossy_std_paper"], 1),
                                _fmt(r["glossy_max"], 1), _fmt(r["glossy_std"], 1), _fmt(r["lower_bound"]),
                                _fmt(r["nll_ba_heldout"])])
                    + " \\\\")
@@ -175,8 +256,10 @@ def make_table(runs_root: str | Path, results_dir: str | Path) -> tuple[pd.DataF
     if not results:
         detail = ("; skipped: " + "; ".join(problems)) if problems else ""
         raise GlossyError(f"no complete result.json under {root}{detail}")
-    df = build_table(results)
+    per_seed = build_table(results)
+    df = group_seeds(per_seed)
     out = Path(results_dir)
+    atomic_write_text(out / "table1_seeds.csv", per_seed[per_seed["run"].notna()].to_csv(index=False))
     atomic_write_text(out / "table1.csv", df.to_csv(index=False))
     atomic_write_text(out / "table1.md", to_markdown(df))
     atomic_write_text(out / "table1.tex", to_latex(df))

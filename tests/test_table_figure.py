@@ -51,15 +51,46 @@ def test_table_lays_out_table1_with_the_paper_beside_ours_and_blanks_for_missing
     assert math.isnan(missing.nll) and missing.nll_paper == 79.86  # blank, not zero
     assert csv["nll"].notna().sum() == 3
     md = (tmp_path / "res" / "table1.md").read_text()
-    assert ("| frey | vae | standard | 1800.00 | 1808.19 | -8.19 | 1000.0 | [998.0, 1002.0] | 89.3 | 100.0 |  | "
+    assert ("| frey | vae | standard | 1 | 1800.00 | 1808.19 | -8.19 | 1000.0 | [998.0, 1002.0] | 89.3 | 100.0 |  | "
             "331.5 | 100.0 | 10.0 | 1700.00 | 800.00 | 1799.00 | 1800.50 |") in md
-    assert "| mnist | pixelhvae | vamp |  | 79.86 |  |" in md
-    assert "| synthetic | vae | standard | 85.00 |  |  | 75.0 |" in md and "79.30 | 77.00 |" in md
+    assert "| mnist | pixelhvae | vamp |  |  | 79.86 |  |" in md
+    assert "| synthetic | vae | standard | 1 | 85.00 |  |  | 75.0 |" in md and "79.30 | 77.00 |" in md
     tex = (tmp_path / "res" / "table1.tex").read_text()
     assert "\\begin{tabular}" in tex and "\\end{tabular}" in tex
     assert "caltech101 & hvae & vamp & 120.50 & 121.02 & 502.5 & 47.2 & 2000.0 & 210.7 & 50.2 & 200.0" in tex
     assert "mnist & pixelhvae & vamp &  & 79.86" in tex
     assert not (tmp_path / "res" / "paper_table1.csv").exists()  # one copy of the paper's table: the packaged one
+
+
+def test_training_seeds_are_one_row_with_mean_sd_and_n_and_other_eval_settings_stay_apart(tmp_path):
+    root = tmp_path / "runs"
+    nlls = {0: 127.0, 1: 128.0, 2: 129.5}
+    for seed, nll in nlls.items():
+        r = result("caltech101", "vae", "standard", nll, 60.0 + seed, 150.0 + 2 * seed)
+        r.update(seed=seed, run_dir=f"/x/caltech101-vae-standard-seed{seed}", eval_config={"is_samples": 5000})
+        (root / f"caltech101-vae-standard-seed{seed}").mkdir(parents=True)
+        (root / f"caltech101-vae-standard-seed{seed}" / "result.json").write_text(json.dumps(r))
+    other = result("caltech101", "vae", "standard", 140.0, 1.0, 2.0)  # the same model evaluated otherwise
+    other.update(seed=0, run_dir="/y/caltech101-vae-standard-seed0", eval_config={"is_samples": 100})
+    (root / "elsewhere" / "caltech101-vae-standard-seed0").mkdir(parents=True)
+    (root / "elsewhere" / "caltech101-vae-standard-seed0" / "result.json").write_text(json.dumps(other))
+    make_table(root, tmp_path / "res")
+    csv = pd.read_csv(tmp_path / "res" / "table1.csv")
+    rows = csv[(csv.dataset == "caltech101") & (csv.model == "vae") & (csv.prior == "standard")]
+    assert sorted(rows.n_seeds) == [1, 3]
+    three = rows[rows.n_seeds == 3].iloc[0]
+    assert three.nll == pytest.approx(sum(nlls.values()) / 3) and three.seeds == "0,1,2"
+    assert three.nll_sd == pytest.approx(pd.Series(list(nlls.values())).std(ddof=1))
+    assert three.glossy_std_train_sd == pytest.approx(10.0 * 2)  # result(): glossy_std_train = 10 x std
+    assert three.nll_diff == pytest.approx(three.nll - 128.63) and math.isnan(three.glossy_max_train_ci_lo)
+    assert rows[rows.n_seeds == 1].iloc[0].nll == 140.0  # never averaged with the others
+    seeds = pd.read_csv(tmp_path / "res" / "table1_seeds.csv")
+    assert len(seeds) == 4 and sorted(seeds.seed) == [0, 0, 1, 2]
+    md = (tmp_path / "res" / "table1.md").read_text()
+    assert f"| 3 | {three.nll:.2f} ± {three.nll_sd:.2f} | 128.63 |" in md
+    assert "kept apart" in md and "elsewhere/caltech101-vae-standard-seed0" in md
+    tex = (tmp_path / "res" / "table1.tex").read_text()
+    assert f"{three.nll:.2f} $\\pm$ {three.nll_sd:.2f}" in tex
 
 
 def test_the_one_paper_table_is_the_papers():
