@@ -54,12 +54,63 @@ def run_name(dataset: str, model: str, prior: str, seed: Any, overrides: list[st
     return name
 
 
+# settings that only let a training go on for longer: changing them resumes the same run instead of starting one
+EXTENDS = ("train.epochs", "train.early_stopping")
+_IDENTITY_CACHE: dict[tuple, list[str]] = {}
+
+
+def _flat(node, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in (OmegaConf.to_container(node, resolve=True) or {}).items():
+        key = f"{prefix}.{k}"
+        out.update(_flat(OmegaConf.create(v), key) if isinstance(v, dict) else {key: v})
+    return out
+
+
+def effective_overrides(overrides: list[str], searchpath: list[str] = ()) -> list[str]:
+    """The overrides that make the run what it is: group choices as written (train=quick), and for the value
+    overrides the settings whose resolved value differs from that of the same group choices without them, as
+    key=value (so `train.lr=5e-4`, the default, and `train.lr=0.0005` make no run of their own and `1e-3` and
+    `0.001` the same one). Settings that only extend a training (EXTENDS) and the excluded ones leave it out.
+    searchpath: the application's hydra.searchpath (a user's own config folders), searched as it searches them."""
+    key_of = lambda o: o.lstrip("+~").partition("=")[0]  # noqa: E731
+    groups = [o for o in overrides if "." not in key_of(o) and "/" not in key_of(o)]
+    values = [o for o in overrides if o not in groups and not _excluded(key_of(o)) and key_of(o) not in EXTENDS]
+    if not values:
+        return groups
+    cache_key = (tuple(overrides), tuple(searchpath))
+    if cache_key not in _IDENTITY_CACHE:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+        from hydra._internal.utils import create_config_search_path
+        from hydra.types import RunMode
+
+        from .config import CONF_DIR, register
+
+        register()  # the schemas the YAML files extend (idempotent)
+
+        # composed apart from the running application (GlobalHydra is left as it is)
+        path = create_config_search_path(str(CONF_DIR))
+        for entry in searchpath:
+            path.append(provider="searchpath", path=str(entry), anchor="main")  # as Hydra places them
+        loader = ConfigLoaderImpl(config_search_path=path)
+        base, full = (loader.load_configuration(config_name="train", overrides=o, run_mode=RunMode.RUN)
+                      for o in (groups, [*groups, *values]))
+        diff = []
+        for top in ("train", "model", "prior", "dataset"):
+            b, f = _flat(base[top], top), _flat(full[top], top)
+            diff += [f"{k}={f[k]}" for k in sorted(f) if (k not in b or b[k] != f[k]) and not _excluded(k)
+                     and k not in EXTENDS]
+        _IDENTITY_CACHE[cache_key] = diff
+    return [*groups, *_IDENTITY_CACHE[cache_key]]
+
+
 def _resolve_run_name(dataset: str, model: str, prior: str, seed: Any) -> str:
     """The run directory's name from the composed config's identity (dataset.name, model.name, prior.name,
-    seed: wherever they were set) and the overrides that change what is trained."""
+    seed: wherever they were set) and the settings that change what is trained (`effective_overrides`)."""
     from hydra.core.hydra_config import HydraConfig
 
-    return run_name(dataset, model, prior, seed, list(HydraConfig.get().overrides.task))
+    hc = HydraConfig.get()
+    return run_name(dataset, model, prior, seed, effective_overrides(list(hc.overrides.task), list(hc.searchpath)))
 
 
 def _resolve_eval_dir(checkpoint: str) -> str:

@@ -283,6 +283,22 @@ def stopping_decision(state: dict, epoch: int, val_loss: float, *, warmup: int, 
     return improved
 
 
+def extend(state: dict, *, patience: int, max_epochs: int) -> str | None:
+    """Re-open a finished training whose stopping rule no longer holds under these settings (a larger
+    train.epochs, or a patience its counter has not used up): the run's identity leaves both out (runs.EXTENDS),
+    so the same command with more epochs goes on from the last epoch. Returns what was extended, or None."""
+    if not state["done"] or state["epoch"] >= max_epochs:
+        return None
+    if str(state["stop_reason"]).startswith("reached train.epochs"):
+        what = f"train.epochs={max_epochs}"
+    elif state["es_counter"] <= patience:
+        what = f"train.early_stopping={patience}"
+    else:
+        return None
+    state.update(done=False, stop_reason=None)
+    return what
+
+
 def save_epoch(run_dir: Path, cfg, margs: dict, model, opt, gen: torch.Generator, device, state: dict,
                improved: bool, val_loss: float) -> None:
     """best.pt when the epoch improved, then last.pt (the state to resume from), then the csv files: each
@@ -319,7 +335,11 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
     if state is None:
         state = new_state()
     else:
-        if state["done"] and (record := up_to_date(run_dir, state, eval_config(cfg))) is not None:
+        reason = state["stop_reason"]
+        if (what := extend(state, patience=int(t.early_stopping), max_epochs=int(t.epochs))) is not None:
+            log.info("%s extends the finished training of %s (%s): going on after epoch %d", what, run_dir, reason,
+                     state["epoch"])
+        elif state["done"] and (record := up_to_date(run_dir, state, eval_config(cfg))) is not None:
             log.info("%s is complete (%s; best epoch %d) and result.json already evaluates it with these eval "
                      "settings: nothing to do (`glossy eval checkpoint=%s` evaluates it again)", run_dir,
                      state["stop_reason"], state["best_epoch"], run_dir)

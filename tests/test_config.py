@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from glossy_cli import config
 from glossy_cli.config import ConfigError, compose_config
 from glossy_cli.main import _precheck
-from glossy_cli.runs import register_resolvers, run_name
+from glossy_cli.runs import effective_overrides, register_resolvers, run_name
 from glossy_datasets import registry as datasets
 from glossy_models import registry as models
 from tests.helpers import tiny
@@ -266,9 +266,10 @@ def test_a_user_model_file_trains_in_its_own_run_directory_and_every_record_name
                                   f"hydra.searchpath=[file://{conf}]"])
     HydraConfig.instance().set_config(cfg)
     run_dir = tmp_path / "runs" / cfg.hydra.run.dir.split("/")[-1]
+    mine = effective_overrides(["model=vae_small", *small], [f"file://{conf}"])
     assert run_dir.name.startswith("synthetic-vae-standard-seed0__") and run_dir.name.endswith(
-        run_name("synthetic", "vae", "standard", 0, ["model=vae_small", *small])[-8:])  # the user file is in its hash
-    assert run_dir.name != run_name("synthetic", "vae", "standard", 0, ["model=vae", *small])
+        run_name("synthetic", "vae", "standard", 0, mine)[-8:])  # the user file is in its hash
+    assert run_dir.name != run_name("synthetic", "vae", "standard", 0, effective_overrides(["model=vae", *small]))
     del cfg.hydra
     result = train(cfg, run_dir, show_progress=False)
     assert result["model"] == "vae" and result["run_dir"] == str(run_dir)

@@ -808,3 +808,38 @@ def test_an_evaluation_cut_off_in_importance_sampling_goes_on_from_its_finished_
     fresh = train(cfg, run, show_progress=False)  # the whole evaluation again, from no journal
     for k in ("nll", "elbo", "glossy_max", "glossy_std", "nll_ba"):
         assert resumed[k] == fresh[k], k
+
+
+# --- 5. run identity --------------------------------------------------------------------------------------
+
+def test_a_default_value_written_out_is_the_same_run_and_other_spellings_of_one_value_share_a_run():
+    from glossy_cli.runs import effective_overrides, run_name
+
+    def name(*overrides):
+        return run_name("synthetic", "vae", "standard", 0, effective_overrides(["train=quick", *overrides]))
+
+    assert name("train.lr=5e-4") == name("train.lr=0.0005") == name() == name("train.warmup=1")  # quick's own
+    assert name("train.lr=1e-3") == name("train.lr=0.001") != name()
+    assert name("model.hidden=300") == name() != name("model.hidden=64")
+    assert name("train.epochs=9") == name("train.early_stopping=90") == name()  # they only extend a training
+    assert name("eval.is_samples=7", "train.trajectory_every=2") == name()  # evaluation and trajectory settings
+
+
+def test_more_epochs_resume_the_finished_run_and_end_as_its_twin_trained_at_once(tmp_path, caplog):
+    import logging
+
+    cfg, run = _tiny_run(tmp_path / "a", ["train.epochs=2", "train.early_stopping=50"])
+    train(cfg, run, show_progress=False)
+    assert read_checkpoint(run / "last.pt")["state"]["stop_reason"] == "reached train.epochs = 2"
+    more, _ = _tiny_run(tmp_path / "a", ["train.epochs=4", "train.early_stopping=50"])
+    with caplog.at_level(logging.INFO, logger="glossy"):
+        extended = train(more, run, show_progress=False)
+    assert "train.epochs=4 extends the finished training" in caplog.text and "going on after epoch 2" in caplog.text
+    twin_cfg, twin = _tiny_run(tmp_path / "b", ["train.epochs=4", "train.early_stopping=50"])
+    direct = train(twin_cfg, twin, show_progress=False)
+    assert extended["epochs_trained"] == direct["epochs_trained"] == 4
+    cols = lambda d: pd.read_csv(d / "history.csv").drop(columns=["seconds"])  # noqa: E731
+    pd.testing.assert_frame_equal(cols(run), cols(twin))
+    a, b = (read_checkpoint(d / "best.pt")["model_state"] for d in (run, twin))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert extended["nll"] == direct["nll"]
