@@ -61,16 +61,16 @@ class ModelConfig:
     hidden: int = library_default(models.build, "hidden")
 
     def __post_init__(self):
-        if self.name not in models.MODELS:
-            raise ConfigError(f"model.name={self.name}: must be one of {', '.join(models.MODELS)}")
+        if self.name not in models.MODEL_NAMES:
+            raise ConfigError(f"model.name={self.name}: must be one of {', '.join(models.MODEL_NAMES)}")
         at_least(self, "model", 1, "z_dim", "hidden")
 
 
 @dataclass
 class PixelHVAEConfig(ModelConfig):
     name: str = "pixelhvae"
-    channels: int = library_default(models.PixelHVAE.__init__, "channels")
-    n_layers: int = library_default(models.PixelHVAE.__init__, "n_layers")
+    channels: int = models.PIXELCNN_DEFAULTS["channels"]
+    n_layers: int = models.PIXELCNN_DEFAULTS["n_layers"]
 
     def __post_init__(self):
         super().__post_init__()
@@ -82,8 +82,8 @@ class PriorConfig:
     name: str = MISSING
 
     def __post_init__(self):
-        if self.name not in models.PRIORS:
-            raise ConfigError(f"prior.name={self.name}: must be one of {', '.join(models.PRIORS)}")
+        if self.name not in models.PRIOR_NAMES:
+            raise ConfigError(f"prior.name={self.name}: must be one of {', '.join(models.PRIOR_NAMES)}")
 
 
 @dataclass
@@ -219,7 +219,7 @@ def register() -> None:
         cs.store(group=SCHEMA_GROUP, name=cmd, node=node)
     for name, opts in DATASET_OPTIONS.items():
         cs.store(group=SCHEMA_GROUP, name=f"dataset_{name}", node=DatasetConfig(name=name, options=opts()))
-    for name in models.MODELS:
+    for name in models.MODEL_NAMES:
         node = PixelHVAEConfig() if name == "pixelhvae" else ModelConfig(name=name)
         cs.store(group=SCHEMA_GROUP, name=f"model_{name}", node=node)
     cs.store(group=SCHEMA_GROUP, name="prior_standard", node=PriorConfig(name="standard"))

@@ -46,8 +46,11 @@ def dataset_status(name: str, data_dir: Path, options: dict[str, Any] | None = N
     """Load a dataset without downloading; classify the outcome. Never raises for a dataset's problem."""
     row: dict[str, Any] = {"dataset": name, "location": str(data_dir / name), "sizes": None, "verified": "",
                            "detail": ""}
-    if name == "synthetic":
-        row["location"] = "(generated, no files)"
+    if name == "synthetic":  # generated on demand from its options: nothing to verify, nothing to generate here
+        opts = {**dataset_options("synthetic"), **(options or {})}
+        row.update(location="(generated, no files)", status="generated", verified="-", files=[],
+                   sizes={k: int(opts[f"n_{k}"]) for k in ("train", "val", "test")})
+        return row
     try:
         splits = datasets.load(name, data_dir, download=False, **(options or {}))
     except DatasetMissing as e:

@@ -6,9 +6,8 @@ import hashlib
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from glossy import __version__
@@ -17,6 +16,9 @@ from glossy_models import registry as models
 
 from .config import library_default
 from .errors import GlossyError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("glossy")
 
@@ -135,6 +137,7 @@ def register_resolvers() -> None:
 
 
 def resolve_device(spec: str) -> torch.device:
+    import torch
     spec = str(spec)
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -191,6 +194,7 @@ def load_data(cfg: DictConfig) -> datasets.Splits:
 
 
 def checkpoint_payload(kind: str, cfg: DictConfig, margs: dict, model: torch.nn.Module, **extra) -> dict:
+    import torch
     return {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "kind": kind,
             "glossy_version": __version__, "torch_version": str(torch.__version__),
             "config": OmegaConf.to_container(cfg, resolve=True), "model_args": margs,
@@ -205,6 +209,7 @@ def _describe(e: BaseException) -> str:
 
 def read_checkpoint(path: str | Path) -> dict:
     """Load and check a checkpoint file; any problem becomes one clear GlossyError."""
+    import torch
     path = Path(path)
     if not path.is_file():
         raise GlossyError(f"checkpoint {path} does not exist")

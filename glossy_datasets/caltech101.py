@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .base import DatasetMeta, Splits, default_of
 from .download import Remote, check_options, ensure, files_info, read_checked, resolve_data_dir
+
+if TYPE_CHECKING:
+    pass
 
 NAME = "caltech101"
 FILES = {
@@ -51,6 +54,7 @@ def read_silhouettes(path: Path, invert: bool = True) -> dict[str, np.ndarray]:
 
 def load(data_dir: Path | None = None, download: bool = True, *, invert: bool = True, **options) -> Splits:
     """invert: 1 - x as in the reference (silhouette 1, background 0); false: the file's 1 = background."""
+    import torch
     check_options(NAME, options, ())
     data_dir = resolve_data_dir(data_dir)
     r = FILES["mat"]

@@ -19,12 +19,15 @@ import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .base import DatasetError, DatasetMeta, Splits, at_least, default_of
 from .download import DatasetCorrupt, DatasetMissing, check_options, resolve_data_dir
+
+if TYPE_CHECKING:
+    import torch
 
 NAME = "cifar10"
 SPLIT_SEED = 14  # shuffle of the training set before the validation images are split off
@@ -162,6 +165,7 @@ def _fetch(root: Path) -> None:
 
 def load(data_dir: Path | None = None, download: bool = True, *, n_val: int = N_VAL,
          split_seed: int = SPLIT_SEED, **options) -> Splits:
+    import torch
     check_options(NAME, options, ())
     data_dir = resolve_data_dir(data_dir)
     root = data_dir / NAME

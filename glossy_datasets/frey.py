@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .base import DatasetError, DatasetMeta, OptionError, Splits, at_least, default_of
 from .download import (
@@ -29,6 +29,9 @@ from .download import (
     read_checked,
     resolve_data_dir,
 )
+
+if TYPE_CHECKING:
+    pass
 
 NAME = "frey"
 FILES = {
@@ -101,6 +104,7 @@ def _choose(data_dir: Path, download: bool, file: str) -> tuple[Remote, dict[str
 
 def load(data_dir: Path | None = None, download: bool = True, *, file: str = "auto", n_train: int = 1565,
          n_val: int = 200, n_test: int = 200, split_seed: int = SPLIT_SEED, **options) -> Splits:
+    import torch
     check_options(NAME, options, ())
     data_dir = resolve_data_dir(data_dir)
     r, digests = _choose(data_dir, download, str(file))

@@ -14,9 +14,9 @@ from __future__ import annotations
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .base import DatasetError, DatasetMeta, OptionError, Splits, default_of
 from .download import (
@@ -29,6 +29,9 @@ from .download import (
     read_checked,
     resolve_data_dir,
 )
+
+if TYPE_CHECKING:
+    pass
 
 NAME = "histopathology"
 _URL = ("https://raw.githubusercontent.com/jmtomczak/vae_householder_flow/master/datasets/histopathologyGray/"
@@ -79,6 +82,7 @@ READERS = {FILES["tar"].filename: read_tar, FILES["pkl"].filename: read_pkl}
 
 def load(data_dir: Path | None = None, download: bool = True, *, clip: float = CLIP, **options) -> Splits:
     """clip: values are clipped to [clip, 1 - clip] (the reference: 1/512)."""
+    import torch
     check_options(NAME, options, ())
     if not 0 <= float(clip) < 0.5:
         raise DatasetError(f"dataset {NAME}: option clip={clip} must be in [0, 0.5)")

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .base import DatasetMeta, Splits, default_of
 from .download import Remote, cached_array, check_options, ensure, files_info, read_checked, resolve_data_dir
+
+if TYPE_CHECKING:
+    pass
 
 NAME = "mnist"
 _URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{}.amat"
@@ -71,6 +74,7 @@ def parse_amat(path: Path, d: int = D) -> np.ndarray:
 
 def load(data_dir: Path | None = None, download: bool = True, *, cache: bool = True, **options) -> Splits:
     """cache: read/write the bit-packed parse cache (beside the file, else under the user cache dir)."""
+    import torch
     check_options(NAME, options, ())
     data_dir = resolve_data_dir(data_dir)
     remotes = list(FILES.values())

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .base import DatasetError, DatasetMeta, Splits, at_least, default_of
 from .download import Remote, check_options, ensure, files_info, read_checked, resolve_data_dir
+
+if TYPE_CHECKING:
+    pass
 
 NAME = "omniglot"
 FILES = {
@@ -58,6 +61,7 @@ def read_chardata(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def load(data_dir: Path | None = None, download: bool = True, *, n_validation: int = N_VALIDATION,
          split_seed: int = SPLIT_SEED, binarize_seed: int = BINARIZE_SEED, **options) -> Splits:
+    import torch
     check_options(NAME, options, ())
     data_dir = resolve_data_dir(data_dir)
     r = FILES["chardata"]

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from .base import DatasetMeta, OptionError, Splits, at_least, default_of
 from .download import check_options
+
+if TYPE_CHECKING:
+    import torch
 
 _GLYPHS = {
     0: [".###.", "#...#", "#..##", "#.#.#", "##..#", "#...#", ".###."],
@@ -31,6 +33,7 @@ _GLYPHS = {
 
 def prototypes() -> torch.Tensor:
     """[10, 1, 28, 28] binary digit images: each glyph cell becomes a 3x4 block, centred."""
+    import torch
     out = torch.zeros(10, 1, 28, 28)
     for digit, rows in _GLYPHS.items():
         glyph = torch.tensor([[c == "#" for c in row] for row in rows], dtype=torch.float32)  # [7, 5]
@@ -49,6 +52,7 @@ class SyntheticTrueModel:
 
     def log_likelihood_matrix(self, x: torch.Tensor) -> torch.Tensor:
         """[K, N] exact log l_true(x_j | z_k), from Hamming distances computed as matrix products."""
+        import torch
         p = self.protos.to(device=x.device, dtype=torch.float64)
         xf = x.flatten(1).to(torch.float64)
         hamming = p @ (1 - xf).T + (1 - p) @ xf.T  # [K, N]
@@ -57,6 +61,7 @@ class SyntheticTrueModel:
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
         """[N] exact log p_true(x_j) = logsumexp_k log l_true(x_j|z_k) - log K."""
+        import torch
         return torch.logsumexp(self.log_likelihood_matrix(x), 0) - math.log(self.n_latent)
 
     def expected_nll(self) -> float:
@@ -67,6 +72,7 @@ class SyntheticTrueModel:
 
 def load(data_dir=None, download: bool = False, *, n_train: int = 50000, n_val: int = 10000,
          n_test: int = 10000, flip: float = 0.02, data_seed: int = 0, **options) -> Splits:
+    import torch
     check_options("synthetic", options, ())
     protos = prototypes()
     gen = torch.Generator().manual_seed(data_seed)

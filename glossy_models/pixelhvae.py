@@ -11,6 +11,7 @@ from .base import LatentVariableModel
 from .hvae import TwoLevelMixin
 from .layers import Clamped, GatedConv2d, GatedDense, MaskedConv2d, conv_out, he_init
 from .likelihoods import make_head
+from .registry import PIXELCNN_DEFAULTS
 
 
 def _encoder_stack(c: int, first_kernel: int, third_kernel: int) -> nn.Sequential:
@@ -27,7 +28,7 @@ class PixelHVAE(TwoLevelMixin, LatentVariableModel):
     autoregressive = True
 
     def __init__(self, input_shape, input_type: str, prior_factory, z_dim: int, hidden: int,
-                 channels: int = 64, n_layers: int = 8):
+                 channels: int = PIXELCNN_DEFAULTS["channels"], n_layers: int = PIXELCNN_DEFAULTS["n_layers"]):
         super().__init__()
         self.input_shape = c, h, w = tuple(input_shape)
         self.input_type = input_type

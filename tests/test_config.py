@@ -302,12 +302,18 @@ def test_the_joblib_launcher_comes_with_the_default_install():
     assert importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is not None
 
 
-def test_glossy_help_imports_no_torch():
+def test_help_and_refused_overrides_import_no_torch(tmp_path):
+    """glossy --help, <command> --help and a refused override answer without loading torch (counted as the
+    modules loaded, not timed): one interpreter runs them in turn and then looks at sys.modules."""
     import subprocess
     import sys
 
-    code = ("import sys\nfrom glossy_cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('torch' in sys.modules, file=sys.stderr)")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert p.stderr.strip().splitlines()[-1] == "False", p.stderr
-    assert "glossy train" in p.stdout
+    code = ("import sys\nfrom glossy_cli.main import main\n"
+            "for argv in (['--help'], ['train', '--help'], ['eval', '--help'], ['train', 'model.z_dim=abc'],\n"
+            "             ['train', 'prior=gaussian'], ['data', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('torch loaded:', 'torch' in sys.modules, file=sys.stderr)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.stderr.strip().splitlines()[-1] == "torch loaded: False", p.stderr[-2000:]
+    assert "glossy train" in p.stdout and "model.z_dim=abc: must be an integer" in p.stderr
+    assert "prior=gaussian: must be one of standard, vamp" in p.stderr
