@@ -114,9 +114,35 @@ def _train(cfg):
     flush_denormals()
     full_float32()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    result = train(cfg, run_dir, show_progress=sys.stderr.isatty())
+    fresh = not any((run_dir / f).exists() for f in ("last.pt", "best.pt", "result.json"))
+    try:
+        result = train(cfg, run_dir, show_progress=sys.stderr.isatty())
+    except GlossyError:
+        if fresh:  # refused before any epoch (data missing, a download failed): leave no run directory behind
+            _remove_unstarted_run(run_dir)
+        raise
     print(summary(result))
     return result
+
+
+# what Hydra and the run lock put into a run directory before glossy writes anything of its own
+_HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", ".hydra", "train.log", ".lock")
+
+
+def _remove_unstarted_run(run_dir: Path) -> None:
+    """Remove a run directory that holds only what Hydra wrote for this command; anything else stays."""
+    if any((run_dir / f).exists() for f in ("last.pt", "best.pt", "result.json", "config.yaml")):
+        return
+    for name in _HYDRA_FILES:
+        p = run_dir / name
+        try:
+            p.rmdir() if p.is_dir() else p.unlink(missing_ok=True)
+        except OSError:  # not empty (not only Hydra's) or already gone: leave it
+            pass
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass
 
 
 def _eval(cfg):

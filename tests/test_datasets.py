@@ -839,3 +839,12 @@ def test_glossy_data_real_frey(tmp_path):
     assert row[1:6] == ["ok", "1565", "200", "200", "sha256"]
     p = run_glossy("data", "fetch", "dataset=frey", f"data_dir={root}", tmp_path=tmp_path)
     assert p.returncode == 0 and "frey: ok  train 1565  val 200  test 200" in p.stdout, p.stderr
+
+
+def test_a_training_refused_for_missing_data_leaves_no_run_directory(tmp_path, capsys, monkeypatch):
+    runs, empty = tmp_path / "runs", tmp_path / "nodata"
+    empty.mkdir()
+    code, _, err = glossy_in_process(["train", "dataset=frey", f"data_dir={empty}", "download=false",
+                                      f"runs_root={runs}", "train=quick"], capsys, monkeypatch, tmp_path)
+    assert code == 2 and "glossy: error: dataset frey" in err and "Traceback" not in err
+    assert not runs.exists() or list(runs.iterdir()) == [], list(runs.rglob("*"))
