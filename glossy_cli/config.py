@@ -145,12 +145,25 @@ def _check_device(spec: str) -> None:
 
 
 @dataclass
+class LoggerConfig:
+    name: str = "csv"  # csv | none | tensorboard | mlflow (glossy_cli/loggers.py)
+    tracking_uri: str | None = None  # mlflow only; null: <run>/mlruns
+
+    def __post_init__(self):
+        from .loggers import LOGGERS
+
+        if self.name not in LOGGERS:
+            raise ConfigError(f"logger.name={self.name}: must be one of {', '.join(LOGGERS)}")
+
+
+@dataclass
 class TrainCommand:
     dataset: Any = MISSING
     model: Any = MISSING
     prior: Any = MISSING
     train: TrainSettings = field(default_factory=TrainSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # where the training curves go besides the files
     seed: int = 0  # model initialisation, minibatch order, sampling
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False  # torch deterministic algorithms (bit-identical resumes on one machine)
@@ -225,6 +238,8 @@ def register() -> None:
     cs.store(group=SCHEMA_GROUP, name="prior_standard", node=PriorConfig(name="standard"))
     cs.store(group=SCHEMA_GROUP, name="prior_vamp", node=VampPriorConfig())
     cs.store(group=SCHEMA_GROUP, name="train_settings", node=TrainSettings)
+    for name in ("csv", "none", "tensorboard", "mlflow"):
+        cs.store(group=SCHEMA_GROUP, name=f"logger_{name}", node=LoggerConfig(name=name))
     cs.store(group=SCHEMA_GROUP, name="eval_settings", node=EvalSettings)
 
 

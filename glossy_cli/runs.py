@@ -30,7 +30,8 @@ PARTIAL = "eval_partial.pt"  # an unfinished evaluation's importance-sampled poi
 
 # overrides that do not change what is trained, so they do not change the run directory
 _NAME_EXCLUDE = ("dataset", "model", "prior", "seed", "device", "runs_root", "results_dir", "data_dir",
-                 "download", "hydra.", "hydra/", "eval.", "train.trajectory_", "train.grid", "experiment")
+                 "download", "hydra.", "hydra/", "eval.", "train.trajectory_", "train.grid", "experiment", "logger",
+                 "logger.")
 
 
 def _excluded(key: str) -> bool:

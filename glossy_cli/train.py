@@ -6,6 +6,7 @@ evaluation stage (evaluation.py) on the best checkpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -31,6 +32,7 @@ from .evaluation import (
     up_to_date,
 )
 from .importance import forked_rng
+from .loggers import make_logger
 from .memory import check_budget
 from .runs import (
     BEST,
@@ -321,13 +323,14 @@ def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> d
     """Train (or resume) the run in `run_dir`, keep the best checkpoint, evaluate it into result.json.
     A run that is already trained and evaluated with the same eval settings is not evaluated again."""
     check(cfg)
-    with run_lock(run_dir):
-        return _train(cfg, Path(run_dir), show_progress)
+    with run_lock(run_dir), contextlib.ExitStack() as closing:  # the logger is closed however the run ends
+        return _train(cfg, Path(run_dir), show_progress, closing)
 
 
-def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
+def _train(cfg: DictConfig, run_dir: Path, show_progress: bool, closing: contextlib.ExitStack) -> dict:
     t = cfg.train
     device, splits, margs, model = setup(cfg)
+    curves = closing.enter_context(contextlib.closing(make_logger(cfg, run_dir)))  # logger=...: curves there too
     opt = torch.optim.Adam(model.parameters(), lr=float(t.lr))
     gen = torch.Generator().manual_seed(int(cfg.seed))
     last = run_dir / LAST
@@ -398,6 +401,8 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
                 except GlossyError as e:  # a non-finite log-likelihood on the trajectory subset
                     raise GlossyError(_diverged(f"the trajectory evaluation failed ({e})", epoch, run_dir)) from e
             save_epoch(run_dir, cfg, margs, model, opt, gen, device, state, improved, val["val_loss"])
+            curves.log_epoch(epoch, state["history"][-1], state["trajectory"][-1] if state["trajectory"]
+                             and state["trajectory"][-1]["epoch"] == epoch else None)
             recent.append(time.perf_counter() - t_epoch)  # the whole epoch: training, trajectory, writes
             log.info("epoch %d: beta %.2f train loss %.3f val loss %.3f (best %.3f); %s", epoch, beta, train_loss,
                      val["val_loss"], state["best_val"],
@@ -413,5 +418,7 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool) -> dict:
         _write_tables(run_dir, state)  # from last.pt, in case a kill -9 came between it and the csv files
         model.load_state_dict(read_checkpoint(run_dir / BEST)["model_state"])
         _save_grids(model, splits, run_dir, int(t.grid), device)
-        return evaluate_and_save(model, splits, cfg, run_dir, device, training_record(state),
-                                 show_progress or "log")
+        result = evaluate_and_save(model, splits, cfg, run_dir, device, training_record(state),
+                                   show_progress or "log")
+    curves.log_final(result)
+    return result

@@ -843,3 +843,39 @@ def test_more_epochs_resume_the_finished_run_and_end_as_its_twin_trained_at_once
     a, b = (read_checkpoint(d / "best.pt")["model_state"] for d in (run, twin))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert extended["nll"] == direct["nll"]
+
+
+# --- 6. loggers -------------------------------------------------------------------------------------------
+
+def test_logger_tensorboard_writes_the_epochs_and_the_final_statistics_with_the_real_library(tmp_path):
+    pytest.importorskip("tensorboard")  # in the test extra
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg, run = _tiny_run(tmp_path, ["train.epochs=2", "logger=tensorboard"])
+    result = train(cfg, run, show_progress=False)
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "train_loss" in tags and "val_loss" in tags and "eval/nll" in tags
+    assert [e.step for e in acc.Scalars("val_loss")] == [1, 2]
+    hist = pd.read_csv(run / "history.csv")
+    assert [e.value for e in acc.Scalars("val_loss")] == pytest.approx(hist["val_loss"].tolist(), rel=1e-6)
+    assert acc.Scalars("eval/nll")[0].value == pytest.approx(result["nll"], rel=1e-6)
+
+
+def test_a_logger_whose_library_is_missing_is_one_line_naming_the_pip_install(tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_mlflow(name, *a, **k):
+        if name == "mlflow":
+            raise ImportError("No module named 'mlflow'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_mlflow)
+    cfg, run = _tiny_run(tmp_path, ["train.epochs=1", "logger=mlflow"])
+    with pytest.raises(GlossyError, match=r"logger=mlflow needs the mlflow package, which is not installed: "
+                                          r"pip install mlflow"):
+        train(cfg, run, show_progress=False)
+    assert not (run / "last.pt").exists()
