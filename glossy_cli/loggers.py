@@ -72,7 +72,7 @@ class MLflowLogger(FileLogger):
 
     def __init__(self, run_dir: Path, cfg, tracking_uri: str | None) -> None:
         try:
-            import mlflow
+            import mlflow  # pyright: ignore[reportMissingImports]  (optional: pip install mlflow)
         except ImportError as e:
             raise GlossyError("logger=mlflow needs the mlflow package, which is not installed: pip install mlflow "
                               "(or choose logger=csv)") from e

@@ -7,11 +7,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .architecture import PIXELCNN_DEFAULTS
 from .base import LatentVariableModel
 from .hvae import TwoLevelMixin
 from .layers import Clamped, GatedConv2d, GatedDense, MaskedConv2d, conv_out, he_init
 from .likelihoods import make_head
-from .registry import PIXELCNN_DEFAULTS
 
 
 def _encoder_stack(c: int, first_kernel: int, third_kernel: int) -> nn.Sequential:

@@ -10,6 +10,8 @@ import functools
 import importlib
 from typing import TYPE_CHECKING
 
+from .architecture import ARCHITECTURE_KEYS, PIXELCNN_DEFAULTS
+
 if TYPE_CHECKING:  # the lazy names, eagerly, for type checkers
     from .base import LatentVariableModel
     from .hvae import HVAE
@@ -21,9 +23,6 @@ if TYPE_CHECKING:  # the lazy names, eagerly, for type checkers
 
 MODEL_NAMES = ("vae", "hvae", "pixelhvae")
 PRIOR_NAMES = ("standard", "vamp")
-# hyper-parameters that only some models have (keyword arguments of their constructors), with their defaults
-ARCHITECTURE_KEYS: dict[str, tuple[str, ...]] = {"pixelhvae": ("channels", "n_layers")}
-PIXELCNN_DEFAULTS = {"channels": 64, "n_layers": 8}  # the reference's PixelCNN decoder: 8 layers of 64 channels
 
 _LAZY = {"VAE": (".vae", "VAE"), "HVAE": (".hvae", "HVAE"), "PixelHVAE": (".pixelhvae", "PixelHVAE"),
          "LatentVariableModel": (".base", "LatentVariableModel"), "PRIORS": (".priors", "PRIORS"),

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import pandas as pd
 import pytest
@@ -56,18 +57,24 @@ def test_train_writes_a_complete_run_directory(trained):
 
 
 @pytest.mark.slow  # two more console-script runs; the resume logic is tested in-process in test_faults.py
-def test_rerunning_the_same_command_resumes_instead_of_starting_over(trained):
+def test_rerunning_the_same_command_resumes_instead_of_starting_over(trained, tmp_path):
     cwd, run, _ = trained
+    shutil.copytree(cwd, tmp_path / "e2e")  # its own copy: the fixture's run stays as trained for the others
+    cwd, run = tmp_path / "e2e", tmp_path / "e2e" / "runs" / run.name
     before = (run / "history.csv").read_text()
-    p = run_glossy(["train", *QUICK, "train.epochs=4"], cwd, check=True)
-    # a different epoch budget is an override, hence a different run; the same command resumes, and since that
-    # run is trained and evaluated with the same eval settings, it only reports its result
     result = (run / "result.json").read_text()
-    p = run_glossy(["train", *QUICK], cwd, check=True)
+    p = run_glossy(["train", *QUICK], cwd, check=True)  # the same command: trained and evaluated, so it reports
     assert "is complete" in p.stdout + p.stderr and "nothing to do" in p.stdout + p.stderr
     assert (run / "history.csv").read_text() == before  # nothing retrained
     assert (run / "result.json").read_text() == result  # nor evaluated again
     assert f"{json.loads(result)['nll']:12.3f}" in p.stdout
+    # more epochs only extend a training: the same run goes on from its last epoch, and says so
+    p = run_glossy(["train", *QUICK, "train.epochs=4"], cwd, check=True)
+    assert "train.epochs=4 extends the finished training" in p.stdout + p.stderr
+    assert [d.name for d in (cwd / "runs").iterdir()] == [run.name]
+    history = (run / "history.csv").read_text()
+    assert history.startswith(before) and len(history.splitlines()) == len(before.splitlines()) + 1
+    assert json.loads((run / "result.json").read_text())["epochs_trained"] == 4
 
 
 @pytest.mark.slow  # two more console-script runs (glossy eval and glossy table are tested in-process elsewhere)

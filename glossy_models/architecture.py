@@ -1,0 +1,6 @@
+"""Architecture hyper-parameters that only some models have, with their defaults (torch-free, so that the
+configuration can read them without loading the models)."""
+
+# keyword arguments of the constructors that only these models take
+ARCHITECTURE_KEYS: dict[str, tuple[str, ...]] = {"pixelhvae": ("channels", "n_layers")}
+PIXELCNN_DEFAULTS = {"channels": 64, "n_layers": 8}  # the reference's PixelCNN decoder: 8 layers of 64 channels
