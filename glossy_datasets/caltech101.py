@@ -11,15 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .base import DatasetMeta, Splits, default_of
 from .download import Remote, check_options, ensure, files_info, read_checked, resolve_data_dir
-
-if TYPE_CHECKING:
-    pass
 
 NAME = "caltech101"
 FILES = {

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,9 +28,6 @@ from .download import (
     read_checked,
     resolve_data_dir,
 )
-
-if TYPE_CHECKING:
-    pass
 
 NAME = "frey"
 FILES = {
