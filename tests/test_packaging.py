@@ -150,3 +150,34 @@ def test_a_static_checker_resolves_every_import_of_glossys_own_code():
                   if d.get("rule") in ("reportMissingImports", "reportMissingModuleSource", "reportImportCycles")
                   or "is not a known attribute of module" in d["message"]]
     assert not unresolved, "\n".join(unresolved)
+
+
+def test_the_declared_dependencies_are_exactly_what_the_code_imports():
+    """Every third-party module glossy's packages import is a declared dependency (an optional one in its extra),
+    and every declared dependency is imported, but for the Hydra launcher plugin Hydra finds by itself."""
+    import ast
+    import re
+
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    dist = lambda spec: re.split(r"[<>=!~ \[;]", spec, maxsplit=1)[0].lower()  # noqa: E731
+    declared = {dist(d) for d in project["dependencies"]}
+    extras = {dist(d) for deps in project["optional-dependencies"].values() for d in deps}
+    to_dist = {"hydra": "hydra-core", "torch.utils.tensorboard": "tensorboard"}
+    imported, optional = set(), set()
+    for pkg in PACKAGES:
+        for f in (REPO / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+                for name in names:
+                    tb = name.startswith("torch.utils.tensorboard")
+                    top = "torch.utils.tensorboard" if tb else name.split(".")[0]
+                    if top in sys.stdlib_module_names or top in (*PACKAGES, "__future__"):
+                        continue
+                    d = to_dist.get(top, top)
+                    # an import inside a try whose ImportError becomes a message is optional (an extra)
+                    (optional if d in extras and d not in declared else imported).add(d)
+    assert imported == declared - {"hydra-joblib-launcher"}, (imported ^ (declared - {"hydra-joblib-launcher"}))
+    assert optional <= extras and {"tensorboard", "mlflow"} <= optional
