@@ -23,6 +23,7 @@ def source_stats(lc: torch.Tensor, nll: float, suffix: str) -> dict:
             f"glossy_var{suffix}": st["glossy_std"] ** 2, f"glossy_mean{suffix}": lc.mean().item(),
             f"glossy_argmax{suffix}": st["argmax"], f"lower_bound{suffix}": bounds.lower_bound(nll, lc)}
 
+
 def in_sample(model, x, z, lpx, nll, plan, device, show_progress, *, paired_ok: bool, bootstrap: int,
                bootstrap_level: float, seed: int, ba_iters: int, ba_tol: float,
                ba_bytes: int, timing: dict) -> tuple[torch.Tensor, dict]:
@@ -56,6 +57,7 @@ def in_sample(model, x, z, lpx, nll, plan, device, show_progress, *, paired_ok: 
     elif bootstrap > 0:
         log.info("bootstrap of the test candidates skipped: it resamples points with their candidates (needs M = N)")
     return lc.cpu(), fields
+
 
 def heldout_fit(model, fit, za, plan, device, show_progress, is_samples: int, *, ba_iters: int, ba_tol: float,
                  ba_bytes: int, timing: dict, journal: ISJournal | None = None) -> tuple[torch.Tensor, dict]:

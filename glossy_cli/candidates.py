@@ -18,6 +18,7 @@ from .memory import Plan
 def posterior_means(model, x: torch.Tensor, device: torch.device, batch: int = 1000) -> torch.Tensor:
     return torch.cat([model.posterior_mean(x[i : i + batch].to(device)) for i in range(0, len(x), batch)])
 
+
 @torch.no_grad()
 def prior_candidates_of(model, m: int, device, batch: int = 1000) -> torch.Tensor:
     """m samples of the model's prior [m, latent_dim], drawn `batch` at a time from the current RNG."""
@@ -25,6 +26,7 @@ def prior_candidates_of(model, m: int, device, batch: int = 1000) -> torch.Tenso
         raise GlossyError(f"eval.candidates includes 'prior' but {type(model).__name__} does not implement "
                           "sample_prior(n); drop 'prior' from eval.candidates")
     return torch.cat([model.sample_prior(min(batch, m - i)).to(device) for i in range(0, m, batch)])
+
 
 @torch.no_grad()
 def likelihood_matrix(model, x: torch.Tensor, z: torch.Tensor, plan: Plan, device: torch.device,
@@ -48,10 +50,12 @@ def likelihood_matrix(model, x: torch.Tensor, z: torch.Tensor, plan: Plan, devic
             progress.update(len(zb))
     return out
 
+
 def subset(n: int, cap: int | None, seed: int) -> torch.Tensor | None:
     if cap is None or cap >= n:
         return None
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
+
 
 def fail_if_not_finite(values: torch.Tensor, what: str, index_names: tuple[str, ...],
                         allow_minus_inf: bool = False) -> None:
@@ -65,6 +69,7 @@ def fail_if_not_finite(values: torch.Tensor, what: str, index_names: tuple[str, 
         raise GlossyError(f"evaluation failed: {what} is NaN or infinite for {int(bad.sum())} of {values.numel()} "
                           f"entries (first at {where}: {values[tuple(first)].item()}); the model produces "
                           "non-finite log-likelihoods (check the checkpoint's training history); nothing was written")
+
 
 @torch.no_grad()
 def stream_source(model, x: torch.Tensor, z: torch.Tensor, log_px: torch.Tensor, plan: Plan, device,

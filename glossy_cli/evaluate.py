@@ -24,6 +24,7 @@ from .settings import EvalSettings, candidate_list
 
 log = logging.getLogger("glossy")
 
+
 IN_SAMPLE = EvalSettings(candidates=["test"], heldout=False)  # evaluate()'s settings when none are given
 
 

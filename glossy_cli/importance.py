@@ -21,12 +21,14 @@ log = logging.getLogger("glossy")
 
 _MASK64 = 2**64 - 1
 
+
 def _point_seed(base: int, j: int) -> int:
     """A seed for data point j: splitmix64 of (base, j), so that neighbouring points get unrelated streams."""
     z = (base + (j + 1) * 0x9E3779B97F4A7C15) & _MASK64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return (z ^ (z >> 31)) >> 1  # 63 bits
+
 
 # The decoder work of importance sampling runs in blocks of about this many bytes of activations
 # (model.eval_bytes_per_sample() per sample): small enough that the elementwise passes (gates, the
@@ -36,6 +38,7 @@ def _point_seed(base: int, j: int) -> int:
 IS_BLOCK_BYTES = 12 * 2**20
 
 _CALIBRATED: dict[tuple, int] = {}
+
 
 def is_block_bytes(model, device: torch.device) -> int:
     """The decoder block size for importance sampling with this model on this device and thread count:
@@ -56,9 +59,11 @@ def is_block_bytes(model, device: torch.device) -> int:
                  _CALIBRATED[key] // bps, _CALIBRATED[key] / 2**20)
     return _CALIBRATED[key]
 
+
 def forked_rng(device: torch.device):
     """torch's random state (the CPU's, and the device's on CUDA) saved and restored around a block."""
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
 
 @torch.no_grad()
 def _calibrate_block(model, device: torch.device, bps: int) -> int:
@@ -81,10 +86,12 @@ def _calibrate_block(model, device: torch.device, bps: int) -> int:
         best = min(rows_list, key=lambda r: min(run(r), run(r)))
     return best * bps
 
+
 # With the noise drawn point by point and the networks run on a group of points, a group spans about
 # this many decoder blocks: the per-point overhead (encoder call, seeding, the block loop) is shared by the
 # group's points, while the group's draws (S x latent floats per point) stay small beside one block.
 GROUP_BLOCKS = 8
+
 
 def is_blocks(n_samples: int, chunk_samples: int, bytes_per_sample: int, block_bytes: int = IS_BLOCK_BYTES,
               grouped_noise: bool = False) -> tuple[int, int]:
@@ -100,6 +107,7 @@ def is_blocks(n_samples: int, chunk_samples: int, bytes_per_sample: int, block_b
         return 1, rows
     group = max(1, min(rows, (GROUP_BLOCKS * rows if grouped_noise else rows) // n_samples))
     return group, max(1, rows // group)
+
 
 def _posterior_draws(model, xg: torch.Tensor, s: int, dims, seeds: list[int] | None):
     """z [s, gp, latent] ~ q(z|x) and log q [s, gp] for the gp points of xg, the draws of point i from the
@@ -123,14 +131,17 @@ def _posterior_draws(model, xg: torch.Tensor, s: int, dims, seeds: list[int] | N
         lqs.append(lq)
     return (zs[0], lqs[0]) if len(zs) == 1 else (torch.cat(zs, 1), torch.cat(lqs, 1))
 
+
 def _block_log_weights(model, x: torch.Tensor, z: torch.Tensor, lq: torch.Tensor, block: int) -> torch.Tensor:
     """log l(x|z) + log p(z) - log q(z|x) [s, B] for the draws z [s, B, latent], in decoder blocks of
     `block` samples."""
     return torch.cat([model.log_likelihood(x, z[b : b + block]) + model.log_prior(z[b : b + block])
                       - lq[b : b + block] for b in range(0, z.shape[0], block)])
 
+
 def _has_default_weights(model) -> bool:
     return getattr(type(model), "log_importance_weights", None) is LatentVariableModel.log_importance_weights
+
 
 @torch.no_grad()
 def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, device: torch.device, progress=None,

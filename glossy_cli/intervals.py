@@ -18,6 +18,7 @@ def bootstrap_counts(n: int, n_boot: int, seed: int = 0) -> torch.Tensor:
     counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
     return counts
 
+
 def resampled_log_c(L: torch.Tensor, log_px: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """[M, B] log c_b(z_i) = log (1/N) sum_j counts[b, j] l(x_j | z_i) / tau(x_j) for a block of rows of L
     [M, N]: one float64 matrix product on exp(L - lpx - row max), with an exact log-domain fallback
@@ -34,6 +35,7 @@ def resampled_log_c(L: torch.Tensor, log_px: torch.Tensor, counts: torch.Tensor)
         rows, cols = bad.nonzero(as_tuple=True)
         out[rows, cols] = torch.logsumexp(L[rows].to(torch.float64) - lpx + torch.log(counts[cols]), 1)
     return out - math.log(n)
+
 
 def bootstrap_intervals(lc: torch.Tensor, counts: torch.Tensor, log_px: torch.Tensor, level: float = 0.95,
                         paired: bool = True) -> dict[str, tuple[float, float]]:
@@ -55,15 +57,18 @@ def bootstrap_intervals(lc: torch.Tensor, counts: torch.Tensor, log_px: torch.Te
     stats = {"glossy_max": gmax, "glossy_std": std, "lower_bound": nll_b - gmax.clamp(min=0), "nll": nll_b}
     return {k: percentile_interval(v, level) for k, v in stats.items()}
 
+
 def resampled_nll(counts: torch.Tensor, log_px: torch.Tensor) -> torch.Tensor:
     """[B] the NLL of each resample with counts [B, N]."""
     lpx = log_px.to(device=counts.device, dtype=torch.float64)
     return -(counts * lpx).sum(1) / counts.shape[1]
 
+
 def percentile_interval(values: torch.Tensor, level: float) -> tuple[float, float]:
     """The central `level` percentile interval of the resampled values."""
     q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64, device=values.device)
     return tuple(torch.quantile(values.to(torch.float64), q).tolist())
+
 
 def bootstrap(L: torch.Tensor, log_px: torch.Tensor, n_boot: int, seed: int = 0, level: float = 0.95,
               block_rows: int | None = None, paired: bool = True) -> dict[str, tuple[float, float]]:

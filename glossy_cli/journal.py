@@ -19,6 +19,7 @@ def fingerprint(model, x: torch.Tensor) -> str:
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
+
 class ISJournal:
     """Where importance sampling leaves the points it has finished, so that an evaluation cut off (a
     session's end, a cluster's pre-emption) goes on from them when it is run again: one file, written

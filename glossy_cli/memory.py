@@ -22,6 +22,7 @@ class Plan:
                 f"{self.samples} samples; "
                 f"glossy matrix in blocks of {self.matrix_rows} x {self.matrix_cols}")
 
+
 def plan_chunks(n_points: int, n_samples: int, bytes_per_item: int, budget_bytes: int) -> tuple[int, int]:
     """(points, samples) per chunk with points * samples * bytes_per_item <= budget_bytes, as many
     samples per point as fit (so that the encoder runs once per point when possible)."""
@@ -32,6 +33,7 @@ def plan_chunks(n_points: int, n_samples: int, bytes_per_item: int, budget_bytes
     samples = min(n_samples, items)
     points = max(1, min(n_points, items // samples))
     return points, samples
+
 
 def make_plan(model, n_points: int, n_candidates: int, n_samples: int, budget_bytes: int) -> Plan:
     # importance sampling runs one data point per call (see `importance_sampling`), so that its
@@ -51,6 +53,7 @@ def make_plan(model, n_points: int, n_candidates: int, n_samples: int, budget_by
         cols = n_points
     return Plan(points, samples, rows, cols)
 
+
 @dataclass(frozen=True)
 class Sizes:
     """How many points, candidates and held-out images an evaluation with these settings uses."""
@@ -65,9 +68,11 @@ class Sizes:
         test = 4 * (self.m["test"] + 1) * self.n if self.m.get("test") else 0  # + the prior's row (sandwich)
         return test + (4 * (self.m_atoms + 1) * self.n_fit if self.n_fit else 0)
 
+
 def _cap(n: int, max_candidates: int | None, autoregressive_cap: int | None) -> int:
     cap = n if max_candidates is None else min(n, max_candidates)
     return cap if autoregressive_cap is None else min(cap, autoregressive_cap)
+
 
 def eval_sizes(model, n_total: int, candidates=("test",), n_train: int = 0, n_valid: int = 0, heldout: bool = False,
                max_points=None, max_candidates=None, autoregressive_max_candidates=None,
@@ -94,6 +99,7 @@ def eval_sizes(model, n_total: int, candidates=("test",), n_train: int = 0, n_va
         n_fit = n_valid if max_points is None else min(n_valid, max_points)
         m_atoms = _cap(n_train, max_candidates, ar)
     return Sizes(n, m, n_fit, m_atoms)
+
 
 def plan_within_budget(model, sizes: Sizes, is_samples: int, memory_budget_gb: float) -> Plan:
     budget = int(memory_budget_gb * 2**30)

@@ -40,10 +40,12 @@ class LogProgress:
             log.info("%s: %d/%d %s (%d%%), %s elapsed, about %s left", self.desc, self.done, self.total,
                      self.unit, 100 * self.done // self.total, _hms(elapsed), _hms(left))
 
+
 def _hms(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
 
 def resumed(progress, k: int) -> None:
     """Tell a progress bar that k units were done before it started, keeping them out of its rate."""
@@ -54,6 +56,7 @@ def resumed(progress, k: int) -> None:
         progress.refresh()
     else:
         progress.update(k)
+
 
 def progress_bar(show: bool | str, total: int, desc: str, unit: str):
     """show: True, a tqdm bar; "log", LogProgress; False, nothing."""

@@ -28,11 +28,13 @@ def at_least(node, prefix: str, lo, *names: str, optional: bool = False) -> None
             key = f"{prefix}.{n}" if prefix else n
             raise ConfigError(f"{key}={v}: must be at least {lo}" + (" (or null)" if optional else ""))
 
+
 def positive(node, prefix: str, *names: str) -> None:
     for n in names:
         v = getattr(node, n)
         if not (v > 0 and math.isfinite(v)):
             raise ConfigError(f"{prefix}.{n}={v}: must be a positive number")
+
 
 @dataclass
 class EvalSettings:

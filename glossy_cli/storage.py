@@ -8,18 +8,20 @@ import math
 import torch
 
 DEFAULT_BLOCK_BYTES = 2 * 2**20  # cache-sized float64 temporaries: fresh 64 MiB ones cost more in page faults
-
 # than their arithmetic (log c of a 2000 x 10^4 block: 18 ns per entry with torch.logsumexp, 7 in these blocks)
 FLOAT64_BA_ENTRIES = 2**22  # Blahut-Arimoto's exp-matrix is float64 up to this many entries, float32 beyond
+
 
 def row_block(L: torch.Tensor, block_rows: int | None) -> int:
     if block_rows is not None:
         return max(1, int(block_rows))
     return max(1, DEFAULT_BLOCK_BYTES // (8 * max(1, L.shape[1])))
 
+
 # exp(d) is subnormal below these (so zero, with flushing) and torch's exp takes a slow path there, 30x slower
 # in float32 on the matrices Blahut-Arimoto meets (most entries lie hundreds of nats below their column's max)
 EXP_FLOOR = {torch.float32: -87.3, torch.float64: -708.0}
+
 
 def ba_step_exp(E, col_max, log_w):
     """One BA evaluation on E = exp(L - column max): two matrix-vector products. Returns None where a
@@ -38,6 +40,7 @@ def ba_step_exp(E, col_max, log_w):
     lpw = col_max + shift + torch.log(s.to(torch.float64))
     return lpw, torch.log(c) - shift - math.log(E.shape[1]), inv_s, shift
 
+
 def exp_into(out: torch.Tensor, L_rows: torch.Tensor, col_max: torch.Tensor) -> torch.Tensor:
     """out = exp(L_rows - col_max) in out's dtype (float32: to ~5e-6 relative, as L - col_max >= -87.3 is
     rounded to float32; float64: exact), entries below the dtype's smallest normal set to zero."""
@@ -51,12 +54,14 @@ def exp_into(out: torch.Tensor, L_rows: torch.Tensor, col_max: torch.Tensor) -> 
     torch.exp(out.clamp_min_(floor), out=out)
     return out.masked_fill_(below, 0.0)
 
+
 def exp_rows_into(out: torch.Tensor, L: torch.Tensor, rows: torch.Tensor | None, col_max, step: int) -> None:
     """out[:len(rows)] = exp(L[rows] - col_max) (`exp_into`), `step` rows at a time, so that no gathered
     temporary is as large as out; rows None: all of L, in order, without a gather."""
     for i in range(0, len(L) if rows is None else len(rows), step):
         src = L[i : i + step] if rows is None else L[rows[i : i + step]]
         exp_into(out[i : i + len(src)], src, col_max)
+
 
 def exp_log_c(L: torch.Tensor, rows: torch.Tensor, col_max, inv_s, shift, dtype, block_rows) -> torch.Tensor:
     """log c_w(z_i) of the atoms `rows` of L, which are not in E, from the last exp step's scale and shift."""
@@ -68,7 +73,9 @@ def exp_log_c(L: torch.Tensor, rows: torch.Tensor, col_max, inv_s, shift, dtype,
         out.append(torch.log((blk @ inv_s).to(torch.float64)) - shift - math.log(L.shape[1]))
     return torch.cat(out) if out else torch.empty(0, dtype=torch.float64, device=L.device)
 
+
 LOG_DOMAIN = "log domain (blocked)"
+
 
 def ba_storage(m: int, n: int, max_bytes: int) -> str:
     """How `blahut_arimoto` holds exp(L - column max) for an [m, n] matrix within `max_bytes`: float64 for
@@ -79,9 +86,12 @@ def ba_storage(m: int, n: int, max_bytes: int) -> str:
         return LOG_DOMAIN
     return "float64" if 8 * m * n <= max_bytes and m * n <= FLOAT64_BA_ENTRIES else "float32"
 
+
 PRUNE_LOG_WEIGHT = -69.0  # an atom whose weight falls below e^-69 (~1e-30) leaves the active set...
 
+
 PRUNE_EVERY = 5  # ...checked every few iterations, and the rows compacted once an eighth of them can go
+
 
 def exp_capacity(k: int, n: int, max_bytes: int, m: int) -> tuple[torch.dtype, int] | None:
     """The dtype and the row capacity of an exp-matrix for k active atoms of m on n points within max_bytes
