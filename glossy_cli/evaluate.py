@@ -18,7 +18,7 @@ from .candidates import fail_if_not_finite, posterior_means, prior_candidates_of
 from .errors import GlossyError
 from .importance import importance_sampling
 from .journal import ISJournal
-from .memory import eval_sizes, plan_within_budget
+from .memory import plan_within_budget, sizes_for
 from .progress import progress_bar
 from .settings import EvalSettings, candidate_list
 
@@ -60,8 +60,7 @@ def evaluate(model, x: torch.Tensor, settings: EvalSettings | None = None, *, tr
     goes on from them (the same numbers)."""
     s = replace(IN_SAMPLE if settings is None else settings, **overrides)
     candidates, heldout, is_samples, max_points = s.candidates, s.heldout, s.is_samples, s.max_points
-    max_candidates, prior_candidates, subset_seed, seed = s.max_candidates, s.prior_candidates, s.subset_seed, s.seed
-    autoregressive_max_candidates, memory_budget_gb = s.autoregressive_max_candidates, s.memory_budget_gb
+    subset_seed, seed, memory_budget_gb = s.subset_seed, s.seed, s.memory_budget_gb
     bootstrap, bootstrap_level, ba_iters, ba_tol = s.bootstrap, s.bootstrap_level, s.ba_iters, s.ba_tol
 
 
@@ -71,9 +70,7 @@ def evaluate(model, x: torch.Tensor, settings: EvalSettings | None = None, *, tr
     sub = subset(len(x), max_points, subset_seed)
     if sub is not None:
         x = x[sub]
-    sizes = eval_sizes(model, len(x), candidates, 0 if train_x is None else len(train_x),
-                       0 if valid_x is None else len(valid_x), heldout, max_points, max_candidates,
-                       autoregressive_max_candidates, prior_candidates)
+    sizes = sizes_for(model, len(x), s, 0 if train_x is None else len(train_x), 0 if valid_x is None else len(valid_x))
     n = sizes.n
     plan = plan_within_budget(model, sizes, is_samples, memory_budget_gb)
     ba_bytes = max(0, int(memory_budget_gb * 2**30) - sizes.reserved_bytes())

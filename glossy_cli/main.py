@@ -114,7 +114,7 @@ def _train(cfg):
     flush_denormals()
     full_float32()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    fresh = not any((run_dir / f).exists() for f in ("last.pt", "best.pt", "result.json"))
+    fresh = not _holds_a_run(run_dir)
     try:
         result = train(cfg, run_dir, show_progress=sys.stderr.isatty())
     except GlossyError:
@@ -129,9 +129,16 @@ def _train(cfg):
 _HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", ".hydra", "train.log", ".lock")
 
 
+def _holds_a_run(run_dir: Path) -> bool:
+    """Whether glossy has written anything of a run into run_dir (a state, a checkpoint, a result, its config)."""
+    from .runs import BEST, LAST, RESULT
+
+    return any((run_dir / f).exists() for f in (LAST, BEST, RESULT, "config.yaml"))
+
+
 def _remove_unstarted_run(run_dir: Path) -> None:
     """Remove a run directory that holds only what Hydra wrote for this command; anything else stays."""
-    if any((run_dir / f).exists() for f in ("last.pt", "best.pt", "result.json", "config.yaml")):
+    if _holds_a_run(run_dir):
         return
     for name in _HYDRA_FILES:
         p = run_dir / name

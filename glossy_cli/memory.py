@@ -128,7 +128,11 @@ def check_budget(model, n_total: int, settings: EvalSettings, n_train: int = 0, 
     """The plan `evaluate` will use on `n_total` points with these settings, or the GlossyError it would
     raise when the memory budget cannot hold it. Cheap: training calls it before its first epoch, so that
     a budget that cannot fit fails at once rather than after hours of training."""
-    s = settings
-    sizes = eval_sizes(model, n_total, s.candidates, n_train, n_valid, s.heldout, s.max_points, s.max_candidates,
-                       s.autoregressive_max_candidates, s.prior_candidates)
-    return plan_within_budget(model, sizes, s.is_samples, s.memory_budget_gb)
+    return plan_within_budget(model, sizes_for(model, n_total, settings, n_train, n_valid), settings.is_samples,
+                              settings.memory_budget_gb)
+
+
+def sizes_for(model, n_total: int, s: EvalSettings, n_train: int = 0, n_valid: int = 0) -> Sizes:
+    """`eval_sizes` with the settings' caps and sources: what `evaluate` and `check_budget` both plan from."""
+    return eval_sizes(model, n_total, s.candidates, n_train, n_valid, s.heldout, s.max_points, s.max_candidates,
+                      s.autoregressive_max_candidates, s.prior_candidates)

@@ -62,11 +62,11 @@ EXTENDS = ("train.epochs", "train.early_stopping")
 _IDENTITY_CACHE: dict[tuple, list[str]] = {}
 
 
-def _flat(node, prefix: str) -> dict[str, Any]:
+def _flat(d: dict, prefix: str) -> dict[str, Any]:
+    """{"a.b.c": value} of a nested dict under `prefix`."""
     out: dict[str, Any] = {}
-    for k, v in (OmegaConf.to_container(node, resolve=True) or {}).items():
-        key = f"{prefix}.{k}"
-        out.update(_flat(OmegaConf.create(v), key) if isinstance(v, dict) else {key: v})
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}") if isinstance(v, dict) else {f"{prefix}.{k}": v})
     return out
 
 
@@ -100,7 +100,7 @@ def effective_overrides(overrides: list[str], searchpath: list[str] = ()) -> lis
                       for o in (groups, [*groups, *values]))
         diff = []
         for top in ("train", "model", "prior", "dataset"):
-            b, f = _flat(base[top], top), _flat(full[top], top)
+            b, f = (_flat(OmegaConf.to_container(c[top], resolve=True) or {}, top) for c in (base, full))
             diff += [f"{k}={f[k]}" for k in sorted(f) if (k not in b or b[k] != f[k]) and not _excluded(k)
                      and k not in EXTENDS]
         _IDENTITY_CACHE[cache_key] = diff

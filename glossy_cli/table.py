@@ -126,8 +126,8 @@ KEY = ["dataset", "model", "prior", "settings", "eval_settings"]
 def group_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, model, prior, training settings, evaluation settings) from the per-run table: the
     mean of every number over the training seeds, the sd (ddof 1) of the SPREAD columns, n_seeds and the seeds;
-    the paper's values and the differences of the means. Runs with other evaluation settings are grouped apart.
-    A group of one run keeps that run's intervals; a group of several reports its seed sd instead."""
+    the paper's values and the mean difference from them (one paper value per group). Runs with other evaluation
+    settings are grouped apart. A group of one run keeps that run's intervals; several report their seed sd."""
     rows = []
     filled = per_seed[per_seed["run"].notna()]
     for _, row in per_seed[per_seed["run"].isna()].iterrows():  # rows not run: kept blank, in place
@@ -139,7 +139,7 @@ def group_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
         out["seeds"] = ",".join(str(int(v)) for v in sorted(g["seed"].dropna()))
         out["run"] = first["run"] if len(g) == 1 else ";".join(g["run"])
         for c in per_seed.columns:
-            if c in out or c in ("seed",):
+            if c in out or c == "seed":
                 continue
             col = pd.to_numeric(g[c], errors="coerce")
             if c.endswith(("_ci_lo", "_ci_hi")):
@@ -151,10 +151,6 @@ def group_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
         for c in SPREAD:
             col = pd.to_numeric(g[c], errors="coerce").dropna()
             out[f"{c}_sd"] = float(col.std(ddof=1)) if len(col) > 1 else None
-        for c, ours_key in COMPARED.items():
-            paper = out.get(f"{c}_paper")
-            out[f"{c}_diff"] = out[ours_key] - paper if out.get(ours_key) is not None and paper is not None \
-                and not math.isnan(paper) else None
         rows.append((g.index[0], out))
     rows.sort(key=lambda t: t[0])
     return pd.DataFrame([r for _, r in rows])
