@@ -207,6 +207,7 @@ class DataCommand:
     action: str = "list"  # list | fetch
     data_dir: str = DATA_DIR
     download: bool = True  # fetch: download missing files from their canonical address
+    recheck: bool = False  # list: hash every file again (else a file unchanged since it was last listed is not)
 
     def __post_init__(self):
         if self.action not in ("list", "fetch"):

@@ -3,7 +3,9 @@
 glossy data [list] [dataset=<name>] [data_dir=...]   (no dataset: every dataset)
     one line per dataset: status (ok = present and verified / missing / corrupt / error), split
     sizes, how its files were verified, and where they live; below, what is missing or wrong and how to
-    fix it. Never downloads anything; always exits 0 when it could look.
+    fix it. Never downloads anything, never builds a split (no torch); always exits 0 when it could look.
+    A file's digest is computed when it is first listed and again whenever its size, mtime or inode
+    change (recheck=true: hash every file again); a run always hashes its files afresh.
 glossy data fetch [dataset=<name>] [data_dir=...] [download=true]   (no dataset: every dataset)
     download the dataset's missing files (verified, atomically), parse them once (this also builds the
     parse caches) and print the split sizes; exits non-zero with one clear message when it cannot.
@@ -18,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from glossy_datasets import registry as datasets
-from glossy_datasets.download import DatasetCorrupt, DatasetMissing, resolve_data_dir
+from glossy_datasets.download import DatasetCorrupt, DatasetMissing, DigestCache, resolve_data_dir
 
 from .config import dataset_options
 from .errors import GlossyError
@@ -42,17 +44,16 @@ def _selection(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
     return [(name, opts)]
 
 
-def dataset_status(name: str, data_dir: Path, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Load a dataset without downloading; classify the outcome. Never raises for a dataset's problem."""
+def dataset_status(name: str, data_dir: Path, options: dict[str, Any] | None = None,
+                   digests: DigestCache | None = None) -> dict[str, Any]:
+    """Verify a dataset without downloading or building it; classify the outcome. Never raises for a
+    dataset's problem."""
     row: dict[str, Any] = {"dataset": name, "location": str(data_dir / name), "sizes": None, "verified": "",
                            "detail": ""}
-    if name == "synthetic":  # generated on demand from its options: nothing to verify, nothing to generate here
-        opts = {**dataset_options("synthetic"), **(options or {})}
-        row.update(location="(generated, no files)", status="generated", verified="-", files=[],
-                   sizes={k: int(opts[f"n_{k}"]) for k in ("train", "val", "test")})
-        return row
+    if name == "synthetic":
+        options = {**dataset_options("synthetic"), **(options or {})}
     try:
-        splits = datasets.load(name, data_dir, download=False, **(options or {}))
+        found = datasets.verify(name, data_dir, digests, **(options or {}))
     except DatasetMissing as e:
         row.update(status="missing", detail=str(e))
         return row
@@ -62,10 +63,10 @@ def dataset_status(name: str, data_dir: Path, options: dict[str, Any] | None = N
     except datasets.DatasetError as e:
         row.update(status="error", detail=str(e))
         return row
-    files = splits.info.get("files", {})
-    row.update(status="ok" if files else "generated", sizes=splits.sizes(),
-               verified=", ".join(sorted({f.get("verified_by", "?") for f in files.values()})) or "-",
-               files=sorted(files))
+    if not found.files:  # generated on demand from its options: nothing to verify
+        row.update(location="(generated, no files)", status="generated", verified="-", files=[], sizes=found.sizes)
+        return row
+    row.update(status="ok", sizes=found.sizes, verified=found.verified_by or "-", files=sorted(found.files))
     return row
 
 
@@ -107,7 +108,11 @@ def data_task(cfg: DictConfig) -> list[dict[str, Any]]:
     chosen = _selection(cfg)
     data_dir = resolve_data_dir(cfg.get("data_dir"))
     if action == "list":
-        rows = [dataset_status(n, data_dir, o) for n, o in chosen]
+        digests = DigestCache()
+        if bool(cfg.get("recheck", False)):
+            digests.entries.clear()
+        rows = [dataset_status(n, data_dir, o, digests) for n, o in chosen]
+        digests.save()
         print(format_rows(rows, data_dir))
         return rows
     out, failures = [], []

@@ -49,6 +49,25 @@ class DatasetMeta:
 
 
 @dataclass
+class Verified:
+    """What a loader's `verify` found without building the splits: their sizes and, for every file, its path
+    and how it was verified (`verified_by`: sha256, md5, content sha256 or format)."""
+
+    sizes: dict[str, int]
+    files: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def verified_by(self) -> str:
+        return ", ".join(sorted({f.get("verified_by", "?") for f in self.files.values()}))
+
+
+def verified_files(info: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """{file: {path, verified_by}} of a loaded Splits' info (the part `verify` reports too)."""
+    return {n: {"path": str(f["path"]), "verified_by": str(f.get("verified_by", "?"))}
+            for n, f in info.get("files", {}).items()}
+
+
+@dataclass
 class Splits:
     train: torch.Tensor
     val: torch.Tensor

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetMeta, Splits, default_of
-from .download import Remote, check_options, ensure, files_info, read_checked, resolve_data_dir
+from .base import DatasetMeta, Splits, Verified, default_of, verified_files
+from .download import DigestCache, Remote, check_options, ensure, files_info, read_checked, resolve_data_dir
 
 NAME = "caltech101"
 FILES = {
@@ -62,6 +62,30 @@ def load(data_dir: Path | None = None, download: bool = True, *, invert: bool = 
                        source=f"Caltech 101 Silhouettes (28, split 1) from {data_dir / NAME}")
     info = files_info([r], data_dir, digests)
     return Splits(x["train"], x["val"], x["test"], meta, info)
+
+
+def _split_sizes(path: Path) -> dict[str, int]:
+    """The splits' row counts from the .mat file's variable headers (scipy's whosmat reads no data)."""
+    from scipy.io import whosmat
+
+    shapes = {name: shape for name, shape, _ in whosmat(path)}
+    out = {}
+    for split, key in KEYS.items():
+        if key not in shapes or len(shapes[key]) != 2 or shapes[key][1] != 784:
+            raise ValueError(f"no N x 784 variable {key!r} (found {', '.join(f'{k} {v}' for k, v in shapes.items())})")
+        out[split] = int(shapes[key][0])
+    return out
+
+
+def verify(data_dir: Path | None = None, *, invert: bool = True, digests: DigestCache | None = None,
+           **options) -> Verified:
+    """The file present with its recorded size and SHA-256; the split sizes from its headers."""
+    check_options(NAME, options, ())
+    data_dir = resolve_data_dir(data_dir)
+    r = FILES["mat"]
+    ensure([r], data_dir, False, cache=digests)
+    sizes = read_checked(r, data_dir, _split_sizes)
+    return Verified(sizes, verified_files(files_info([r], data_dir, {r.filename: ""})))
 
 
 @dataclass

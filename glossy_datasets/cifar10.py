@@ -23,8 +23,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import DatasetError, DatasetMeta, Splits, at_least, default_of
-from .download import DatasetCorrupt, DatasetMissing, check_options, resolve_data_dir
+from .base import DatasetError, DatasetMeta, Splits, Verified, at_least, default_of
+from .download import (
+    DatasetCorrupt,
+    DatasetMissing,
+    DigestCache,
+    check_options,
+    digest_of,
+    resolve_data_dir,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -98,11 +105,8 @@ def _fix(folder: Path, data_dir: Path) -> str:
             f"{folder.parent / ARCHIVE}")
 
 
-def read_batch(path: Path, data_dir: Path) -> tuple[np.ndarray, np.ndarray, str]:
-    """(images [n, 3072] uint8, labels [n] uint8, how the file was verified) of one batch; DatasetCorrupt
-    naming the file, what was expected and what to do when it is neither the original nor its content."""
-    raw = path.read_bytes()
-    by_md5 = hashlib.md5(raw).hexdigest() == MD5[path.name]
+def _parse_batch(raw: bytes, path: Path, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images [n, 3072] uint8, labels [n] uint8) of a batch's bytes; DatasetCorrupt when it is not one."""
     try:
         d = _read_pickle(raw)
         data = np.ascontiguousarray(d["data"])
@@ -116,17 +120,48 @@ def read_batch(path: Path, data_dir: Path) -> tuple[np.ndarray, np.ndarray, str]
                              f"{str(e)[:200]}); expected MD5 {MD5[path.name]} (the original file) or a pickle "
                              f"whose data/labels sha256 are {CONTENT_SHA256[path.name][0][:16]}.../"
                              f"{CONTENT_SHA256[path.name][1][:16]}...; {_fix(path.parent, data_dir)}", path) from e
-    labels = labels.astype(np.uint8)
-    if by_md5:
-        return data, labels, "md5"
-    got = (_sha256(data.tobytes()), _sha256(labels.tobytes()))
+    return data, labels.astype(np.uint8)
+
+
+def _content(data: np.ndarray, labels: np.ndarray) -> tuple[str, str]:
+    return _sha256(data.tobytes()), _sha256(labels.tobytes())
+
+
+def _check_content(path: Path, data_dir: Path, got: tuple[str, str]) -> None:
     want = CONTENT_SHA256[path.name]
     if got != want:
         what = "data" if got[0] != want[0] else "labels"
         raise DatasetCorrupt(f"dataset {NAME}: {path} is neither the original file (MD5 {MD5[path.name]}) nor "
                              f"a copy of its content: its {what} sha256 is {got[what == 'labels']}, expected "
                              f"{want[what == 'labels']}; {_fix(path.parent, data_dir)}", path)
+
+
+def read_batch(path: Path, data_dir: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """(images [n, 3072] uint8, labels [n] uint8, how the file was verified) of one batch; DatasetCorrupt
+    naming the file, what was expected and what to do when it is neither the original nor its content."""
+    raw = path.read_bytes()
+    by_md5 = hashlib.md5(raw).hexdigest() == MD5[path.name]
+    data, labels = _parse_batch(raw, path, data_dir)
+    if by_md5:
+        return data, labels, "md5"
+    _check_content(path, data_dir, _content(data, labels))
     return data, labels, "content sha256"
+
+
+def check_batch(path: Path, data_dir: Path, cache: DigestCache | None = None) -> tuple[str, int]:
+    """(how one batch is verified: md5 or content sha256, its number of images), with the same refusals as
+    `read_batch`, keeping no arrays. With a DigestCache, an unchanged file is not read again."""
+
+    def record(p: Path) -> dict:
+        raw = p.read_bytes()
+        data, labels = _parse_batch(raw, p, data_dir)
+        return {"md5": hashlib.md5(raw).hexdigest(), "content": list(_content(data, labels)), "n": len(data)}
+
+    rec = digest_of(path, "cifar10-batch", record, cache)
+    if rec["md5"] == MD5[path.name]:
+        return "md5", int(rec["n"])
+    _check_content(path, data_dir, tuple(rec["content"]))
+    return "content sha256", int(rec["n"])
 
 
 def _check_meta(path: Path, data_dir: Path) -> str:
@@ -163,6 +198,18 @@ def _fetch(root: Path) -> None:
                            f"elsewhere, put it at {archive} (MD5 {ARCHIVE_MD5}) and run again") from e
 
 
+def _missing(folder: Path) -> list[str]:
+    return [n for n in (*TRAIN, *TEST, META) if not (folder / n).is_file()]
+
+
+def _missing_error(folder: Path, data_dir: Path) -> DatasetMissing:
+    return DatasetMissing(
+        f"dataset {NAME}: missing file(s) and download=false: {', '.join(_missing(folder))} in {folder}. "
+        f"Download with `glossy data fetch dataset={NAME} data_dir={data_dir}` (or run with "
+        f"download=true), or fetch {URL} by hand, put it at {folder.parent / ARCHIVE} and "
+        f"run with download=true (it is then only extracted)", [folder])
+
+
 def load(data_dir: Path | None = None, download: bool = True, *, n_val: int = N_VAL,
          split_seed: int = SPLIT_SEED, **options) -> Splits:
     import torch
@@ -170,15 +217,9 @@ def load(data_dir: Path | None = None, download: bool = True, *, n_val: int = N_
     data_dir = resolve_data_dir(data_dir)
     root = data_dir / NAME
     folder = root / FOLDER
-    names = (*TRAIN, *TEST, META)
-    missing = [n for n in names if not (folder / n).is_file()]
-    if missing:
+    if _missing(folder):
         if not download:
-            raise DatasetMissing(
-                f"dataset {NAME}: missing file(s) and download=false: {', '.join(missing)} in {folder}. "
-                f"Download with `glossy data fetch dataset={NAME} data_dir={data_dir}` (or run with "
-                f"download=true), or fetch {URL} by hand, put it at {root / ARCHIVE} and "
-                f"run with download=true (it is then only extracted)", [folder])
+            raise _missing_error(folder, data_dir)
         _fetch(root)
     verified = {META: _check_meta(folder / META, data_dir)}
     parts = {}
@@ -205,6 +246,24 @@ def load(data_dir: Path | None = None, download: bool = True, *, n_val: int = N_
                        "val": torch.from_numpy(labels_all[-n_val:].astype(np.int64)),
                        "test": torch.from_numpy(test_labels.astype(np.int64))}}
     return Splits(tensor(train_all[:-n_val]), tensor(train_all[-n_val:]), tensor(test), meta, info)
+
+
+def verify(data_dir: Path | None = None, *, n_val: int = N_VAL, split_seed: int = SPLIT_SEED,
+           digests: DigestCache | None = None, **options) -> Verified:
+    """Every batch and batches.meta present and verified as `load` verifies them; the split sizes."""
+    check_options(NAME, options, ())
+    data_dir = resolve_data_dir(data_dir)
+    folder = data_dir / NAME / FOLDER
+    if _missing(folder):
+        raise _missing_error(folder, data_dir)
+    verified, count = {META: _check_meta(folder / META, data_dir)}, {}
+    for n in (*TRAIN, *TEST):
+        verified[n], count[n] = check_batch(folder / n, data_dir, digests)
+    n_train = sum(count[n] for n in TRAIN)
+    if not 0 < n_val < n_train:
+        raise DatasetError(f"dataset {NAME}: option n_val={n_val} must be between 1 and {n_train - 1}")
+    return Verified({"train": n_train - n_val, "val": n_val, "test": sum(count[n] for n in TEST)},
+                    {n: {"path": str(folder / n), "verified_by": v} for n, v in verified.items()})
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -106,6 +107,62 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def md5_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class DigestCache:
+    """Digests of files computed before, reused while a file keeps its size, mtime, inode and device.
+
+    `glossy data` lists every dataset through one (as git and DVC trust a file's stat to tell it unchanged):
+    a file is hashed the first time it is listed and again whenever it changes. Loading a dataset for a run
+    never uses it: a run hashes its files afresh. The record is `<user cache dir>/glossy/digests.json`; an
+    unreadable or unwritable record is never an error (the files are simply hashed).
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path else user_cache_dir() / "digests.json"
+        try:
+            loaded = json.loads(self.path.read_text())
+            self.entries: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            self.entries = {}
+        self.dirty = False
+        self.reused = 0  # digests taken from the record (files not read again)
+
+    def get(self, path: Path, kind: str, compute: Callable[[Path], Any]) -> Any:
+        """`compute(path)` (a JSON value: a digest, or a list of them), or what it gave while `path` was unchanged."""
+        st = os.stat(path)
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+        key = f"{kind}:{os.path.realpath(path)}"
+        e = self.entries.get(key)
+        if isinstance(e, dict) and e.get("stat") == stamp and "value" in e:
+            self.reused += 1
+            return e["value"]
+        value = compute(Path(path))
+        self.entries[key] = {"stat": stamp, "value": value}
+        self.dirty = True
+        return value
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        text = json.dumps(self.entries, sort_keys=True).encode()
+        try:
+            _atomic_write(self.path, lambda f: f.write(text))
+            self.dirty = False
+        except OSError:
+            log.debug("could not write the digest record %s", self.path)
+
+
+def digest_of(path: Path, kind: str, compute: Callable[[Path], Any], cache: DigestCache | None) -> Any:
+    return compute(Path(path)) if cache is None else cache.get(path, kind, compute)
+
+
 def _describe(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -139,10 +196,10 @@ def corrupt_error(remote: Remote, data_dir: Path, problem: str, path: Path | Non
 # --------------------------------------------------------------------------------------------- checks
 
 
-def checksum_problem(path: Path, remote: Remote) -> tuple[str | None, str]:
+def checksum_problem(path: Path, remote: Remote, cache: DigestCache | None = None) -> tuple[str | None, str]:
     """(what is wrong with the file's size or SHA-256, or None; its SHA-256)."""
     size = path.stat().st_size
-    digest = sha256_file(path)
+    digest = digest_of(path, "sha256", sha256_file, cache)
     if remote.size is not None and size != remote.size:
         kind = "truncated" if size < remote.size else "too long"
         return f"{kind}: {size} bytes, expected {remote.size}", digest
@@ -231,7 +288,8 @@ def download(remote: Remote, data_dir: Path, validate: Callable[[Path], Any] | N
 
 
 def ensure(remotes: Iterable[Remote], data_dir: Path, download_missing: bool,
-           validators: dict[str, Callable[[Path], Any]] | None = None) -> dict[str, str]:
+           validators: dict[str, Callable[[Path], Any]] | None = None,
+           cache: DigestCache | None = None) -> dict[str, str]:
     """Make every file present and verified. Returns {filename: sha256} of the files as they are now.
 
     Present files are checked against their recorded size and SHA-256 (when known) and never deleted or
@@ -244,7 +302,7 @@ def ensure(remotes: Iterable[Remote], data_dir: Path, download_missing: bool,
     for r in remotes:
         if r in missing:
             continue
-        problem, digests[r.filename] = checksum_problem(r.path(data_dir), r)
+        problem, digests[r.filename] = checksum_problem(r.path(data_dir), r, cache)
         if problem is not None:
             raise corrupt_error(r, data_dir, problem)
     if missing and not download_missing:

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, DatasetMeta, OptionError, Splits, at_least, default_of
+from .base import DatasetError, DatasetMeta, OptionError, Splits, Verified, at_least, default_of, verified_files
 from .download import (
     DatasetMissing,
+    DigestCache,
     Remote,
     check_options,
     ensure,
@@ -73,7 +74,8 @@ READERS = {FILES["pkl"].filename: read_pkl, FILES["mat"].filename: read_mat}
 FILE_CHOICES = ("auto", *(r.filename for r in FILES.values()))  # the `file` option
 
 
-def _choose(data_dir: Path, download: bool, file: str) -> tuple[Remote, dict[str, str]]:
+def _choose(data_dir: Path, download: bool, file: str,
+            cache: DigestCache | None = None) -> tuple[Remote, dict[str, str]]:
     if file == "auto":
         order = [FILES["pkl"], FILES["mat"]]
     else:
@@ -82,7 +84,7 @@ def _choose(data_dir: Path, download: bool, file: str) -> tuple[Remote, dict[str
             raise DatasetError(f"dataset {NAME}: option file={file!r} is not one of {', '.join(FILE_CHOICES)}")
     for r in order:
         if r.path(data_dir).is_file():
-            return r, ensure([r], data_dir, False)
+            return r, ensure([r], data_dir, False, cache=cache)
     if not download:
         alts = " or ".join(f"{r.filename} (expected at {r.path(data_dir)}; fetch it from {r.url})"
                            for r in order)
@@ -98,6 +100,12 @@ def _choose(data_dir: Path, download: bool, file: str) -> tuple[Remote, dict[str
     raise DatasetError(" Then: ".join(errors) if len(errors) > 1 else errors[0])
 
 
+def _check_split(n: int, path: Path, n_train: int, n_val: int, n_test: int) -> None:
+    if min(n_train, n_val, n_test) < 1 or n_train + n_val + n_test > n:
+        raise DatasetError(f"dataset {NAME}: cannot split {n} frames of {path} into n_train={n_train}, "
+                           f"n_val={n_val}, n_test={n_test} (each at least 1, sum at most {n})")
+
+
 def load(data_dir: Path | None = None, download: bool = True, *, file: str = "auto", n_train: int = 1565,
          n_val: int = 200, n_test: int = 200, split_seed: int = SPLIT_SEED, **options) -> Splits:
     import torch
@@ -105,10 +113,7 @@ def load(data_dir: Path | None = None, download: bool = True, *, file: str = "au
     data_dir = resolve_data_dir(data_dir)
     r, digests = _choose(data_dir, download, str(file))
     frames = read_checked(r, data_dir, READERS[r.filename])
-    if min(n_train, n_val, n_test) < 1 or n_train + n_val + n_test > len(frames):
-        raise DatasetError(f"dataset {NAME}: cannot split {len(frames)} frames of {r.path(data_dir)} into "
-                           f"n_train={n_train}, n_val={n_val}, n_test={n_test} (each at least 1, sum at most "
-                           f"{len(frames)})")
+    _check_split(len(frames), r.path(data_dir), n_train, n_val, n_test)
     x = (frames.astype(np.float32) + 0.5) / 256.0
     x = x[np.random.default_rng(split_seed).permutation(len(x))]
     parts = np.split(x[: n_train + n_val + n_test], [n_train, n_train + n_val])
@@ -118,6 +123,19 @@ def load(data_dir: Path | None = None, download: bool = True, *, file: str = "au
                        source=f"Frey Faces {r.filename} from {data_dir / NAME}")
     info = {**files_info([r], data_dir, digests), "split_seed": split_seed}
     return Splits(train, val, test, meta, info)
+
+
+def verify(data_dir: Path | None = None, *, file: str = "auto", n_train: int = 1565, n_val: int = 200,
+           n_test: int = 200, split_seed: int = SPLIT_SEED, digests: DigestCache | None = None,
+           **options) -> Verified:
+    """The file `load` would read, verified as it verifies it (its frames are read: 3.5 MB), and the split."""
+    check_options(NAME, options, ())
+    data_dir = resolve_data_dir(data_dir)
+    r, found = _choose(data_dir, False, str(file), digests)
+    frames = read_checked(r, data_dir, READERS[r.filename])
+    _check_split(len(frames), r.path(data_dir), n_train, n_val, n_test)
+    return Verified({"train": n_train, "val": n_val, "test": n_test},
+                    verified_files(files_info([r], data_dir, found)))
 
 
 @dataclass

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, DatasetMeta, OptionError, Splits, default_of
+from .base import DatasetError, DatasetMeta, OptionError, Splits, Verified, default_of, verified_files
 from .download import (
     DatasetMissing,
+    DigestCache,
     Remote,
     check_options,
+    digest_of,
     ensure,
     files_info,
     load_pickle,
@@ -76,13 +78,9 @@ def read_tar(path: Path, clip: float = CLIP) -> dict[str, np.ndarray]:
 READERS = {FILES["tar"].filename: read_tar, FILES["pkl"].filename: read_pkl}
 
 
-def load(data_dir: Path | None = None, download: bool = True, *, clip: float = CLIP, **options) -> Splits:
-    """clip: values are clipped to [clip, 1 - clip] (the reference: 1/512)."""
-    import torch
-    check_options(NAME, options, ())
-    if not 0 <= float(clip) < 0.5:
-        raise DatasetError(f"dataset {NAME}: option clip={clip} must be in [0, 0.5)")
-    data_dir = resolve_data_dir(data_dir)
+def _present(data_dir: Path, download: bool) -> Remote:
+    """The file to read: the .pkl when present, else the .tar.gz (DatasetMissing when neither is there and
+    download=false)."""
     pkl, tgz = FILES["pkl"], FILES["tar"]
     r = pkl if pkl.path(data_dir).is_file() else tgz
     if not r.path(data_dir).is_file() and not download:
@@ -92,6 +90,17 @@ def load(data_dir: Path | None = None, download: bool = True, *, clip: float = C
             f"download with `glossy data fetch dataset={NAME} data_dir={data_dir}` (or run with "
             f"download=true)",
             [tgz.path(data_dir), pkl.path(data_dir)])
+    return r
+
+
+def load(data_dir: Path | None = None, download: bool = True, *, clip: float = CLIP, **options) -> Splits:
+    """clip: values are clipped to [clip, 1 - clip] (the reference: 1/512)."""
+    import torch
+    check_options(NAME, options, ())
+    if not 0 <= float(clip) < 0.5:
+        raise DatasetError(f"dataset {NAME}: option clip={clip} must be in [0, 0.5)")
+    data_dir = resolve_data_dir(data_dir)
+    r = _present(data_dir, download)
     digests = ensure([r], data_dir, download, {r.filename: READERS[r.filename]})
     arrays = read_checked(r, data_dir, lambda p: READERS[r.filename](p, float(clip)))
     x = {k: torch.from_numpy(v).unsqueeze(1) for k, v in arrays.items()}
@@ -100,6 +109,20 @@ def load(data_dir: Path | None = None, download: bool = True, *, clip: float = C
                        source=f"Histopathology gray {r.filename} from {data_dir / NAME}")
     info = files_info([r], data_dir, digests)
     return Splits(x["train"], x["val"], x["test"], meta, info)
+
+
+def verify(data_dir: Path | None = None, *, clip: float = CLIP, digests: DigestCache | None = None,
+           **options) -> Verified:
+    """The file `load` would read, present and of the right format (it is read: no SHA-256 is recorded), and
+    its split sizes; with a DigestCache, an unchanged file that passed is not read again."""
+    check_options(NAME, options, ())
+    data_dir = resolve_data_dir(data_dir)
+    r = _present(data_dir, False)
+    ensure([r], data_dir, False, cache=digests)
+    sizes = digest_of(r.path(data_dir), "histopathology-format",
+                      lambda p: {k: len(v) for k, v in read_checked(r, data_dir, READERS[r.filename]).items()},
+                      digests)
+    return Verified({k: int(v) for k, v in sizes.items()}, verified_files(files_info([r], data_dir, {r.filename: ""})))
 
 
 @dataclass

@@ -18,8 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, DatasetMeta, Splits, at_least, default_of
-from .download import Remote, check_options, ensure, files_info, read_checked, resolve_data_dir
+from .base import DatasetError, DatasetMeta, Splits, Verified, at_least, default_of, verified_files
+from .download import (
+    DigestCache,
+    Remote,
+    check_options,
+    digest_of,
+    ensure,
+    files_info,
+    read_checked,
+    resolve_data_dir,
+)
 
 NAME = "omniglot"
 FILES = {
@@ -55,6 +64,12 @@ def read_chardata(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return _images(mat, "data"), _images(mat, "testdata")
 
 
+def _check_split(n: int, path: Path, n_validation: int) -> None:
+    if not 0 < n_validation < n:
+        raise DatasetError(f"dataset {NAME}: option n_validation={n_validation} must be between 1 and {n - 1}: "
+                           f"the training set of {path} holds {n} images")
+
+
 def load(data_dir: Path | None = None, download: bool = True, *, n_validation: int = N_VALIDATION,
          split_seed: int = SPLIT_SEED, binarize_seed: int = BINARIZE_SEED, **options) -> Splits:
     import torch
@@ -63,10 +78,7 @@ def load(data_dir: Path | None = None, download: bool = True, *, n_validation: i
     r = FILES["chardata"]
     digests = ensure([r], data_dir, download, {r.filename: read_chardata})
     train_all, test = read_checked(r, data_dir, read_chardata)
-    if not 0 < n_validation < len(train_all):
-        raise DatasetError(f"dataset {NAME}: option n_validation={n_validation} must be between 1 and "
-                           f"{len(train_all) - 1}: the training set of {r.path(data_dir)} holds "
-                           f"{len(train_all)} images")
+    _check_split(len(train_all), r.path(data_dir), n_validation)
     train_all = train_all[np.random.default_rng(split_seed).permutation(len(train_all))]
     train, val = train_all[:-n_validation], train_all[-n_validation:]
     rng = np.random.default_rng(binarize_seed)
@@ -79,6 +91,21 @@ def load(data_dir: Path | None = None, download: bool = True, *, n_validation: i
     info = {**files_info([r], data_dir, digests),
             "split_seed": split_seed, "binarize_seed": binarize_seed}
     return Splits(*x, meta, info)
+
+
+def verify(data_dir: Path | None = None, *, n_validation: int = N_VALIDATION, split_seed: int = SPLIT_SEED,
+           binarize_seed: int = BINARIZE_SEED, digests: DigestCache | None = None, **options) -> Verified:
+    """The file present and of the right format (it is read: no SHA-256 is recorded), and the split sizes;
+    with a DigestCache, an unchanged file that passed is not read again."""
+    check_options(NAME, options, ())
+    data_dir = resolve_data_dir(data_dir)
+    r = FILES["chardata"]
+    ensure([r], data_dir, False, cache=digests)
+    n_train, n_test = digest_of(r.path(data_dir), "omniglot-format",
+                                lambda p: [len(a) for a in read_checked(r, data_dir, read_chardata)], digests)
+    _check_split(n_train, r.path(data_dir), n_validation)
+    return Verified({"train": n_train - n_validation, "val": n_validation, "test": n_test},
+                    verified_files(files_info([r], data_dir, {r.filename: ""})))
 
 
 @dataclass

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import caltech101, cifar10, frey, histopathology, mnist, omniglot, synthetic
-from .base import DatasetError, DatasetMeta, OptionError, Splits
-from .download import DatasetCorrupt, DatasetMissing, default_data_dir
+from .base import DatasetError, DatasetMeta, OptionError, Splits, Verified, verified_files
+from .download import DatasetCorrupt, DatasetMissing, DigestCache, default_data_dir
 
 DATASETS: dict[str, Callable[..., Splits]] = {
     "synthetic": synthetic.load,
@@ -25,21 +25,31 @@ OPTIONS: dict[str, type] = {name: module.Options for name, module in [
     ("synthetic", synthetic), ("mnist", mnist), ("omniglot", omniglot), ("caltech101", caltech101), ("frey", frey),
     ("histopathology", histopathology), ("cifar10", cifar10)]}
 
+# each loader's `verify`: its files present and verified, and its split sizes, without building the splits (no
+# torch): what `glossy data` lists. A dataset of your own without one is verified by loading it
+VERIFIERS: dict[str, Callable[..., Verified]] = {name: module.verify for name, module in [
+    ("synthetic", synthetic), ("mnist", mnist), ("omniglot", omniglot), ("caltech101", caltech101), ("frey", frey),
+    ("histopathology", histopathology), ("cifar10", cifar10)]}
+
 BUILT_IN = frozenset(DATASETS)
 
 __all__ = ["BUILT_IN", "DATASETS", "OPTIONS", "DatasetCorrupt", "DatasetError", "DatasetMeta", "DatasetMissing",
-           "OptionError", "Splits", "default_data_dir", "load", "register", "unregister"]
+           "OptionError", "Splits", "Verified", "default_data_dir", "load", "register", "unregister", "verify"]
 
 
-def register(name: str, loader: Callable[..., Splits], options: type | None = None) -> None:
+def register(name: str, loader: Callable[..., Splits], options: type | None = None,
+             verify: Callable[..., Verified] | None = None) -> None:
     """Add a dataset of your own under a new name: `loader(data_dir, download, **options)` returns Splits;
-    `options`, a dataclass of the keywords it takes. Train on it with `dataset.name=<name>` over any dataset
-    config whose options the loader accepts."""
+    `options`, a dataclass of the keywords it takes; `verify(data_dir, digests=None, **options)`, optional,
+    returns Verified without building the splits (else `glossy data` loads it). Train on it with
+    `dataset.name=<name>` over any dataset config whose options the loader accepts."""
     if name in DATASETS:
         raise DatasetError(f"a dataset named {name!r} is already registered")
     DATASETS[name] = loader
     if options is not None:
         OPTIONS[name] = options
+    if verify is not None:
+        VERIFIERS[name] = verify
 
 
 def unregister(name: str) -> None:
@@ -48,6 +58,7 @@ def unregister(name: str) -> None:
         raise DatasetError(f"{name!r} is not a registered dataset of your own")
     del DATASETS[name]
     OPTIONS.pop(name, None)
+    VERIFIERS.pop(name, None)
 
 
 def load(name: str, data_dir: str | Path | None = None, download: bool = True, **options) -> Splits:
@@ -55,3 +66,15 @@ def load(name: str, data_dir: str | Path | None = None, download: bool = True, *
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
     return DATASETS[name](Path(data_dir).expanduser() if data_dir else None, download, **options)
+
+
+def verify(name: str, data_dir: str | Path | None = None, digests: DigestCache | None = None, **options) -> Verified:
+    """A dataset's files present and verified, and its split sizes, without building the splits and without
+    downloading. Raises DatasetError (DatasetMissing, DatasetCorrupt) with a clear message, as `load` does."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    root = Path(data_dir).expanduser() if data_dir else None
+    if name in VERIFIERS:
+        return VERIFIERS[name](root, digests=digests, **options)
+    splits = DATASETS[name](root, False, **options)
+    return Verified(splits.sizes(), verified_files(splits.info))

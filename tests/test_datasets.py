@@ -848,3 +848,126 @@ def test_a_training_refused_for_missing_data_leaves_no_run_directory(tmp_path, c
                                       f"runs_root={runs}", "train=quick"], capsys, monkeypatch, tmp_path)
     assert code == 2 and "glossy: error: dataset frey" in err and "Traceback" not in err
     assert not runs.exists() or list(runs.iterdir()) == [], list(runs.rglob("*"))
+
+
+# ------------------------------------------------------------------------------------------ verify (glossy data)
+
+
+def _frey_root(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "frey-data"
+    path = frey.FILES["pkl"].path(root)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(py2_pickle([frey_frames().reshape(FREY_N, 560)], 2))
+    pin(monkeypatch, frey, "pkl", path)
+    return root
+
+
+def _histo_root(tmp_path) -> Path:
+    folder = tmp_path / "histo-data" / "histopathology"
+    folder.mkdir(parents=True)
+    (folder / "histopathology.pkl").write_bytes(py2_pickle(histo_dict(), 2))
+    return folder.parent
+
+
+@pytest.mark.parametrize("name", ["mnist", "caltech101", "omniglot", "frey", "histopathology", "cifar10",
+                                  "content-copy cifar10"])
+def test_verify_reports_what_load_finds(name, request, tmp_path, monkeypatch):
+    """`verify` (what `glossy data` lists: no splits built) gives the sizes and per-file checks of `load`, with
+    and without the digest record, and the record is then used instead of reading the files again."""
+    opts: dict = {}
+    if name in ("mnist", "caltech101", "omniglot"):
+        root = request.getfixturevalue({"mnist": "mnist_files", "caltech101": "caltech_file",
+                                        "omniglot": "omniglot_file"}[name])[0]
+        opts = {"n_validation": 5} if name == "omniglot" else {}
+    elif name == "frey":
+        root, opts = _frey_root(tmp_path, monkeypatch), frey_split_options()
+    elif name == "histopathology":
+        root = _histo_root(tmp_path)
+    else:
+        root, opts = request.getfixturevalue("cifar_dir")[0], {"n_val": 5}
+        if name.startswith("content-copy"):
+            for batch in ("data_batch_2", "test_batch"):
+                f = root / "cifar10" / cifar10.FOLDER / batch
+                d = pickle.loads(f.read_bytes(), encoding="latin1")
+                del d["filenames"]
+                f.write_bytes(py2_pickle(d, 2))
+        name = "cifar10"
+    loaded = datasets.load(name, root, download=False, **opts)
+    want_files = {n: {"path": str(f["path"]), "verified_by": f["verified_by"]} for n, f in loaded.info["files"].items()}
+    plain = datasets.verify(name, root, **opts)
+    assert plain.sizes == loaded.sizes() and plain.files == want_files
+    record = download.DigestCache(tmp_path / "digests.json")
+    first = datasets.verify(name, root, record, **opts)
+    record.save()
+    assert (first.sizes, first.files) == (plain.sizes, plain.files) and record.reused == 0
+    again = download.DigestCache(tmp_path / "digests.json")
+    monkeypatch.setattr(download, "sha256_file", lambda p: pytest.fail(f"{p} hashed again"))
+    monkeypatch.setattr(download, "md5_file", lambda p: pytest.fail(f"{p} hashed again"))
+    second = datasets.verify(name, root, again, **opts)
+    assert (second.sizes, second.files) == (plain.sizes, plain.files)
+    assert again.reused == len(record.entries) > 0 or name in ("frey", "cifar10") and again.reused > 0
+
+
+def test_the_digest_record_notices_a_changed_file(mnist_files, tmp_path):
+    """A file changed after it was listed (new bytes, same size: mtime and the hash differ) is hashed again and
+    reported corrupt; a record that cannot be read is ignored."""
+    root, _ = mnist_files
+    record = download.DigestCache(tmp_path / "digests.json")
+    datasets.verify("mnist", root, record)
+    record.save()
+    path = mnist.FILES["val"].path(root)
+    raw = bytearray(path.read_bytes())
+    raw[0] = ord("1") if raw[0] == ord("0") else ord("0")  # one pixel flipped: same size, other SHA-256
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    with pytest.raises(DatasetCorrupt, match="SHA-256 mismatch"):
+        datasets.verify("mnist", root, download.DigestCache(tmp_path / "digests.json"))
+    (tmp_path / "digests.json").write_text("{not json")
+    with pytest.raises(DatasetCorrupt, match="SHA-256 mismatch"):
+        datasets.verify("mnist", root, download.DigestCache(tmp_path / "digests.json"))
+
+
+def test_verify_refuses_as_load_does(tmp_path, cifar_dir):
+    for name in ("mnist", "caltech101", "omniglot", "frey", "histopathology", "cifar10"):
+        with pytest.raises(DatasetMissing) as missing:
+            datasets.verify(name, tmp_path / "nothing")
+        with pytest.raises(DatasetMissing) as loaded:
+            datasets.load(name, tmp_path / "nothing", download=False)
+        assert str(missing.value) == str(loaded.value)
+    root, _ = cifar_dir
+    batch = root / "cifar10" / cifar10.FOLDER / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:-10])
+    with pytest.raises(DatasetCorrupt) as verified:
+        datasets.verify("cifar10", root, n_val=5)
+    with pytest.raises(DatasetCorrupt) as loaded:
+        datasets.load("cifar10", root, download=False, n_val=5)
+    assert str(verified.value) == str(loaded.value)
+
+
+def test_glossy_data_lists_without_torch(tmp_path, caltech_file, cifar_dir):
+    """`glossy data` over present, verified files answers without importing torch (the modules loaded are
+    counted, not the time): the recorded checksums of the generated files are handed to the child process."""
+    root, _ = cifar_dir
+    assert caltech_file[0] == root  # both fixtures write under tmp_path / "data"
+    r = caltech101.FILES["mat"]
+    code = (
+        "import dataclasses, sys\n"
+        "from glossy_datasets import caltech101, cifar10\n"
+        f"caltech101.FILES['mat'] = dataclasses.replace(caltech101.FILES['mat'], sha256={r.sha256!r}, size={r.size})\n"
+        f"cifar10.MD5.update({cifar10.MD5!r})\n"
+        f"cifar10.CONTENT_SHA256.update({cifar10.CONTENT_SHA256!r})\n"
+        "from glossy_cli.main import main\n"
+        f"main(['data', 'data_dir={root}', 'dataset.options.n_val=5', 'dataset=cifar10'])\n"
+        f"main(['data', 'data_dir={root}'])\n"
+        "print('torch loaded:', 'torch' in sys.modules, file=sys.stderr)")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env=env)
+    assert p.stderr.strip().splitlines()[-1] == "torch loaded: False", p.stderr[-2000:]
+    one, every = p.stdout.split("data_dir: ")[1:]
+    rows = {ln.split()[0]: ln.split() for ln in every.splitlines() if ln[:1].strip()}
+    assert rows["caltech101"][1:6] == ["ok", "6", "4", "3", "sha256"], p.stdout
+    assert rows["cifar10"][1] == "error" and "n_val=10000 must be between 1 and 19" in every  # 24 images here
+    assert next(ln.split() for ln in one.splitlines() if ln.startswith("cifar10"))[1:6] == [
+        "ok", "15", "5", "6", "md5"], p.stdout
+    assert (tmp_path / "xdg-cache" / "glossy" / "digests.json").is_file()
