@@ -1,7 +1,7 @@
 """CIFAR-10 from the python batches (torchvision's layout), read and verified here.
 
 The files live in `<data_dir>/cifar10/cifar-10-batches-py/` (`data_batch_1`..`5`, `test_batch`,
-`batches.meta`; a download goes through torchvision's `cifar-10-python.tar.gz` beside them). A batch is
+`batches.meta`; a download fetches `cifar-10-python.tar.gz` beside them, with pooch, and extracts it). A batch is
 accepted when it is the original file (its MD5, the one torchvision records) or when its *content* is the
 original's: the sha256 of its `data` array (uint8, [10000, 3072], C order) and of its labels as uint8
 bytes, as recorded in CONTENT_SHA256 (a copy rebuilt from another lossless source has other bytes, e.g.
@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,8 +30,13 @@ from .download import (
     DatasetCorrupt,
     DatasetMissing,
     DigestCache,
+    Remote,
     check_options,
+    corrupt_error,
     digest_of,
+    download,
+    md5_file,
+    read_checked,
     resolve_data_dir,
 )
 
@@ -178,24 +185,42 @@ def _check_meta(path: Path, data_dir: Path) -> str:
     return "content"
 
 
-def _fetch(root: Path) -> None:
-    """torchvision's download and extraction, made tidy: a failure leaves no partial archive or folder."""
-    from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+ARCHIVE_REMOTE = Remote(NAME, ARCHIVE, URL, check=f"gzip tar of the python batches, MD5 {ARCHIVE_MD5}")
 
-    archive, folder = root / ARCHIVE, root / FOLDER
-    had_archive, had_folder = archive.exists(), folder.exists()
+
+def _archive_md5(path: Path) -> None:
+    got = md5_file(path)
+    if got != ARCHIVE_MD5:
+        raise ValueError(f"MD5 mismatch: got {got}, expected {ARCHIVE_MD5}")
+
+
+def _fetch(data_dir: Path) -> None:
+    """The missing batches from the archive: downloaded (pooch, atomically, its MD5 checked) unless it is already
+    there, extracted with pooch's Untar into a temporary folder, and only the missing files moved into place (a
+    file already in the folder is never replaced). A failure leaves no partial archive or folder behind."""
+    import pooch
+
+    root, archive = data_dir / NAME, ARCHIVE_REMOTE.path(data_dir)
+    if archive.is_file():
+        read_checked(ARCHIVE_REMOTE, data_dir, _archive_md5)
+    else:
+        download(ARCHIVE_REMOTE, data_dir, _archive_md5)
+    folder = root / FOLDER
+    had_folder = folder.exists()
+    tmp = Path(tempfile.mkdtemp(prefix=".extract.", dir=root))
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        download_and_extract_archive(URL, str(root), filename=ARCHIVE, md5=ARCHIVE_MD5)
-    except Exception as e:
-        if not had_archive and archive.exists() and not check_integrity(str(archive), ARCHIVE_MD5):
-            archive.unlink()
-        if not had_folder and folder.exists():
+        read_checked(ARCHIVE_REMOTE, data_dir, lambda p: pooch.Untar(extract_dir=str(tmp))(str(p), "download", None))
+        folder.mkdir(exist_ok=True)
+        for n in _missing(folder):
+            if not (tmp / FOLDER / n).is_file():
+                raise corrupt_error(ARCHIVE_REMOTE, data_dir, f"the archive holds no {FOLDER}/{n}")
+            os.replace(tmp / FOLDER / n, folder / n)
+    except BaseException:
+        if not had_folder:
             shutil.rmtree(folder, ignore_errors=True)
-        text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        raise DatasetError(f"dataset {NAME}: could not download {ARCHIVE} from {URL} to {archive} "
-                           f"({type(e).__name__}: {text}); no partial file was left. When offline, fetch it "
-                           f"elsewhere, put it at {archive} (MD5 {ARCHIVE_MD5}) and run again") from e
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _missing(folder: Path) -> list[str]:
@@ -220,7 +245,7 @@ def load(data_dir: Path | None = None, download: bool = True, *, n_val: int = N_
     if _missing(folder):
         if not download:
             raise _missing_error(folder, data_dir)
-        _fetch(root)
+        _fetch(data_dir)
     verified = {META: _check_meta(folder / META, data_dir)}
     parts = {}
     for n in (*TRAIN, *TEST):

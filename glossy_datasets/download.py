@@ -1,7 +1,7 @@
 """Where dataset files live, how missing ones are fetched, and how every file is verified.
 
 Layout: `<data_dir>/<dataset>/<canonical file name>`. A missing file is downloaded from its canonical
-public address (urllib, with a progress bar) into a temporary file beside its destination, verified,
+public address (pooch, with retries and a progress bar) into a temporary file beside its destination, verified,
 and only then moved into place with `os.replace`, so an interrupted or failed download never leaves a
 partial or corrupt file behind. Verification is by a recorded SHA-256 (and size) where a stable hash of
 the canonical file is known; otherwise the file's format and content are checked by its loader (each
@@ -20,10 +20,9 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import stat
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ log = logging.getLogger("glossy")
 
 USER_AGENT = "glossy-datasets/1 (+https://github.com/; research data loader)"
 TIMEOUT_S = 60.0
+RETRIES = 2  # a failed download is tried again this many times (pooch waits between tries)
 CACHE_FORMAT = 1  # bump when the layout of the parsed-array caches changes
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -226,25 +226,32 @@ def read_checked(remote: Remote, data_dir: Path, reader: Callable[[Path], Any],
 
 
 def fetch_url(url: str, dest: Path, desc: str = "") -> None:
-    """Stream `url` into the (temporary) file `dest` with a progress bar. Raises on any failure.
+    """Fetch `url` into the (temporary) file `dest` with pooch: HTTP(S), FTP, SFTP or DOI, up to RETRIES more
+    tries after a failure, a progress bar on a terminal. Raises on any failure; nothing is left but `dest`.
 
     Tests replace this function to simulate the network; it must write the bytes it received to `dest`.
     """
+    import pooch
     from tqdm import tqdm
 
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp, open(dest, "wb") as out:
-        length = resp.headers.get("Content-Length")
-        total = int(length) if length and length.strip().isdigit() else None
-        done = 0
-        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc or Path(dest).name,
-                  disable=None, leave=False) as bar:
-            while block := resp.read(1 << 16):
-                out.write(block)
-                done += len(block)
-                bar.update(len(block))
-        if total is not None and done != total:
-            raise OSError(f"connection closed after {done} of {total} bytes")
+    dest = Path(dest)
+    name = desc or dest.name
+    pooch.get_logger().setLevel(logging.WARNING)  # glossy logs the download itself
+    folder = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        with tqdm(total=1, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=None,  # pooch sets total
+                  leave=False) as bar:
+            if url.split(":", 1)[0].lower() in ("http", "https"):
+                downloader = pooch.HTTPDownloader(progressbar=bar, headers={"User-Agent": USER_AGENT},
+                                                  timeout=TIMEOUT_S)
+            else:
+                downloader = pooch.downloaders.choose_downloader(url, progressbar=False)
+            fetcher = pooch.create(path=folder, base_url="", registry={name: None}, urls={name: url},
+                                   retry_if_failed=RETRIES)
+            got = fetcher.fetch(name, downloader=downloader)  # the hash is checked by `download`, with its size
+        os.replace(got, dest)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def download(remote: Remote, data_dir: Path, validate: Callable[[Path], Any] | None = None) -> Path:

@@ -282,14 +282,41 @@ def test_download_offline_or_interrupted_leaves_nothing(tmp_path, monkeypatch):
     assert leftovers(tmp_path) == []
 
 
-def test_real_fetch_url_over_file_and_closed_port(tmp_path, monkeypatch):
-    src = tmp_path / "src.bin"
-    src.write_bytes(os.urandom(200_000))
-    download.fetch_url(src.as_uri(), tmp_path / "copy.bin")
-    assert (tmp_path / "copy.bin").read_bytes() == src.read_bytes()
+def test_real_fetch_url_over_http_with_a_retry_and_a_closed_port(tmp_path, monkeypatch):
+    """The real downloader (pooch) against a local HTTP server whose first answer is an error: it tries again and
+    gets the bytes; a closed port, after its retries, is one clear message and leaves no file."""
+    import http.server
+    import threading
+    import time
+
+    payload, hits = os.urandom(200_000), []
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            if len(hits) == 1:
+                self.send_error(503, "busy")
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # pooch's pause between tries
+    try:
+        download.fetch_url(f"http://127.0.0.1:{server.server_port}/src.bin", tmp_path / "copy.bin", "src.bin")
+    finally:
+        server.shutdown()
+    assert (tmp_path / "copy.bin").read_bytes() == payload and len(hits) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.bin"]
     r = dataclasses.replace(caltech101.FILES["mat"], url="http://127.0.0.1:9/caltech.mat")
     monkeypatch.setitem(caltech101.FILES, "mat", r)
-    with pytest.raises(datasets.DatasetError, match="could not download .*URLError") as e:
+    with pytest.raises(datasets.DatasetError, match="could not download .*ConnectionError") as e:
         datasets.load("caltech101", tmp_path / "d", download=True)
     one_line_message(e.value)
     assert leftovers(tmp_path / "d") == []
@@ -971,3 +998,31 @@ def test_glossy_data_lists_without_torch(tmp_path, caltech_file, cifar_dir):
     assert next(ln.split() for ln in one.splitlines() if ln.startswith("cifar10"))[1:6] == [
         "ok", "15", "5", "6", "md5"], p.stdout
     assert (tmp_path / "xdg-cache" / "glossy" / "digests.json").is_file()
+
+
+def test_cifar10_download_extracts_only_the_missing_batches(cifar_dir, monkeypatch, tmp_path):
+    """The archive is fetched (the network replaced), its MD5 checked, extracted with pooch's Untar, and only the
+    missing batches moved into place: a batch already there keeps its inode. A wrong archive leaves nothing."""
+    root, _ = cifar_dir
+    folder = root / "cifar10" / cifar10.FOLDER
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(folder, arcname=cifar10.FOLDER)
+    archive = buf.getvalue()
+    monkeypatch.setattr(cifar10, "ARCHIVE_MD5", hashlib.md5(archive).hexdigest())
+    before = datasets.load("cifar10", root, download=False, n_val=5)
+    kept = (folder / "data_batch_1").stat().st_ino
+    for name in ("data_batch_2", "test_batch", "batches.meta"):
+        (folder / name).unlink()
+    calls: list = []
+    fake_fetcher(monkeypatch, {cifar10.URL: archive}, calls)
+    s = datasets.load("cifar10", root, download=True, n_val=5)
+    assert calls == [cifar10.URL] and (folder / "data_batch_1").stat().st_ino == kept
+    assert torch.equal(s.train, before.train) and torch.equal(s.test, before.test)
+    assert sorted(p.name for p in (root / "cifar10").iterdir()) == sorted([cifar10.ARCHIVE, cifar10.FOLDER])
+    other = tmp_path / "other"
+    fake_fetcher(monkeypatch, {cifar10.URL: archive[:-100] + b"x" * 100})
+    with pytest.raises(DatasetCorrupt, match="MD5 mismatch") as e:
+        datasets.load("cifar10", other, download=True)
+    one_line_message(e.value)
+    assert leftovers(other) == []
