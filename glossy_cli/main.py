@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -399,6 +400,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("glossy").setLevel(logging.INFO)
     sys.argv = [f"glossy {cmd}", *rest]
     app = hydra.main(config_path=str(CONF_DIR), config_name=cmd, version_base=None)(guarded(TASKS[cmd]))
+    on_slurm = any(a.startswith("hydra/launcher=") and ("slurm" in a or "submitit" in a) for a in rest)
+    if on_slurm:  # a job that ends without a result reaches us, not Hydra's traceback printer
+        os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         app()
     except ValueError as e:  # Hydra's own refusal of its flags (e.g. -m with --cfg)
@@ -406,6 +410,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"glossy: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:
+        if not on_slurm or type(e).__name__ != "UncompletedJobError":
+            raise
+        from .slurm import describe_failure
+
+        print(f"glossy: error: {describe_failure(str(e))}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -56,15 +56,23 @@ class TrainingInterrupted(GlossyError):
         self.exit_code = 128 + signum
 
 
+# the signal a SLURM job gets ahead of its time limit or pre-emption under submitit (--signal=USR2@<delay>)
+PREEMPT_SIGNAL = getattr(signal, "SIGUSR2", None)
+
+
 @contextmanager
 def _catch_signals():
-    """SIGINT/SIGTERM set a flag that the loop checks after every step (never mid-write)."""
-    caught: dict[str, int] = {}
+    """SIGINT/SIGTERM set a flag that the loop checks after every step (never mid-write). So does the pre-emption
+    signal (SIGUSR2) where a handler is installed for it (submitit's, in a SLURM job): `interrupted` then hands
+    it to that handler, between steps, once the last epoch's state is on disk."""
+    caught: dict = {}
 
     def handler(signum, _frame):
         caught.setdefault("signum", signum)
 
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if PREEMPT_SIGNAL is not None and callable(signal.getsignal(PREEMPT_SIGNAL)):
+        old[PREEMPT_SIGNAL] = caught["hand_over"] = signal.getsignal(PREEMPT_SIGNAL)
     for s in old:
         signal.signal(s, handler)
     try:
@@ -72,6 +80,23 @@ def _catch_signals():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def interrupted(caught: dict, message: str) -> TrainingInterrupted:
+    """The error that stops training for the signal in `caught`. The pre-emption signal of a SLURM job is first
+    handed to the launcher's handler (submitit: checkpoint the job, `scontrol requeue` it, exit; the requeued
+    job resumes from last.pt); where it declines to requeue (the time limit reached more often than
+    hydra.launcher.max_num_timeout allows), training stops with the state saved, as for SIGTERM."""
+    signum = caught["signum"]
+    hand_over = caught.get("hand_over")
+    if signum == PREEMPT_SIGNAL and hand_over is not None:
+        log.warning("%s; the SLURM job is pre-empted or near its time limit: handing over to submitit to requeue "
+                    "it", message)
+        try:
+            hand_over(signum, None)  # requeues and exits (SystemExit) when it can
+        except Exception as e:  # submitit's UncompletedJobError: not requeued
+            return TrainingInterrupted(f"{message} (the job was not requeued: {e})", signum)
+    return TrainingInterrupted(message, signum)
 
 
 @contextmanager
@@ -374,9 +399,9 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool, closing: context
 
             def stop_check(epoch=epoch):
                 if "signum" in caught:
-                    raise TrainingInterrupted(
-                        f"{signal.Signals(caught['signum']).name} during epoch {epoch}: the state after epoch "
-                        f"{state['epoch']} is saved in {last}; re-run the same command to resume", caught["signum"])
+                    raise interrupted(caught, f"{signal.Signals(caught['signum']).name} during epoch {epoch}: the "
+                                      f"state after epoch {state['epoch']} is saved in {last}; re-run the same "
+                                      f"command to resume")
 
             train_loss, train_re, train_kl = train_one_epoch(
                 model, opt, step_loss, train_x, batch_size=int(t.batch_size), n_batches=n_batches, gen=gen,
@@ -409,9 +434,9 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool, closing: context
                      progress_line(epoch, int(t.epochs), state["best_epoch"], state["es_counter"],
                                    int(t.early_stopping), int(t.warmup), sum(recent) / len(recent)))
         if "signum" in caught:  # arrived after the last step of the last epoch: do not start the evaluation
-            raise TrainingInterrupted(
-                f"{signal.Signals(caught['signum']).name} after the last epoch ({state['epoch']}): training is "
-                f"complete and saved in {last}; re-run the same command to evaluate", caught["signum"])
+            raise interrupted(caught, f"{signal.Signals(caught['signum']).name} after the last epoch "
+                              f"({state['epoch']}): training is complete and saved in {last}; re-run the same "
+                              f"command to evaluate")
     log.info("training finished: %s; best epoch %d", state["stop_reason"], state["best_epoch"])
     with _stop_on_signals(f"the evaluation: training is complete and saved in {last}; re-run the same command "
                           f"to evaluate (its importance sampling goes on from the points already finished)"):

@@ -17,6 +17,16 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The cluster tier (it starts a SLURM cluster on this machine) runs only when asked for: `-m cluster`."""
+    if "cluster" in (config.getoption("markexpr") or ""):
+        return
+    kept = [i for i in items if i.get_closest_marker("cluster") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("cluster") is not None])
+        items[:] = kept
+
+
 @pytest.fixture
 def quick_cfg(tmp_path):
     # a model trained enough that each test candidate's own image dominates its log c (test_scripts relies on it)
