@@ -55,3 +55,58 @@ def test_the_slurm_launcher_config_extends_submitit():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.timeout_min, launcher.cpus_per_task, launcher.gpus_per_node, launcher.mem_gb) == (4320, 8, 1, 32)
+
+
+def test_a_failed_slurm_job_is_one_line_naming_the_job_its_state_and_what_glossy_said():
+    from glossy_cli.slurm import describe_failure
+
+    text = ("Job 7 (task: 0) with path /runs/.submitit/7/7_0_result.pkl\nhas not produced any output (state: FAILED)\n"
+            "Error stream produced:\n----------------------------------------\n"
+            "submitit WARNING (2026-12-03 14:50:54,853) - Caught signal SIGUSR2 on vm: this job is timed-out.\n"
+            "glossy: error: SIGUSR2 during epoch 2: the state after epoch 1 is saved in /runs/r/last.pt; re-run the "
+            "same command to resume\nsrun: error: vm: task 0: Exited with exit code 140\n")
+    line = describe_failure(text)
+    assert "\n" not in line and line.startswith("SLURM job 7 ended in state FAILED without a result: SIGUSR2 during")
+    assert "(log: /runs/.submitit/7)" in line and "glossy: error" not in line
+    other = describe_failure("Job 9 (task: 0) with path /r/9/9_0_result.pkl\nhas not produced any output (state: "
+                             "NODE_FAIL)\nError stream produced:\n----\nKilled\n")
+    assert other.startswith("SLURM job 9 ended in state NODE_FAIL without a result: Killed") and "re-run" in other
+
+
+def test_the_preemption_signal_is_handed_to_submitit_only_once_the_state_is_saved():
+    """In a SLURM job submitit handles SIGUSR2 (checkpoint, requeue, exit): training takes it between steps and
+    hands it over; where submitit declines to requeue, training stops with its state saved, in one line."""
+    import signal
+
+    from glossy_cli import train
+
+    calls = []
+
+    def requeue(signum, frame):
+        calls.append(signum)
+        raise SystemExit(-1)  # what submitit does after `scontrol requeue`
+
+    old = signal.signal(signal.SIGUSR2, requeue)
+    try:
+        with train._catch_signals() as caught:
+            signal.raise_signal(signal.SIGUSR2)
+            assert caught["signum"] == signal.SIGUSR2 and calls == []  # only noted: nothing runs mid-step
+            with pytest.raises(SystemExit):
+                train.interrupted(caught, "SIGUSR2 during epoch 2: the state after epoch 1 is saved")
+        assert calls == [signal.SIGUSR2] and signal.getsignal(signal.SIGUSR2) is requeue
+
+        def declines(signum, frame):
+            raise RuntimeError("Job not requeued because: timed-out too many times.")
+
+        signal.signal(signal.SIGUSR2, declines)
+        with train._catch_signals() as caught:
+            signal.raise_signal(signal.SIGUSR2)
+            e = train.interrupted(caught, "SIGUSR2 during epoch 2: the state after epoch 1 is saved")
+        assert isinstance(e, train.TrainingInterrupted) and e.exit_code == 128 + signal.SIGUSR2
+        assert "not requeued: Job not requeued because: timed-out too many times." in str(e)
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+    with train._catch_signals() as caught:  # outside SLURM nobody handles SIGUSR2: training leaves it alone
+        assert "hand_over" not in caught and signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+    signal.signal(signal.SIGUSR2, old)
