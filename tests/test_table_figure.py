@@ -64,11 +64,11 @@ def test_table_lays_out_table1_with_the_paper_beside_ours_and_blanks_for_missing
     assert math.isnan(missing.nll) and missing.nll_paper == 79.86  # blank, not zero
     assert csv["nll"].notna().sum() == 3
     md = md_cells((tmp_path / "res" / "table1.md").read_text())
-    assert starts(md, "frey", "vae", "standard", "1", "1800.00", "1808.19", "-8.19", "1000.0", "[998.0, 1002.0]",
+    assert starts(md, "frey", "vae", "standard", "1", "1800.00", "1808.19", "-8.19", "", "1000.0", "[998.0, 1002.0]",
                   "89.3", "100.0", "", "331.5", "100.0", "10.0", "1700.00", "800.00", "1799.00", "1800.50")
     assert starts(md, "mnist", "pixelhvae", "vamp", "", "", "79.86", "")
     synthetic = next(r for r in md if r[:3] == ["synthetic", "vae", "standard"])
-    assert synthetic[3:8] == ["1", "85.00", "", "", "75.0"] and synthetic[-2:] == ["79.30", "77.00"]
+    assert synthetic[3:9] == ["1", "85.00", "", "", "", "75.0"] and synthetic[-2:] == ["79.30", "77.00"]
     raw = (tmp_path / "res" / "table1.tex").read_text()
     assert "\\begin{tabular}" in raw and "\\end{tabular}" in raw
     tex = tex_cells(raw)
@@ -100,11 +100,17 @@ def test_training_seeds_are_one_row_with_mean_sd_and_n_and_other_eval_settings_s
     assert three.glossy_std_train_sd == pytest.approx(10.0 * 2)  # result(): glossy_std_train = 10 x std
     assert three.nll_diff == pytest.approx(three.nll - 128.63) and math.isnan(three.glossy_max_train_ci_lo)
     assert rows[rows.n_seeds == 1].iloc[0].nll == 140.0  # never averaged with the others
+    # verdicts: |127.0..129.5 mean - 128.63| = 0.46 <= 2 x 1.26 (consistent); glossy max (train) 600..620 against the
+    # paper's 79.4 (differs); glossy std (train) 1500..1540 against 160.5 (differs); one seed: no verdict
+    assert (three.nll_verdict, three.glossy_max_verdict, three.glossy_std_verdict) == ("consistent", "differs",
+                                                                                       "differs")
+    assert pd.isna(rows[rows.n_seeds == 1].iloc[0].nll_verdict)
     seeds = pd.read_csv(tmp_path / "res" / "table1_seeds.csv")
     assert len(seeds) == 4 and sorted(seeds.seed) == [0, 0, 1, 2]
     raw = (tmp_path / "res" / "table1.md").read_text()
     md = md_cells(raw)
     assert any(r[3:6] == ["3", f"{three.nll:.2f} ± {three.nll_sd:.2f}", "128.63"] for r in md)
+    assert any(r[3] == "3" and r[7] == "nll ok, max differs, std differs" for r in md)
     assert "kept apart" in raw and "elsewhere/caltech101-vae-standard-seed0" in raw
     tex = (tmp_path / "res" / "table1.tex").read_text()
     assert f"{three.nll:.2f} $\\pm$ {three.nll_sd:.2f}" in tex
