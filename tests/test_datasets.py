@@ -724,6 +724,7 @@ def test_cifar10_failures(cifar_dir, tmp_path, monkeypatch):
     msg = one_line_message(e.value)
     assert cifar10.URL in msg and str(empty / "cifar10" / cifar10.ARCHIVE) in msg
     monkeypatch.setattr(cifar10, "URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    monkeypatch.setattr(download, "RETRIES", 0)  # no pauses between tries (the retry is tested over HTTP)
     with pytest.raises(datasets.DatasetError, match="could not download cifar-10-python.tar.gz") as e:
         datasets.load("cifar10", empty, download=True)
     one_line_message(e.value)
