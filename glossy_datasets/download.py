@@ -99,10 +99,12 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
     return Path(data_dir).expanduser() if data_dir else default_data_dir()
 
 
-def file_digest(path: Path, algorithm: str) -> str:
+def file_digest(path: Path, algorithm: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, algorithm).hexdigest() if hasattr(hashlib, "file_digest") else \
-            hashlib.new(algorithm, f.read()).hexdigest()  # Python 3.10: no file_digest
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def sha256_file(path: Path) -> str:
