@@ -101,7 +101,8 @@ def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted
             assert sweep.poll() is None, sweep.communicate()
             time.sleep(0.5)
         assert history is not None, "the job did not train two epochs in time"
-        job = next((tmp_path / "slurm" / ".submitit").iterdir()).name
+        # the job's folder is named by its id (submitit keeps its submission script beside it, not a job)
+        job = next(d.name for d in (tmp_path / "slurm" / ".submitit").iterdir() if d.is_dir() and d.name.isdigit())
         slurm(["scontrol", "requeue", job], cluster)
         out, err = sweep.communicate(timeout=900)
     finally:
