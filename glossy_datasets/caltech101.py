@@ -14,8 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetMeta, Splits, Verified, default_of, verified_files
-from .download import DigestCache, Remote, check_options, ensure, files_info, read_checked, resolve_data_dir
+from .base import DatasetMeta, Splits, Verified, default_of
+from .download import (
+    DigestCache,
+    Remote,
+    check_options,
+    ensure,
+    files_info,
+    read_checked,
+    resolve_data_dir,
+    verified_of,
+)
 
 NAME = "caltech101"
 FILES = {
@@ -85,7 +94,7 @@ def verify(data_dir: Path | None = None, *, invert: bool = True, digests: Digest
     r = FILES["mat"]
     ensure([r], data_dir, False, cache=digests)
     sizes = read_checked(r, data_dir, _split_sizes)
-    return Verified(sizes, verified_files(files_info([r], data_dir, {r.filename: ""})))
+    return Verified(sizes, verified_of([r], data_dir))
 
 
 @dataclass

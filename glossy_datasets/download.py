@@ -84,6 +84,11 @@ def files_info(remotes, data_dir: Path, digests: dict[str, str]) -> dict:
                                    "verified_by": r.verified_by} for r in remotes}}
 
 
+def verified_of(remotes, data_dir: Path) -> dict[str, dict[str, str]]:
+    """{filename: {path, verified_by}}: what `verify` reports of a dataset's files (files_info without digests)."""
+    return {r.filename: {"path": str(r.path(data_dir)), "verified_by": r.verified_by} for r in remotes}
+
+
 def default_data_dir() -> Path:
     """$GLOSSY_DATA_DIR if set, else <user cache dir>/glossy/data ($XDG_CACHE_HOME or ~/.cache)."""
     if os.environ.get("GLOSSY_DATA_DIR"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, DatasetMeta, OptionError, Splits, Verified, at_least, default_of, verified_files
+from .base import DatasetError, DatasetMeta, OptionError, Splits, Verified, at_least, default_of
 from .download import (
     DatasetMissing,
     DigestCache,
@@ -28,6 +28,7 @@ from .download import (
     load_pickle,
     read_checked,
     resolve_data_dir,
+    verified_of,
 )
 
 NAME = "frey"
@@ -131,11 +132,11 @@ def verify(data_dir: Path | None = None, *, file: str = "auto", n_train: int = 1
     """The file `load` would read, verified as it verifies it (its frames are read: 3.5 MB), and the split."""
     check_options(NAME, options, ())
     data_dir = resolve_data_dir(data_dir)
-    r, found = _choose(data_dir, False, str(file), digests)
+    r, _ = _choose(data_dir, False, str(file), digests)
     frames = read_checked(r, data_dir, READERS[r.filename])
     _check_split(len(frames), r.path(data_dir), n_train, n_val, n_test)
     return Verified({"train": n_train, "val": n_val, "test": n_test},
-                    verified_files(files_info([r], data_dir, found)))
+                    verified_of([r], data_dir))
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, DatasetMeta, OptionError, Splits, Verified, default_of, verified_files
+from .base import DatasetError, DatasetMeta, OptionError, Splits, Verified, default_of
 from .download import (
     DatasetMissing,
     DigestCache,
@@ -29,6 +29,7 @@ from .download import (
     load_pickle,
     read_checked,
     resolve_data_dir,
+    verified_of,
 )
 
 NAME = "histopathology"
@@ -122,7 +123,7 @@ def verify(data_dir: Path | None = None, *, clip: float = CLIP, digests: DigestC
     sizes = digest_of(r.path(data_dir), "histopathology-format",
                       lambda p: {k: len(v) for k, v in read_checked(r, data_dir, READERS[r.filename]).items()},
                       digests)
-    return Verified({k: int(v) for k, v in sizes.items()}, verified_files(files_info([r], data_dir, {r.filename: ""})))
+    return Verified({k: int(v) for k, v in sizes.items()}, verified_of([r], data_dir))
 
 
 @dataclass

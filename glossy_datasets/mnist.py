@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetMeta, Splits, Verified, default_of, verified_files
+from .base import DatasetMeta, Splits, Verified, default_of
 from .download import (
     DigestCache,
     Remote,
@@ -24,6 +24,7 @@ from .download import (
     files_info,
     read_checked,
     resolve_data_dir,
+    verified_of,
 )
 
 NAME = "mnist"
@@ -109,8 +110,7 @@ def verify(data_dir: Path | None = None, *, cache: bool = True, digests: DigestC
     ensure(remotes, data_dir, False, cache=digests)
     sizes = {split: r.size // (2 * D) if r.size is not None and r.sha256 is not None
              else len(read_checked(r, data_dir, parse_amat)) for split, r in FILES.items()}
-    info = files_info(remotes, data_dir, {r.filename: "" for r in remotes})
-    return Verified(sizes, verified_files(info))
+    return Verified(sizes, verified_of(remotes, data_dir))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, DatasetMeta, Splits, Verified, at_least, default_of, verified_files
+from .base import DatasetError, DatasetMeta, Splits, Verified, at_least, default_of
 from .download import (
     DigestCache,
     Remote,
@@ -28,6 +28,7 @@ from .download import (
     files_info,
     read_checked,
     resolve_data_dir,
+    verified_of,
 )
 
 NAME = "omniglot"
@@ -105,7 +106,7 @@ def verify(data_dir: Path | None = None, *, n_validation: int = N_VALIDATION, sp
                                 lambda p: [len(a) for a in read_checked(r, data_dir, read_chardata)], digests)
     _check_split(n_train, r.path(data_dir), n_validation)
     return Verified({"train": n_train - n_validation, "val": n_validation, "test": n_test},
-                    verified_files(files_info([r], data_dir, {r.filename: ""})))
+                    verified_of([r], data_dir))
 
 
 @dataclass
