@@ -9,27 +9,18 @@ from . import caltech101, cifar10, frey, histopathology, mnist, omniglot, synthe
 from .base import DatasetError, DatasetMeta, OptionError, Splits, Verified, verified_files
 from .download import DatasetCorrupt, DatasetMissing, DigestCache, default_data_dir
 
-DATASETS: dict[str, Callable[..., Splits]] = {
-    "synthetic": synthetic.load,
-    "mnist": mnist.load,
-    "omniglot": omniglot.load,
-    "caltech101": caltech101.load,
-    "frey": frey.load,
-    "histopathology": histopathology.load,
-    "cifar10": cifar10.load,
-}
+_BUILT_IN_MODULES = {"synthetic": synthetic, "mnist": mnist, "omniglot": omniglot, "caltech101": caltech101,
+                     "frey": frey, "histopathology": histopathology, "cifar10": cifar10}
+
+DATASETS: dict[str, Callable[..., Splits]] = {name: m.load for name, m in _BUILT_IN_MODULES.items()}
 
 # each loader's options, a dataclass beside it (its defaults are the loader's own; `glossy` checks overrides of
 # dataset.options against it); a dataset of your own without one takes no options
-OPTIONS: dict[str, type] = {name: module.Options for name, module in [
-    ("synthetic", synthetic), ("mnist", mnist), ("omniglot", omniglot), ("caltech101", caltech101), ("frey", frey),
-    ("histopathology", histopathology), ("cifar10", cifar10)]}
+OPTIONS: dict[str, type] = {name: m.Options for name, m in _BUILT_IN_MODULES.items()}
 
 # each loader's `verify`: its files present and verified, and its split sizes, without building the splits (no
 # torch): what `glossy data` lists. A dataset of your own without one is verified by loading it
-VERIFIERS: dict[str, Callable[..., Verified]] = {name: module.verify for name, module in [
-    ("synthetic", synthetic), ("mnist", mnist), ("omniglot", omniglot), ("caltech101", caltech101), ("frey", frey),
-    ("histopathology", histopathology), ("cifar10", cifar10)]}
+VERIFIERS: dict[str, Callable[..., Verified]] = {name: m.verify for name, m in _BUILT_IN_MODULES.items()}
 
 BUILT_IN = frozenset(DATASETS)
 
@@ -61,19 +52,23 @@ def unregister(name: str) -> None:
     VERIFIERS.pop(name, None)
 
 
-def load(name: str, data_dir: str | Path | None = None, download: bool = True, **options) -> Splits:
-    """Load a dataset's train/val/test splits by name. Raises DatasetError with a clear message."""
+def _root(name: str, data_dir: str | Path | None) -> Path | None:
+    """The data folder a loader gets (None: its default); DatasetError for a name that is not registered."""
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    return DATASETS[name](Path(data_dir).expanduser() if data_dir else None, download, **options)
+    return Path(data_dir).expanduser() if data_dir else None
+
+
+def load(name: str, data_dir: str | Path | None = None, download: bool = True, **options) -> Splits:
+    """Load a dataset's train/val/test splits by name. Raises DatasetError with a clear message."""
+    root = _root(name, data_dir)  # before DATASETS[name]: an unknown name is a DatasetError, not a KeyError
+    return DATASETS[name](root, download, **options)
 
 
 def verify(name: str, data_dir: str | Path | None = None, digests: DigestCache | None = None, **options) -> Verified:
     """A dataset's files present and verified, and its split sizes, without building the splits and without
     downloading. Raises DatasetError (DatasetMissing, DatasetCorrupt) with a clear message, as `load` does."""
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    root = Path(data_dir).expanduser() if data_dir else None
+    root = _root(name, data_dir)
     if name in VERIFIERS:
         return VERIFIERS[name](root, digests=digests, **options)
     splits = DATASETS[name](root, False, **options)
