@@ -19,6 +19,7 @@ import os
 import pickle
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -143,16 +144,21 @@ def _check_content(path: Path, data_dir: Path, got: tuple[str, str]) -> None:
                              f"{want[what == 'labels']}; {_fix(path.parent, data_dir)}", path)
 
 
+def _verified_by(path: Path, data_dir: Path, md5: str, content: Callable[[], tuple[str, str]]) -> str:
+    """md5 when the batch is the original file, else `content sha256` once its arrays' sha256 match the original's
+    (`content` is computed only then); DatasetCorrupt naming the file when neither holds."""
+    if md5 == MD5[path.name]:
+        return "md5"
+    _check_content(path, data_dir, content())
+    return "content sha256"
+
+
 def read_batch(path: Path, data_dir: Path) -> tuple[np.ndarray, np.ndarray, str]:
     """(images [n, 3072] uint8, labels [n] uint8, how the file was verified) of one batch; DatasetCorrupt
     naming the file, what was expected and what to do when it is neither the original nor its content."""
     raw = path.read_bytes()
-    by_md5 = hashlib.md5(raw).hexdigest() == MD5[path.name]
     data, labels = _parse_batch(raw, path, data_dir)
-    if by_md5:
-        return data, labels, "md5"
-    _check_content(path, data_dir, _content(data, labels))
-    return data, labels, "content sha256"
+    return data, labels, _verified_by(path, data_dir, hashlib.md5(raw).hexdigest(), lambda: _content(data, labels))
 
 
 def check_batch(path: Path, data_dir: Path, cache: DigestCache | None = None) -> tuple[str, int]:
@@ -165,10 +171,7 @@ def check_batch(path: Path, data_dir: Path, cache: DigestCache | None = None) ->
         return {"md5": hashlib.md5(raw).hexdigest(), "content": list(_content(data, labels)), "n": len(data)}
 
     rec = digest_of(path, "cifar10-batch", record, cache)
-    if rec["md5"] == MD5[path.name]:
-        return "md5", int(rec["n"])
-    _check_content(path, data_dir, tuple(rec["content"]))
-    return "content sha256", int(rec["n"])
+    return _verified_by(path, data_dir, rec["md5"], lambda: tuple(rec["content"])), int(rec["n"])
 
 
 def _check_meta(path: Path, data_dir: Path) -> str:
