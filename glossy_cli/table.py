@@ -214,11 +214,11 @@ def _verdicts(r: dict) -> str:
     return ", ".join(f"{name} {words[v]}" for name, v in got if v)
 
 
-def _markdown_columns(m: str, labels: dict[int, str]) -> list[tuple[str, Callable[[dict], str]]]:
+def _markdown_columns(m: str) -> list[tuple[str, Callable[[dict], str]]]:
     n_seeds = lambda r: _fmt(int(r["n_seeds"])) if r.get("n_seeds") else ""  # noqa: E731
     return [
         ("dataset", lambda r: r["dataset"]), ("model", lambda r: r["model"]),
-        ("prior", lambda r: r["prior"] + labels.get(r["_row"], "")), ("seeds", n_seeds),
+        ("prior", lambda r: r["prior"] + r["_label"]), ("seeds", n_seeds),
         ("NLL", lambda r: _pm(r, "nll")), ("NLL (paper)", lambda r: _fmt(r["nll_paper"])),
         ("diff", lambda r: _fmt(r["nll_diff"])),
         ("within 2 sd (nll, max, std)", _verdicts),
@@ -249,14 +249,15 @@ def to_markdown(df: pd.DataFrame) -> str:
              "too; blank with one seed).")
     df = df.reset_index(drop=True)
     repeats = df.groupby(["dataset", "model", "prior"], dropna=False)["model"].transform("size")
-    labels, notes = {}, []
+    labels, notes = [], []  # a row that shares its (dataset, model, prior) with another says which settings it holds
     for i, r in df.iterrows():
+        label = ""
         if repeats[i] > 1 and pd.notna(r.get("run")):
             settings = r.get("settings")
-            labels[i] = f" ({settings}, eval {r['eval_settings']})" if pd.notna(settings) and settings else \
-                f" ({r['run']})"
-            notes.append(f"{r['dataset']} {r['model']} {r['prior']}{labels[i]}: {r['run']}")
-    cells = _rendered(df.assign(_row=df.index), _markdown_columns(m, labels))
+            label = f" ({settings}, eval {r['eval_settings']})" if pd.notna(settings) and settings else f" ({r['run']})"
+            notes.append(f"{r['dataset']} {r['model']} {r['prior']}{label}: {r['run']}")
+        labels.append(label)
+    cells = _rendered(df.assign(_label=labels), _markdown_columns(m))
     table = cells.to_markdown(index=False, tablefmt="pipe", disable_numparse=True)
     lines = [intro, "", table]
     if notes:  # never averaged together silently: say which runs each separate row holds
