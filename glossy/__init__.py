@@ -13,7 +13,7 @@ What a researcher imports (resolved on first use, so `import glossy` stays light
                                         statistics, bounds, sandwiches, intervals
     glossy.EvalSettings                 the evaluation's typed settings (eval.* of the configuration)
     glossy.bounds                       the pure tensor maths: log_c, glossy_stats, lower_bound, blahut_arimoto, ...
-    glossy.intervals                    bootstrap intervals on any matrix of log-likelihoods
+    glossy.intervals                    jackknife intervals on any matrix of log-likelihoods
     glossy.LatentVariableModel          the methods a model of your own offers to be evaluated
     glossy.build_model(model, prior, input_shape, input_type, ...)
     glossy.load_dataset(name, data_dir=None, ...)

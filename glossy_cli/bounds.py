@@ -229,32 +229,46 @@ def prior_fit_augmented(aug: torch.Tensor, max_iter: int = 500, tol: float = 1e-
 
 def sandwich(L: torch.Tensor, log_px: torch.Tensor, max_iter: int = 500, tol: float = 1e-4,
              block_rows: int | None = None, max_bytes: int = 2 * 2**30,
-             augmented: torch.Tensor | None = None) -> dict[str, float]:
+             augmented: torch.Tensor | None = None, level: float | None = None) -> dict:
     """The re-weighted prior of `prior_fit`, fitted and reported on the same sample. Returns nll_ba
     (never above nll: if BA ends above it, the prior alone is kept), the weight on the original prior,
     the duality gap and the certified lower end of the best prior on these atoms. augmented: L with
     log_px as one more row, [M + 1, N], if the caller built it (no copy of L is made then); max_bytes:
-    what Blahut-Arimoto's exp-matrix may take (beyond it, the log domain in row blocks)."""
+    what Blahut-Arimoto's exp-matrix may take (beyond it, the log domain in row blocks). level: also
+    nll_ba_ci, the normal interval of the points' -log p_w(x_j) at the fitted weights (the weights held
+    fixed: to first order their own variation does not move the optimum's value)."""
     if augmented is not None:
         fit = prior_fit_augmented(augmented, max_iter, tol, block_rows, max_bytes)
     else:
         fit = prior_fit(L, log_px, max_iter=max_iter, tol=tol, block_rows=block_rows, max_bytes=max_bytes)
     base = nll(log_px)
+    out = {"ba_gap": fit["fit_gap"], "ba_best_prior_lower": fit["fit_nll"] - fit["fit_gap"],
+           "ba_iterations": fit["iterations"], "ba_converged": fit["converged"]}
     if fit["fit_nll"] > base:  # the prior alone (w = e_M) reaches `base`; never report worse than it
-        w_prior, nll_ba = 1.0, base
+        out.update(nll_ba=base, ba_prior_weight=1.0)
+        scores = -log_px.to(torch.float64)
     else:
-        w_prior, nll_ba = fit["prior_weight"], fit["fit_nll"]
-    return {"nll_ba": nll_ba, "ba_prior_weight": w_prior, "ba_gap": fit["fit_gap"],
-            "ba_best_prior_lower": fit["fit_nll"] - fit["fit_gap"], "ba_iterations": fit["iterations"],
-            "ba_converged": fit["converged"]}
+        out.update(nll_ba=fit["fit_nll"], ba_prior_weight=fit["prior_weight"])
+        aug = augmented if augmented is not None else torch.cat(
+            [L, log_px.to(device=L.device, dtype=L.dtype).unsqueeze(0)], 0)
+        scores = -mixture_log_marginal(aug, fit["log_w"], block_rows)
+    if level is not None:  # a mean over the points with the weights held fixed (the envelope theorem)
+        from .intervals import normal_interval
+        out["nll_ba_ci"] = list(normal_interval(scores, level))
+    return out
+
+
+def heldout_scores(log_w: torch.Tensor, log_px_score: torch.Tensor, mixture_atoms: torch.Tensor) -> torch.Tensor:
+    """[N] -log (w_prior p^(x_j) + sum_i w_i l(x_j | z_i)) of each scored point, given mixture_atoms[j] =
+    log sum_i w_i l(x_j | z_i) over the atoms (log_w[:-1]) and the prior's weight log_w[-1]."""
+    lp = log_px_score.to(torch.float64) + log_w[-1].item()
+    return -torch.logaddexp(lp, mixture_atoms.to(lp.device, torch.float64))
 
 
 def heldout_nll(log_w: torch.Tensor, log_px_score: torch.Tensor, mixture_atoms: torch.Tensor) -> float:
-    """-(1/N) sum_j log (w_prior p^(x_j) + sum_i w_i l(x_j | z_i)) on the scored sample, given
-    mixture_atoms[j] = log sum_i w_i l(x_j | z_i) over the atoms (log_w[:-1]) and the prior's weight
-    log_w[-1]. Never clamped: it may come out above the model's own NLL."""
-    lp = log_px_score.to(torch.float64) + log_w[-1].item()
-    return -torch.logaddexp(lp, mixture_atoms.to(lp.device, torch.float64)).mean().item()
+    """The mean of `heldout_scores`: the held-out prior's NLL on the scored sample. Never clamped: it may
+    come out above the model's own NLL."""
+    return heldout_scores(log_w, log_px_score, mixture_atoms).mean().item()
 
 
 def popoviciu(glossy_max: float, glossy_std: float, n: int) -> dict:

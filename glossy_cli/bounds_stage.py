@@ -1,5 +1,5 @@
 """The bounds stage: each source's glossy statistics, the in-sample Blahut-Arimoto sandwich with the paired
-bootstrap, and the held-out prior fitted on the validation images."""
+jackknife intervals, and the held-out prior fitted on the validation images."""
 
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ def source_stats(lc: torch.Tensor, nll: float, suffix: str) -> dict:
             f"glossy_argmax{suffix}": st["argmax"], f"lower_bound{suffix}": bounds.lower_bound(nll, lc)}
 
 
-def in_sample(model, x, z, lpx, nll, plan, device, show_progress, *, paired_ok: bool, bootstrap: int,
-               bootstrap_level: float, seed: int, ba_iters: int, ba_tol: float,
-               ba_bytes: int, timing: dict) -> tuple[torch.Tensor, dict]:
+def in_sample(model, x, z, lpx, nll, plan, device, show_progress, *, paired_ok: bool, weights: torch.Tensor | None,
+              level: float, ba_iters: int, ba_tol: float, ba_bytes: int, timing: dict) -> tuple[torch.Tensor, dict]:
     """The test source: candidates at the evaluated images' own codes. Its whole matrix is kept for the
-    in-sample Blahut-Arimoto sandwich and the paired bootstrap, built inside the sandwich's augmented
-    matrix (one more row: the model's prior) so that L is never copied. Returns (log c [M], fields); the
-    seconds of the matrix, the sandwich and the bootstrap go into `timing`."""
+    in-sample Blahut-Arimoto sandwich and the paired jackknife (weights: `intervals.group_weights`, or None),
+    built inside the sandwich's augmented matrix (one more row: the model's prior) so that L is never
+    copied. Returns (log c [M], fields); the seconds of the matrix, the sandwich and the intervals go into
+    `timing`."""
     t1 = time.perf_counter()
     aug = torch.empty(len(z) + 1, len(x), dtype=torch.float32, device=device)
     L = aug[:-1]
@@ -45,17 +45,19 @@ def in_sample(model, x, z, lpx, nll, plan, device, show_progress, *, paired_ok: 
                        if k.startswith(("glossy_max", "glossy_std", "lower_bound"))},
               "n_candidates": len(z), "n_candidates_test": len(z)}
     t1 = time.perf_counter()
-    fields.update(bounds.sandwich(L, lpx, max_iter=ba_iters, tol=ba_tol, max_bytes=ba_bytes, augmented=aug))
+    fields.update(bounds.sandwich(L, lpx, max_iter=ba_iters, tol=ba_tol, max_bytes=ba_bytes, augmented=aug,
+                                  level=level if weights is not None else None))
     timing["sandwich"] = time.perf_counter() - t1
-    if bootstrap > 0 and paired_ok:
+    if weights is not None and paired_ok:
         t1 = time.perf_counter()
-        for k, (lo, hi) in intervals.bootstrap(L, lpx, bootstrap, seed=seed, level=bootstrap_level).items():
-            fields[f"{k}_ci"] = [lo, hi]
-            if k != "nll":
-                fields[f"{k}_test_ci"] = [lo, hi]
-        timing["bootstrap"] = time.perf_counter() - t1
-    elif bootstrap > 0:
-        log.info("bootstrap of the test candidates skipped: it resamples points with their candidates (needs M = N)")
+        reps = intervals.replicates(L, lpx, weights, paired=True)
+        for k in ("glossy_max", "glossy_std", "lower_bound"):
+            lo, hi = intervals.jackknife_interval(fields[k], reps[k], level)
+            fields[f"{k}_ci"] = fields[f"{k}_test_ci"] = [lo, hi]
+        timing["intervals"] = time.perf_counter() - t1
+    elif weights is not None:
+        log.info("intervals of the test candidates skipped: the jackknife leaves out points with their candidates "
+                 "(needs M = N)")
     return lc.cpu(), fields
 
 

@@ -36,6 +36,15 @@ def _finite_or_fail(result: dict, keys) -> None:
             "(check the checkpoint's training history); nothing was written")
 
 
+def heldout_score(result: dict, log_w, lpx, mix, with_interval: bool, level: float) -> None:
+    """nll_ba_heldout, the held-out prior scored on the evaluated points, and its normal interval (a mean over
+    the points, the prior fixed by the validation images)."""
+    scores = bounds.heldout_scores(log_w, lpx, mix)
+    result["nll_ba_heldout"] = scores.mean().item()
+    if with_interval:
+        result["nll_ba_heldout_ci"] = list(intervals.normal_interval(scores, level))
+
+
 def evaluate(model, x: torch.Tensor, settings: EvalSettings | None = None, *, train_x: torch.Tensor | None = None,
              valid_x: torch.Tensor | None = None, true_model=None, device: torch.device | str = "cpu",
              show_progress: bool | str = True, keep: dict | None = None, journal: ISJournal | None = None,
@@ -61,7 +70,7 @@ def evaluate(model, x: torch.Tensor, settings: EvalSettings | None = None, *, tr
     s = replace(IN_SAMPLE if settings is None else settings, **overrides)
     candidates, heldout, is_samples, max_points = s.candidates, s.heldout, s.is_samples, s.max_points
     subset_seed, seed, memory_budget_gb = s.subset_seed, s.seed, s.memory_budget_gb
-    bootstrap, bootstrap_level, ba_iters, ba_tol = s.bootstrap, s.bootstrap_level, s.ba_iters, s.ba_tol
+    level, ba_iters, ba_tol = s.interval_level, s.ba_iters, s.ba_tol
 
 
     device = torch.device(device)
@@ -116,9 +125,11 @@ def evaluate(model, x: torch.Tensor, settings: EvalSettings | None = None, *, tr
             nll = bounds.nll(log_px)
             result.update(nll=nll, elbo=elbo.mean().item())
             lpx = log_px.to(device)
-            counts = intervals.bootstrap_counts(n, bootstrap, seed).to(device) if bootstrap > 0 else None
-            if bootstrap > 0:
-                result.update(bootstrap=bootstrap, bootstrap_level=bootstrap_level)
+            groups = min(s.jackknife, n)
+            weights = intervals.group_weights(n, groups, seed).to(device) if groups >= 2 else None
+            if weights is not None:
+                result.update(nll_ci=list(intervals.normal_interval(-log_px, level)), interval_level=level,
+                              interval_method=f"delete-a-group jackknife, {groups} groups; nll: normal")
 
             cache: dict[str, torch.Tensor] = {}
 
@@ -135,12 +146,11 @@ def evaluate(model, x: torch.Tensor, settings: EvalSettings | None = None, *, tr
                 imgs = images(src) if picks[src] is None else images(src)[picks[src]]
                 return posterior_means(model, imgs, device)
 
-            if "test" in candidates:  # in-sample: the whole matrix is kept for the sandwich and the paired bootstrap
+            if "test" in candidates:  # in-sample: the whole matrix is kept for the sandwich and the paired jackknife
                 t1 = time.perf_counter()
                 lc_by["test"], fields = in_sample(
                     model, x, zs("test"), lpx, nll, plan, device, show_progress, paired_ok=picks["test"] is None,
-                    bootstrap=bootstrap, bootstrap_level=bootstrap_level, seed=seed, ba_iters=ba_iters, ba_tol=ba_tol,
-                    ba_bytes=ba_bytes, timing=timing)
+                    weights=weights, level=level, ba_iters=ba_iters, ba_tol=ba_tol, ba_bytes=ba_bytes, timing=timing)
                 result.update(fields)
                 timing["test_candidates"] = time.perf_counter() - t1
 
@@ -157,7 +167,7 @@ def evaluate(model, x: torch.Tensor, settings: EvalSettings | None = None, *, tr
                 timing["heldout_fit"] = time.perf_counter() - t1
                 if "train" not in candidates:  # score the atoms on x alone
                     _, _, mix = stream_source(model, x, zs("train"), lpx, plan, device, log_w_atoms=log_w[:-1])
-                    result["nll_ba_heldout"] = bounds.heldout_nll(log_w, lpx, mix)
+                    heldout_score(result, log_w, lpx, mix, weights is not None, level)
 
             for src in candidates:
                 if src == "test":
@@ -166,24 +176,22 @@ def evaluate(model, x: torch.Tensor, settings: EvalSettings | None = None, *, tr
                 z = zs(src)
                 lw = log_w[:-1] if src == "train" and log_w is not None else None
                 with progress_bar(show_progress, len(z), f"glossy matrix ({src} candidates)", "candidates") as bar:
-                    lc, lcb, mix = stream_source(model, x, z, lpx, plan, device, counts, lw, bar)
+                    lc, lcb, mix = stream_source(model, x, z, lpx, plan, device, weights, lw, bar)
                 lc_by[src] = lc.cpu()
                 result.update(source_stats(lc, nll, f"_{src}"))
                 result[f"n_candidates_{src}"] = len(z)
                 if lcb is not None:
-                    ci = intervals.bootstrap_intervals(lcb, counts, lpx, bootstrap_level, paired=False)
+                    reps = intervals.replicate_stats(lcb, weights, lpx, paired=False)
                     for k in ("glossy_max", "glossy_std", "lower_bound"):
-                        result[f"{k}_{src}_ci"] = list(ci[k])
+                        result[f"{k}_{src}_ci"] = list(intervals.jackknife_interval(result[f"{k}_{src}"], reps[k],
+                                                                                     level))
                 if mix is not None:
-                    result["nll_ba_heldout"] = bounds.heldout_nll(log_w, lpx, mix)
+                    heldout_score(result, log_w, lpx, mix, weights is not None, level)
                 timing[f"{src}_candidates"] = time.perf_counter() - t1
     finally:
         torch.random.set_rng_state(gen_state)
         if cuda_state is not None:
             torch.cuda.set_rng_state_all(cuda_state)
-    if bootstrap > 0 and "nll_ci" not in result and counts is not None:
-        result["nll_ci"] = list(intervals.percentile_interval(intervals.resampled_nll(counts.cpu(), log_px),
-                                                           bootstrap_level))
     if true_model is not None:
         true_lpx = true_model.log_marginal(x)
         exact_lc = bounds.log_c(true_model.log_likelihood_matrix(x), log_px)

@@ -78,8 +78,8 @@ def summary(r: dict) -> str:
     width = max(len(k) for k, _ in rows)
     lines = [f"{r['dataset']} / {r['model']} / {r['prior']}  ({r.get('run_dir', '')})"]
     lines += [f"  {k.ljust(width)}  {v:12.3f}" for k, v in rows]
-    for key, name in (("glossy_max_ci", "glossy max, test, bootstrap CI"),
-                      ("glossy_max_train_ci", "glossy max, train, bootstrap CI")):
+    for key, name in (("glossy_max_ci", "glossy max, test, 95% CI"),
+                      ("glossy_max_train_ci", "glossy max, train, 95% CI")):
         if key in r:
             lo, hi = r[key]
             lines.append(f"  {name.ljust(width)}  [{lo:.3f}, {hi:.3f}]")

@@ -51,8 +51,8 @@ class EvalSettings:
     subset_seed: int = 0
     seed: int = 1234  # importance sampling seed
     memory_budget_gb: float = 4.0  # block sizes keep the evaluation's arrays under this budget
-    bootstrap: int = 100  # resamples for the confidence intervals (0: off)
-    bootstrap_level: float = 0.95
+    jackknife: int = 20  # groups of the delete-a-group jackknife behind the intervals (0: no intervals)
+    interval_level: float = 0.95
     ba_iters: int = 500  # Blahut-Arimoto iterations at most
     ba_tol: float = 1.0e-4  # stop when the BA duality gap (nats) is below this
 
@@ -60,12 +60,14 @@ class EvalSettings:
         at_least(self, "eval", 1, "is_samples")
         at_least(self, "eval", 1, "max_points", "max_candidates", "prior_candidates",
                   "autoregressive_max_candidates", optional=True)
-        at_least(self, "eval", 0, "bootstrap", "ba_iters", "subset_seed", "seed")
+        at_least(self, "eval", 0, "jackknife", "ba_iters", "subset_seed", "seed")
         positive(self, "eval", "memory_budget_gb")
         if not (self.ba_tol >= 0 and math.isfinite(self.ba_tol)):
             raise ConfigError(f"eval.ba_tol={self.ba_tol}: must be at least 0")
-        if not 0 < self.bootstrap_level < 1:
-            raise ConfigError(f"eval.bootstrap_level={self.bootstrap_level}: must lie strictly between 0 and 1")
+        if self.jackknife == 1:
+            raise ConfigError("eval.jackknife=1: the jackknife needs at least 2 groups (or 0: no intervals)")
+        if not 0 < self.interval_level < 1:
+            raise ConfigError(f"eval.interval_level={self.interval_level}: must lie strictly between 0 and 1")
         if self.split not in ("test", "val", "train"):
             raise ConfigError(f"eval.split={self.split}: must be test, val or train")
         cands = candidate_list(self.candidates)

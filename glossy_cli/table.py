@@ -32,8 +32,8 @@ COMPARED = {"nll": "nll", "glossy_max": f"glossy_max_{PAPER_MATCH}", "glossy_std
 OURS = ["glossy_max", "glossy_std", "lower_bound", f"lower_bound_{PAPER_MATCH}", "nll_ba", "ba_prior_weight",
         "ba_gap", "nll_ba_heldout", "ba_heldout_prior_weight", "ba_heldout_fit_nll", "nll_heldout_fit_model",
         "true_nll", "exact_lower_bound", f"n_candidates_{PAPER_MATCH}"]
-CIS = ["glossy_max_ci", "glossy_std_ci", "lower_bound_ci", f"glossy_max_{PAPER_MATCH}_ci",
-       f"glossy_std_{PAPER_MATCH}_ci", f"lower_bound_{PAPER_MATCH}_ci"]
+CIS = ["nll_ci", "glossy_max_ci", "glossy_std_ci", "lower_bound_ci", "nll_ba_ci", "nll_ba_heldout_ci",
+       f"glossy_max_{PAPER_MATCH}_ci", f"glossy_std_{PAPER_MATCH}_ci", f"lower_bound_{PAPER_MATCH}_ci"]
 REQUIRED = ["dataset", "model", "prior", "nll"]
 
 

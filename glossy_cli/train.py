@@ -184,13 +184,13 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 def _trajectory_settings(cfg) -> EvalSettings:
     """A trajectory point's evaluation: eval.*'s sources and budget on train.trajectory_points test images with
-    train.trajectory_samples importance samples, no bootstrap, a shorter Blahut-Arimoto."""
+    train.trajectory_samples importance samples, no intervals, a shorter Blahut-Arimoto."""
     e = cfg.eval
     return EvalSettings(is_samples=int(cfg.train.trajectory_samples), max_points=int(cfg.train.trajectory_points),
                         candidates=list(e.candidates), heldout=bool(e.heldout),
                         autoregressive_max_candidates=e.get("autoregressive_max_candidates"),
                         prior_candidates=e.get("prior_candidates"), memory_budget_gb=float(e.memory_budget_gb),
-                        bootstrap=0, ba_iters=100, ba_tol=1e-3, seed=int(e.seed))
+                        jackknife=0, ba_iters=100, ba_tol=1e-3, seed=int(e.seed))
 
 
 def _trajectory_point(model, splits, imgs: dict, cfg, device, subset: torch.Tensor, epoch: int) -> dict:

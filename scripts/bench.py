@@ -70,18 +70,19 @@ class BenchSettings:
     e2e: bool = True  # end to end: evaluate() on one VAE in a fresh process
     e2e_points: int = 10000
     e2e_samples: int = 5000
-    e2e_bootstrap: int = 100
+    e2e_jackknife: int = 20
+    interval_groups: int = 20  # the interval row: jackknife groups (eval.jackknife's default)
     notes: list[str] = field(default_factory=list)  # free-text lines appended to bench.md
 
 
-AT_LEAST_ZERO = ("e2e_bootstrap", "seed")  # every other integer setting is at least 1
+AT_LEAST_ZERO = ("e2e_jackknife", "seed")  # every other integer setting is at least 1
 
 # sizes of the quick mode (the test suite): every operation runs, on tiny inputs
 QUICK_SIZES = {
     "repeats": 1, "peak_n": 256, "train_points": 64, "train_batch": 8, "train_steps": 2, "pixel_train_steps": 1,
     "is_points": 2, "is_samples": 20, "pixel_is_points": 1, "pixel_is_samples": 2, "naive_points": 1, "naive_chunk": 10,
     "matrix_n": 48, "naive_matrix_rows": 2, "logistic_n": 24, "e2e_points": 40, "e2e_samples": 10,
-    "e2e_bootstrap": 5, "e2e": True,
+    "e2e_jackknife": 5, "interval_groups": 5, "e2e": True,
 }
 
 
@@ -435,8 +436,28 @@ def bench_matrix(input_type, sz, device, peak, seed) -> dict:
                      "DataLoader batches of 100")
 
 
+def bench_intervals(sz, device, peak, seed) -> dict:
+    """The interval stage of the in-sample source on an N x N matrix: the delete-a-group jackknife that glossy
+    reports (eval.jackknife groups) against the percentile bootstrap it reported before (B = 100 resamples),
+    the baseline; the note adds the pass that nll_ba_ci takes (the mixture at the fitted weights)."""
+    from glossy_cli import bounds, intervals
+
+    n, groups = sz["matrix_n"], sz["interval_groups"]
+    g = torch.Generator().manual_seed(seed)
+    L = (torch.randn(n, n, generator=g) * 30 - 500).to(device)
+    lpx = torch.logsumexp(L.double(), 0) - math.log(n)
+    t_jack = best_time(lambda: intervals.jackknife(L, lpx, groups, seed), sz["repeats"], device)
+    t_boot = best_time(lambda: intervals.bootstrap(L, lpx, 100, seed), sz["repeats"], device)
+    log_w = torch.full((n,), -math.log(n), dtype=torch.float64)
+    t_mix = best_time(lambda: bounds.mixture_log_marginal(L, log_w), sz["repeats"], device)
+    flop = 2 * groups + 2  # per pair: exp(L - max) @ weights^T (groups columns), and the shift
+    return _row("intervals_jackknife", "any", "any", "any", "pairs/s", n * n, t_jack, flop, peak, n * n, t_boot,
+                note=f"M = N = {n}: jackknife with {groups} groups {t_jack:.3f} s against the percentile bootstrap "
+                     f"(100 resamples, the baseline) {t_boot:.3f} s; nll_ba_ci's mixture pass {t_mix:.3f} s")
+
+
 # --- end to end ------------------------------------------------------------------------------------------
-def e2e_child(n: int, s: int, threads: int | None, device: str, bootstrap: int = 100) -> dict:
+def e2e_child(n: int, s: int, threads: int | None, device: str, jackknife: int = 20) -> dict:
     """`glossy eval` on one VAE in this (fresh) process: wall time, evaluate()'s own timings and the
     process's peak resident memory."""
     from glossy_cli.evaluate import evaluate
@@ -447,7 +468,7 @@ def e2e_child(n: int, s: int, threads: int | None, device: str, bootstrap: int =
     x = _binary(n, 7, p=0.13)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    r = evaluate(model, x, is_samples=s, bootstrap=bootstrap, device=device, show_progress=False)
+    r = evaluate(model, x, is_samples=s, jackknife=jackknife, device=device, show_progress=False)
     wall = time.perf_counter() - t0
     return {"wall_s": wall, "timing_s": r["timing_s"], "nll": r["nll"], "glossy_max": r["glossy_max"],
             "ba_iterations": r.get("ba_iterations"), "plan": r["plan"],
@@ -461,7 +482,7 @@ def bench_e2e(sz, device, peak, threads, is_row: dict, matrix_row: dict) -> dict
     n, s = int(sz["e2e_points"]), int(sz["e2e_samples"])
     n_full, s_full = 10000, 5000
     cmd = [sys.executable, str(Path(__file__).resolve()), "e2e-child", str(n), str(s), str(threads or 0), str(device),
-           str(sz["e2e_bootstrap"])]
+           str(sz["e2e_jackknife"])]
     log.info("end to end: evaluate() on a VAE, N=%d, S=%d, in a fresh process", n, s)
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -477,14 +498,14 @@ def bench_e2e(sz, device, peak, threads, is_row: dict, matrix_row: dict) -> dict
         wall, label = res["wall_s"], "measured"
     else:
         t_is = t["importance_sampling"] * (n_full * s_full) / (n * s)
-        rest = (res["wall_s"] - t["importance_sampling"]) * (n_full / n) ** 2  # matrix, BA, bootstrap: ~N^2
+        rest = (res["wall_s"] - t["importance_sampling"]) * (n_full / n) ** 2  # matrix, BA, intervals: ~N^2
         wall, label = t_is + rest, f"EXTRAPOLATED from N={n}, S={s}"
     mem = res["maxrss_mib"]
     grow = (4 + 8 + 8) * (n_full**2 - n**2) / 2**20  # L (float32), exp(L) and a float64 copy in BA
     mem_note = f"peak RSS {mem:.0f} MiB" + ("" if n >= n_full else f" at N={n} (the N x N matrices grow as N^2: "
                                                                   f"~{grow:.0f} MiB more at N={n_full})")
     r = _row("e2e_eval", "vae", "standard", "binary", "points/s", n_full, wall, flop_is, peak,
-             note=f"glossy eval equivalent (evaluate(): IS, matrix, BA, bootstrap {sz['e2e_bootstrap']}) "
+             note=f"glossy eval equivalent (evaluate(): IS, matrix, BA, jackknife {sz['e2e_jackknife']}) "
                   f"on N={n_full}, S={s_full}: {label}; {mem_note}; run: IS {t['importance_sampling']:.1f}s, "
                   f"matrix {t['glossy_matrix']:.1f}s, total {res['wall_s']:.1f}s, BA iterations "
                   f"{res['ba_iterations']}")
@@ -497,7 +518,7 @@ def bench_e2e(sz, device, peak, threads, is_row: dict, matrix_row: dict) -> dict
                   f"({run_floor:.1f} s at this thread count's peak)")
     r["note"] += (f"; the IS and matrix rows at {threads} thread(s) predict {predicted:.1f} s for this run "
                   f"(N={n}, S={s}): measured {res['wall_s']:.1f} s, {r['prediction_error_pct']:+.0f}% (the "
-                  f"rest is BA, bootstrap and start-up, which the rows do not time)")
+                  f"rest is BA, intervals and start-up, which the rows do not time)")
     return r
 
 
@@ -611,6 +632,7 @@ def run_bench(sizes: dict, device: torch.device, results_dir: str | Path, quick:
             add(pair["vamp"], t)
         add(bench_matrix("binary", sz, device, peak, seed), t)
         add(bench_matrix("gray", sz, device, peak, seed), t)
+        add(bench_intervals(sz, device, peak, seed), t)
     t_all = counts[-1]
     if sz.get("e2e", True):  # what a user sees: glossy eval at all threads, and how well the rows predict it
         by = {(r["operation"], r["model"], r["threads"]): r for r in rows if r["prior"] == "standard"}
@@ -646,7 +668,7 @@ def run_bench(sizes: dict, device: torch.device, results_dir: str | Path, quick:
 def main(argv: list[str]) -> int:
     from glossy_cli.main import flush_denormals, full_float32
 
-    if argv[:1] == ["e2e-child"]:  # the end-to-end child: scripts/bench.py e2e-child N S THREADS DEVICE BOOT
+    if argv[:1] == ["e2e-child"]:  # the end-to-end child: scripts/bench.py e2e-child N S THREADS DEVICE GROUPS
         flush_denormals()  # the numerics `glossy eval` runs with
         full_float32()
         n, s, threads, device, boot = argv[1:6]

@@ -10,7 +10,7 @@ C="$(nproc)"
 R="$(mktemp -d)"; trap 'rm -rf "$R"' EXIT
 COMMON=(dataset=frey "model=$MODEL" "prior=$PRIOR" "data_dir=$DATA" "train.epochs=$EPOCHS"
         "train.warmup=$(( EPOCHS / 4 > 0 ? EPOCHS / 4 : 1 ))" train.trajectory_every=0 train.grid=0
-        eval.is_samples=5 eval.heldout=false "eval.candidates=[test]" eval.bootstrap=0 eval.ba_iters=5)
+        eval.is_samples=5 eval.heldout=false "eval.candidates=[test]" eval.jackknife=0 eval.ba_iters=5)
 t0=$(date +%s.%N)
 OMP_NUM_THREADS=$C "$G" train "${COMMON[@]}" runs_root="$R/one" > "$R/one.log" 2>&1
 t1=$(date +%s.%N)

@@ -33,7 +33,7 @@ def quick_cfg(tmp_path):
     return compose("train", tiny(*SMALL_SYNTHETIC, f"runs_root={tmp_path}/runs", "train.epochs=3",
                                  "model.hidden=300", "model.z_dim=40", "train.batches_per_epoch=30",
                                  "train.trajectory_every=1", "train.trajectory_points=50", "train.trajectory_samples=5",
-                                 "train.grid=4", "eval.is_samples=10", "eval.bootstrap=10"))
+                                 "train.grid=4", "eval.is_samples=10", "eval.jackknife=10"))
 
 
 @pytest.fixture(autouse=True)

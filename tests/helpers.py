@@ -18,7 +18,7 @@ SMALL_SYNTHETIC = ["dataset.options.n_train=600", "dataset.options.n_val=200", "
 # the one test-size configuration: a few steps of a small model on a small synthetic set, a cheap evaluation
 TINY = ["train=quick", "dataset.options.n_train=300", "dataset.options.n_val=50", "dataset.options.n_test=40",
         "model.hidden=32", "model.z_dim=4", "train.batch_size=20", "train.batches_per_epoch=5",
-        "train.trajectory_every=0", "train.grid=0", "eval.is_samples=5", "eval.bootstrap=0", "eval.ba_iters=50"]
+        "train.trajectory_every=0", "train.grid=0", "eval.is_samples=5", "eval.jackknife=0", "eval.ba_iters=50"]
 
 
 def tiny(*overrides: str) -> list[str]:

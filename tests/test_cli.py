@@ -12,7 +12,7 @@ from glossy_cli.runs import read_checkpoint
 from tests.helpers import SMALL_SYNTHETIC, run_glossy, tiny
 
 QUICK = tiny(*SMALL_SYNTHETIC, "train.epochs=3", "train.trajectory_every=1", "train.trajectory_points=60",
-             "train.trajectory_samples=5", "train.grid=4", "eval.is_samples=20", "eval.bootstrap=20")
+             "train.trajectory_samples=5", "train.grid=4", "eval.is_samples=20", "eval.jackknife=20")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_rerunning_the_same_command_resumes_instead_of_starting_over(trained, tm
 @pytest.mark.slow  # two more console-script runs (glossy eval and glossy table are tested in-process elsewhere)
 def test_eval_and_table(trained, tmp_path):
     cwd, run, _ = trained
-    p = run_glossy(["eval", f"checkpoint={run}", "eval.is_samples=7", "eval.bootstrap=0"], cwd, check=True)
+    p = run_glossy(["eval", f"checkpoint={run}", "eval.is_samples=7", "eval.jackknife=0"], cwd, check=True)
     r = json.loads((run / "result.json").read_text())
     assert r["is_samples"] == 7 and "glossy_max_ci" not in r
     # the run's own best.pt: what result.json said of the training is kept

@@ -82,12 +82,12 @@ def test_importance_sampled_nll_matches_the_closed_form_marginal():
 def test_evaluate_runs_on_a_users_own_model():
     m = LinearGaussian()
     x = torch.randn(60, 1, 1, 5)
-    r = evaluate(m, x, is_samples=200, bootstrap=20, show_progress=False)
+    r = evaluate(m, x, is_samples=200, jackknife=20, show_progress=False)
     exact_nll = -m.exact_log_marginal(x).mean().item()
     assert r["nll"] == pytest.approx(exact_nll, abs=0.05)
     assert r["lower_bound"] <= r["nll_ba"] <= r["nll"]
     t = r["timing_s"]  # the in-sample stages timed on their own, inside the test candidates' time
-    assert t["glossy_matrix"] + t["sandwich"] + t["bootstrap"] <= t["test_candidates"] <= t["total"]
+    assert t["glossy_matrix"] + t["sandwich"] + t["intervals"] <= t["test_candidates"] <= t["total"]
 
 
 @pytest.mark.parametrize("name", ["vae", "hvae", "pixelhvae"])
@@ -131,9 +131,9 @@ def test_fixed_seed_makes_evaluation_repeatable_and_the_rng_is_left_alone():
     x = torch.bernoulli(torch.full((20, 1, 6, 6), 0.3))
     torch.manual_seed(5)
     before = torch.random.get_rng_state()
-    a = evaluate(m, x, is_samples=30, bootstrap=10, show_progress=False)
+    a = evaluate(m, x, is_samples=30, jackknife=10, show_progress=False)
     assert torch.equal(before, torch.random.get_rng_state())
-    b = evaluate(m, x, is_samples=30, bootstrap=10, show_progress=False)
+    b = evaluate(m, x, is_samples=30, jackknife=10, show_progress=False)
     for k in ("nll", "glossy_max", "glossy_std", "nll_ba", "glossy_max_ci"):
         assert a[k] == b[k]
 
@@ -205,7 +205,7 @@ def test_every_candidate_source_matches_a_brute_force_log_c_on_synthetic_data(na
     m = models.build(name, "standard", (1, 28, 28), "binary", z_dim=4, hidden=16).eval()
     keep = {}
     r = evaluate(m, s.test, train_x=s.train, valid_x=s.val, candidates=["test", "train", "valid", "prior"],
-                 prior_candidates=12, max_candidates=35, is_samples=20, bootstrap=0, heldout=False,
+                 prior_candidates=12, max_candidates=35, is_samples=20, jackknife=0, heldout=False,
                  memory_budget_gb=2e-4, show_progress=False, keep=keep)
     assert r["n_candidates_train"] == 35 and r["n_candidates_valid"] == 30 and r["n_candidates_prior"] == 12
     torch.manual_seed(1234 + 2)  # the prior candidates are drawn with the evaluation seed + 2
@@ -233,7 +233,7 @@ def test_every_candidate_source_matches_a_brute_force_log_c_on_synthetic_data(na
 def test_train_candidates_equal_test_candidates_when_the_splits_are_the_same():
     s = _tiny_synthetic()
     m = models.build("vae", "vamp", (1, 28, 28), "binary", z_dim=4, hidden=16, n_components=3).eval()
-    r = evaluate(m, s.test, train_x=s.test.clone(), candidates=["test", "train"], is_samples=10, bootstrap=30,
+    r = evaluate(m, s.test, train_x=s.test.clone(), candidates=["test", "train"], is_samples=10, jackknife=30,
                  show_progress=False)
     for k in ("glossy_max", "glossy_std", "glossy_mean", "lower_bound"):
         assert r[f"{k}_train"] == pytest.approx(r[f"{k}_test"], abs=1e-6), k
@@ -249,7 +249,7 @@ def test_heldout_sandwich_in_evaluate_equals_the_bounds_functions_on_the_same_ma
     from glossy_cli import bounds
 
     r = evaluate(m, s.test, train_x=s.train, valid_x=s.val, candidates=["train"], heldout=True, is_samples=10,
-                 bootstrap=0, ba_iters=300, ba_tol=0, show_progress=False)
+                 jackknife=0, ba_iters=300, ba_tol=0, show_progress=False)
     assert "glossy_max" not in r and "nll_ba" not in r  # no in-sample source asked for
     # by hand: IS on the validation images with seed + 1, atoms at every training image's code
     with torch.no_grad():
@@ -293,7 +293,7 @@ def test_blahut_arimoto_stays_inside_the_memory_budget_with_the_same_numbers(mon
     test, train, val = (torch.bernoulli(torch.full((n, 1, 6, 6), 0.3), generator=gen) for n in (300, 120, 400))
     m = models.build("vae", "standard", (1, 6, 6), "binary", z_dim=3, hidden=8).eval()
     kw = dict(train_x=train, valid_x=val, candidates=["test", "train"], heldout=True, is_samples=8,
-              bootstrap=0, show_progress=False)
+              jackknife=0, show_progress=False)
     free = evaluate(m, test, memory_budget_gb=1.0, **kw)
     sizes = eval_sizes(m, len(test), ["test", "train"], len(train), len(val), True)
     reserved = sizes.reserved_bytes()
@@ -487,3 +487,19 @@ def test_a_journal_of_other_weights_data_or_settings_is_not_used(tmp_path, chang
     importance_sampling(m, x, s, Plan(1, s, 1, 1), cpu, bar, block_bytes=m.eval_bytes_per_sample(),
                         journal=journal, stage=stage)
     assert bar.updates == [1] * 20  # every point sampled afresh, one at a time: the cut-off run's 5 not taken
+
+
+def test_every_interval_contains_its_estimate_and_names_its_method():
+    s = _tiny_synthetic(n_train=40, n_val=30, n_test=36)
+    m = models.build("vae", "vamp", (1, 28, 28), "binary", z_dim=4, hidden=16, n_components=3).eval()
+    r = evaluate(m, s.test, train_x=s.train, valid_x=s.val, candidates=["test", "train", "prior"], heldout=True,
+                 is_samples=10, jackknife=6, ba_iters=50, show_progress=False)
+    cis = [k for k in r if k.endswith("_ci")]
+    want = {"nll_ci", "nll_ba_ci", "nll_ba_heldout_ci"} | {f"{k}{s}_ci" for k in ("glossy_max", "glossy_std",
+            "lower_bound") for s in ("", "_test", "_train", "_prior")}
+    assert set(cis) == want
+    for k in cis:
+        lo, hi = r[k]
+        assert lo <= r[k.removesuffix("_ci")] <= hi and lo < hi, (k, r[k], r[k.removesuffix("_ci")])
+    assert r["interval_level"] == 0.95 and "jackknife, 6 groups" in r["interval_method"]
+    assert not any(k.endswith("_ci") for k in evaluate(m, s.test, is_samples=5, jackknife=0, show_progress=False))

@@ -393,13 +393,13 @@ def test_a_second_process_on_a_held_run_is_refused_with_the_holder_named(tmp_pat
                                               rf"\(pid {os.getpid()} on "):
             train(cfg, run, show_progress=False)
         # through the console script: one line, exit 2, no traceback, nothing written
-        p = run_glossy(["eval", f"checkpoint={run}", "eval.is_samples=3", "eval.bootstrap=0"], cwd=tmp_path)
+        p = run_glossy(["eval", f"checkpoint={run}", "eval.is_samples=3", "eval.jackknife=0"], cwd=tmp_path)
         assert p.returncode == 2, p.stderr[-2000:]
         assert "is in use by another glossy process" in p.stderr and "Traceback" not in p.stderr
     after = {f.name: f.read_bytes() for f in run.iterdir() if f.is_file() and f.name != ".lock"}
     assert {k: v for k, v in after.items() if not k.endswith(".log")} == before
     # released with the holder: the same command now goes through
-    p = run_glossy(["eval", f"checkpoint={run}", "eval.is_samples=3", "eval.bootstrap=0"], cwd=tmp_path)
+    p = run_glossy(["eval", f"checkpoint={run}", "eval.is_samples=3", "eval.jackknife=0"], cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
 
 
@@ -475,7 +475,7 @@ def test_nan_loss_names_the_epoch_and_the_last_good_checkpoint_which_eval_then_u
     assert read_checkpoint(run / "last.pt")["state"]["epoch"] == 2
     assert len(pd.read_csv(run / "history.csv")) == 2 and not (run / "result.json").exists()
     monkeypatch.undo()
-    p = run_glossy(["eval", f"checkpoint={run}", "eval.is_samples=5", "eval.bootstrap=0"], tmp_path, check=True)
+    p = run_glossy(["eval", f"checkpoint={run}", "eval.is_samples=5", "eval.jackknife=0"], tmp_path, check=True)
     r = json.loads((run / "result.json").read_text())
     assert r["best_epoch"] == best["epoch"] and all(math.isfinite(r[k]) for k in NUMBERS)
     assert "glossy max" in p.stdout

@@ -14,7 +14,7 @@ from tests.helpers import compose, tiny
 
 PAIRS = [(m, p) for m in ("vae", "hvae", "pixelhvae") for p in ("standard", "vamp")]
 TINY = tiny("train.epochs=1", "train.batches_per_epoch=3", "train.trajectory_every=1", "train.trajectory_points=8",
-            "train.trajectory_samples=3", "eval.is_samples=4", "eval.bootstrap=10", "eval.ba_iters=20",
+            "train.trajectory_samples=3", "eval.is_samples=4", "eval.jackknife=10", "eval.ba_iters=20",
             "eval.autoregressive_max_candidates=6")
 
 

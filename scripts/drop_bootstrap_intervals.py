@@ -1,0 +1,45 @@
+"""Remove the percentile-bootstrap intervals of the glossy statistics and lower bounds from result.json files
+written before glossy switched to the jackknife (results/coverage.md measured the bootstrap's coverage; in 26
+of the 27 real runs the training-candidate std lay outside its own interval). The NLL's percentile interval of
+a mean is kept. What was removed is named in the file (`intervals_removed`); `glossy eval checkpoint=RUN`
+computes the jackknife intervals again where the checkpoint still exists.
+
+    python scripts/drop_bootstrap_intervals.py results/runs
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from glossy_cli.atomic import atomic_write_json
+
+STATS = ("glossy_max", "glossy_std", "lower_bound")
+
+
+def migrate(path: Path) -> list[str]:
+    r = json.loads(path.read_text())
+    if "interval_method" in r or "bootstrap" not in r:
+        return []
+    gone = [k for k in r if k.endswith("_ci") and k.startswith(STATS)]
+    for k in gone:
+        del r[k]
+    r["interval_method"] = "nll: percentile bootstrap of the mean"
+    r["interval_level"] = r.pop("bootstrap_level")
+    r["intervals_removed"] = {"keys": gone, "why": "percentile bootstrap, measured invalid for these statistics "
+                              "(results/coverage.md); glossy eval gives jackknife intervals"}
+    atomic_write_json(path, r)
+    return gone
+
+
+def main(argv: list[str]) -> int:
+    for root in argv or ["results/runs"]:
+        for f in sorted(Path(root).glob("*/result.json")):
+            gone = migrate(f)
+            print(f"{f}: {len(gone)} intervals removed" if gone else f"{f}: unchanged")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
