@@ -66,8 +66,24 @@ def read_results(runs_root: str | Path) -> tuple[list[dict], list[str]]:
             problems.append(f"{path}: non-finite {', '.join(bad)}")
             continue
         r["run"] = str(path.parent.relative_to(root)) if path.parent != root else "."
+        r["mc_sd"] = _mc_sd(path.parent / MC_FILE, problems)
         results.append(r)
     return results, problems
+
+
+MC_FILE = "mc_spread.json"  # beside result.json: scripts/mc_spread.py, the statistics at other eval seeds
+
+
+def _mc_sd(path: Path, problems: list[str]) -> dict:
+    """The sd over evaluation seeds of each statistic from a run's mc_spread.json ({} when there is none)."""
+    if not path.is_file():
+        return {}
+    try:
+        sd = json.loads(path.read_text())["sd"]
+        return {k: float(v) for k, v in sd.items()}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        problems.append(f"{path}: not a readable Monte Carlo spread ({e}); its run is shown without one")
+        return {}
 
 
 def settings_of(r: dict) -> str:
@@ -77,9 +93,15 @@ def settings_of(r: dict) -> str:
     return re.sub(r"-seed\d+(?=__|$)", "", name)
 
 
+# settings that change no estimate: the intervals' (and their older bootstrap names) and the memory budget's chunking
+NOT_ESTIMATES = ("jackknife", "interval_level", "bootstrap", "bootstrap_level", "memory_budget_gb")
+
+
 def eval_settings_of(r: dict) -> str:
-    """The evaluation settings of a result as one short, stable label (a hash of its eval_config)."""
-    cfg = json.dumps(r.get("eval_config") or {}, sort_keys=True)
+    """The evaluation settings of a result as one short, stable label (a hash of its eval_config without the
+    settings that change no estimate, NOT_ESTIMATES)."""
+    ecfg = {k: v for k, v in (r.get("eval_config") or {}).items() if k not in NOT_ESTIMATES}
+    cfg = json.dumps(ecfg, sort_keys=True)
     return hashlib.sha1(cfg.encode()).hexdigest()[:8]
 
 
@@ -109,6 +131,8 @@ def build_table(results: list[dict]) -> pd.DataFrame:
                     row[f"{c}_diff"] = ours - theirs if ours is not None and theirs is not None else None
                 for c in OURS:
                     row[c] = r.get(c) if r else None
+                for c in SPREAD:
+                    row[f"{c}_mc_sd"] = (r.get("mc_sd") or {}).get(c) if r else None
                 for c in CIS:
                     ci = r.get(c) if r else None
                     row[f"{c}_lo"], row[f"{c}_hi"] = (ci if ci else (None, None))
@@ -145,6 +169,9 @@ def group_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
             col = pd.to_numeric(g[c], errors="coerce")
             if c.endswith(("_ci_lo", "_ci_hi")):
                 out[c] = first[c] if len(g) == 1 else None
+            elif c.endswith("_mc_sd"):  # pooled over the runs that measured it: the root of the mean variance
+                out[c] = float((col.dropna() ** 2).mean() ** 0.5) if col.notna().any() else None
+                out[c.replace("_mc_sd", "_mc_runs")] = int(col.notna().sum())
             elif col.notna().any():
                 out[c] = float(col.mean())
             else:
@@ -162,13 +189,19 @@ VERDICT_SDS = 2.0  # |ours - paper| within this many sd of ours: consistent
 
 def judge(df: pd.DataFrame) -> pd.DataFrame:
     """A verdict on each paper difference (nll, glossy max, glossy std): `consistent` when |ours - paper| is within
-    VERDICT_SDS sd of our value over training seeds (each seed's evaluation draws its own candidates and importance
-    samples, so that sd holds the Monte Carlo spread as well as the training's), `differs` when not, blank with
-    fewer than two seeds (no spread to judge by) or no paper value."""
+    VERDICT_SDS combined sd of our value, `differs` when not, blank with fewer than two training seeds (no
+    training spread to judge by) or no paper value. The combined sd is sqrt(seed sd^2 + Monte Carlo sd^2) where
+    the row's Monte Carlo spread was measured (scripts/mc_spread.py), else the seed sd. Each seed's evaluation
+    draws its own candidates and importance samples, so the seed sd already holds one share of the Monte Carlo
+    spread: adding it again makes the verdict lean to `consistent`, never to `differs`."""
     df = df.copy()
     for c, ours in COMPARED.items():
         diff = pd.to_numeric(df.get(f"{c}_diff"), errors="coerce")
         sd = pd.to_numeric(df.get(f"{ours}_sd"), errors="coerce")
+        mc = pd.to_numeric(df.get(f"{ours}_mc_sd"), errors="coerce") if f"{ours}_mc_sd" in df else None
+        if mc is not None:
+            sd = (sd**2 + mc.fillna(0) ** 2) ** 0.5
+        df[f"{ours}_combined_sd"] = sd
         verdict = pd.Series("", index=df.index, dtype=object)
         ok = diff.notna() & sd.notna()
         verdict[ok] = ["consistent" if abs(d) <= VERDICT_SDS * v else "differs" for d, v in zip(diff[ok], sd[ok])]
@@ -214,6 +247,15 @@ def _verdicts(r: dict) -> str:
     return ", ".join(f"{name} {words[v]}" for name, v in got if v)
 
 
+def _mc_cell(r: dict) -> str:
+    """The row's Monte Carlo sd of nll, glossy max and std (other eval seeds), with how many runs measured it."""
+    vals = [r.get(f"{c}_mc_sd") for c in COMPARED.values()]
+    if all(v is None or (isinstance(v, float) and math.isnan(v)) for v in vals):
+        return ""
+    runs = r.get(f"{COMPARED['nll']}_mc_runs")
+    return ", ".join(_fmt(v, 2) or "-" for v in vals) + (f" ({int(runs)} runs)" if runs and runs > 1 else "")
+
+
 def _markdown_columns(m: str) -> list[tuple[str, Callable[[dict], str]]]:
     n_seeds = lambda r: _fmt(int(r["n_seeds"])) if r.get("n_seeds") else ""  # noqa: E731
     return [
@@ -221,7 +263,7 @@ def _markdown_columns(m: str) -> list[tuple[str, Callable[[dict], str]]]:
         ("prior", lambda r: r["prior"] + r["_label"]), ("seeds", n_seeds),
         ("NLL", lambda r: _pm(r, "nll")), ("NLL (paper)", lambda r: _fmt(r["nll_paper"])),
         ("diff", lambda r: _fmt(r["nll_diff"])),
-        ("within 2 sd (nll, max, std)", _verdicts),
+        ("within 2 sd (nll, max, std)", _verdicts), ("MC sd (nll, max, std)", _mc_cell),
         (f"max ({m})", lambda r: _pm(r, f"glossy_max_{m}", 1)), ("95% CI", lambda r: _ci(r, f"glossy_max_{m}_ci")),
         ("max (paper)", lambda r: _fmt(r["glossy_max_paper"], 1)),
         (f"std ({m})", lambda r: _pm(r, f"glossy_std_{m}", 1)), ("95% CI", lambda r: _ci(r, f"glossy_std_{m}_ci")),
@@ -244,9 +286,10 @@ def to_markdown(df: pd.DataFrame) -> str:
              "prior <= nll_ba <= NLL); nll_ba_heldout = that prior on the training atoms fitted on the validation "
              "images and scored on the test images (achievable; may exceed NLL). With several training seeds a "
              "cell is mean ± sd over them (seeds: how many) and the intervals are left to the per-seed table "
-             "(table1_seeds.csv); `within 2 sd` judges each paper difference against that sd (ok: |ours - "
-             "paper| <= 2 sd; each seed's evaluation has its own Monte Carlo draws, so the sd holds their spread "
-             "too; blank with one seed).")
+             "(table1_seeds.csv); `within 2 sd` judges each paper difference against that sd combined with "
+             "the Monte Carlo sd where it was measured (ok: |ours - paper| <= 2 sqrt(sd_seeds^2 + sd_MC^2); blank "
+             "with one seed). MC sd: the spread of nll, max and std over evaluation seeds of the same checkpoint "
+             "(scripts/mc_spread.py).")
     df = df.reset_index(drop=True)
     repeats = df.groupby(["dataset", "model", "prior"], dropna=False)["model"].transform("size")
     labels, notes = [], []  # a row that shares its (dataset, model, prior) with another says which settings it holds

@@ -150,6 +150,7 @@ def main(argv=None) -> int:
     ap.add_argument("--groups", type=int, default=20)
     ap.add_argument("--bootstrap", type=int, default=100)
     ap.add_argument("--heldout-fit", type=int, default=500)
+    ap.add_argument("--n-test", type=int, default=None, help="test-set size (default: the run's n_test)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
     cfg, splits, model = load_trained(args.run_dir)
     model = model.to(device)
     opts = dict(cfg.dataset.options)
-    n = int(opts.get("n_test", len(splits.test)))
+    n = args.n_test or int(opts.get("n_test", len(splits.test)))
     base = EvalSettings(is_samples=args.is_samples, candidates=["test", "train"], heldout=False,
                         max_candidates=args.max_candidates, jackknife=args.groups, memory_budget_gb=2.0)
     fit = heldout_prior(model, cfg, splits, base, device, args.heldout_fit) if args.heldout_fit else None

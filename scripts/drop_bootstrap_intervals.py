@@ -4,16 +4,17 @@ of the 27 real runs the training-candidate std lay outside its own interval). Th
 a mean is kept. What was removed is named in the file (`intervals_removed`); `glossy eval checkpoint=RUN`
 computes the jackknife intervals again where the checkpoint still exists.
 
-    python scripts/drop_bootstrap_intervals.py results/runs
-"""
+    python3 scripts/drop_bootstrap_intervals.py results/runs
+
+scripts/collect_results.sh runs it on every collected result (standard library only, any python3)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
-
-from glossy_cli.atomic import atomic_write_json
 
 STATS = ("glossy_max", "glossy_std", "lower_bound")
 
@@ -29,7 +30,11 @@ def migrate(path: Path) -> list[str]:
     r["interval_level"] = r.pop("bootstrap_level")
     r["intervals_removed"] = {"keys": gone, "why": "percentile bootstrap, measured invalid for these statistics "
                               "(results/coverage.md); glossy eval gives jackknife intervals"}
-    atomic_write_json(path, r)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".result.", suffix=".tmp")  # standard library only
+    with os.fdopen(fd, "w") as f:
+        json.dump(r, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
     return gone
 
 

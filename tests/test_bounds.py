@@ -152,6 +152,7 @@ def test_bootstrap_matches_explicit_resampling():
     np.testing.assert_allclose(ci["glossy_std"], np.quantile(stds, q), atol=1e-8)
 
 
+@pytest.mark.slow  # the bootstrap is the coverage study's comparison now, not what glossy reports
 def test_bootstrap_intervals_cover_at_roughly_the_nominal_rate():
     # data x ~ N(mu, 1), candidates at the data, Gaussian likelihood l(x|z) = N(x; z, 1) and tau = the
     # true marginal N(mu, 2). Population log c(z) = log E_x[l(x|z)/tau(x)] in closed form; its std over

@@ -24,6 +24,7 @@ def trained(tmp_path_factory):
     return cwd, runs[0], p
 
 
+@pytest.mark.slow  # a console-script training (the fast tier trains in-process only: test_faults.py, test_zoo_e2e.py)
 def test_train_writes_a_complete_run_directory(trained):
     cwd, run, p = trained
     for f in ("best.pt", "last.pt", "history.csv", "trajectory.csv", "result.json", "config.yaml",

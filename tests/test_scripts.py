@@ -36,3 +36,24 @@ def test_glossy_forensics_reproduces_the_runs_own_statistics_and_checks_every_pa
     assert "| mnist | vae | standard | 10000 | 15.7 | 34.3 | 12.5 | yes |" in text
     assert "| mnist | pixelhvae | standard | 10000 | 7.3 | 3.0 | 8.3 | no |" in text
     assert glossy_forensics.main([str(tmp_path / "nosuch")]) == 2
+
+
+def test_drop_bootstrap_intervals_keeps_the_nll_interval_and_names_what_it_removed(tmp_path):
+    import json
+
+    from scripts import drop_bootstrap_intervals as drop
+
+    old = {"nll": 80.0, "nll_ci": [79.5, 80.5], "glossy_std_train": 34.2, "glossy_std_train_ci": [36.8, 37.3],
+           "glossy_max": 2.0, "glossy_max_ci": [1.0, 3.0], "lower_bound_test_ci": [1.0, 2.0], "bootstrap": 100,
+           "bootstrap_level": 0.95, "complete": True}
+    (tmp_path / "run").mkdir()
+    path = tmp_path / "run" / "result.json"
+    path.write_text(json.dumps(old))
+    assert drop.main([str(tmp_path)]) == 0
+    new = json.loads(path.read_text())
+    assert new["nll_ci"] == [79.5, 80.5] and new["interval_level"] == 0.95
+    assert not [k for k in new if k.endswith("_ci") and k != "nll_ci"]
+    assert sorted(new["intervals_removed"]["keys"]) == ["glossy_max_ci", "glossy_std_train_ci", "lower_bound_test_ci"]
+    before = path.read_text()
+    assert drop.migrate(path) == [] and path.read_text() == before  # once only; new results are never touched
+    assert list(tmp_path.joinpath("run").iterdir()) == [path]  # no temporary file left

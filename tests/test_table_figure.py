@@ -64,11 +64,11 @@ def test_table_lays_out_table1_with_the_paper_beside_ours_and_blanks_for_missing
     assert math.isnan(missing.nll) and missing.nll_paper == 79.86  # blank, not zero
     assert csv["nll"].notna().sum() == 3
     md = md_cells((tmp_path / "res" / "table1.md").read_text())
-    assert starts(md, "frey", "vae", "standard", "1", "1800.00", "1808.19", "-8.19", "", "1000.0", "[998.0, 1002.0]",
+    assert starts(md, "frey", "vae", "standard", "1", "1800.00", "1808.19", "-8.19", "", "", "1000.0", "[998.0, 1002.0]",
                   "89.3", "100.0", "", "331.5", "100.0", "10.0", "1700.00", "800.00", "1799.00", "1800.50")
     assert starts(md, "mnist", "pixelhvae", "vamp", "", "", "79.86", "")
     synthetic = next(r for r in md if r[:3] == ["synthetic", "vae", "standard"])
-    assert synthetic[3:9] == ["1", "85.00", "", "", "", "75.0"] and synthetic[-2:] == ["79.30", "77.00"]
+    assert synthetic[3:10] == ["1", "85.00", "", "", "", "", "75.0"] and synthetic[-2:] == ["79.30", "77.00"]
     raw = (tmp_path / "res" / "table1.tex").read_text()
     assert "\\begin{tabular}" in raw and "\\end{tabular}" in raw
     tex = tex_cells(raw)
@@ -182,3 +182,29 @@ def test_the_latex_table_header_is_exactly_the_intended_text():
     assert sum(" & " in line for line in tex) == 1 + 36  # the header and the paper's 36 rows
     assert tex[-2:] == ["\\bottomrule", "\\end{tabular}"]
     assert not any("\\_{" in line or "\\mathrm" in line for line in tex)  # no half-escaped maths
+
+
+def test_monte_carlo_spread_is_pooled_over_runs_and_joins_the_seed_sd_in_the_verdict(tmp_path):
+    # three seeds whose NLL spread (sd 1.26) leaves 128.63 - 131.0 = 2.37 outside 2 sd, and a Monte Carlo sd
+    # measured on two of them (1.0 and 2.0, pooled sqrt((1 + 4) / 2) = 1.58): 2 sqrt(1.26^2 + 1.58^2) = 4.05 > 2.37
+    root = tmp_path / "runs"
+    for seed, nll in {0: 130.0, 1: 131.0, 2: 132.5}.items():
+        r = result("caltech101", "vae", "standard", nll, 60.0, 150.0)
+        r.update(seed=seed, run_dir=f"/x/caltech101-vae-standard-seed{seed}",
+                 eval_config={"is_samples": 5000, "jackknife": 20} if seed else {"is_samples": 5000, "bootstrap": 100})
+        d = root / f"caltech101-vae-standard-seed{seed}"
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps(r))
+        if seed:
+            (d / "mc_spread.json").write_text(json.dumps({"sd": {"nll": float(seed), "glossy_max_train": 0.5}}))
+    no_mc = make_table(root, tmp_path / "a")[0]
+    assert len(no_mc[no_mc.dataset.eq("caltech101") & no_mc.n_seeds.gt(0)]) == 1  # interval settings: one group
+    (root / "caltech101-vae-standard-seed0" / "mc_spread.json").write_text("{not json")
+    df, problems = make_table(root, tmp_path / "res")
+    row = df[(df.dataset == "caltech101") & (df.n_seeds == 3)].iloc[0]
+    assert row.nll_mc_sd == pytest.approx(math.sqrt(2.5)) and row.nll_mc_runs == 2
+    assert row.nll_combined_sd == pytest.approx(math.sqrt(row.nll_sd**2 + 2.5))
+    assert row.nll_verdict == "consistent" and abs(row.nll_diff) > 2 * row.nll_sd
+    assert any("not a readable Monte Carlo spread" in p for p in problems)
+    md = md_cells((tmp_path / "res" / "table1.md").read_text())
+    assert any(r[3] == "3" and r[8] == "1.58, 0.50, - (2 runs)" for r in md), [r[:9] for r in md if r[3] == "3"]
