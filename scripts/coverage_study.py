@@ -10,14 +10,17 @@ so that the choice of method is a measurement: the percentile bootstrap (what gl
 bootstrap's standard error around the estimate, the delete-a-group jackknife, and an extreme-value interval
 for the in-sample max.
 
-    python scripts/coverage_study.py RUN_DIR --sets 200 --seed 0 --out results/coverage.md
+    python scripts/coverage_study.py RUN_DIR --sets 200 --seed 0 --out results/coverage_seed0.md
 
 RUN_DIR: a trained synthetic run (`glossy train dataset=synthetic ...`). Re-run with another --seed to check
-that the coverages agree within their Monte Carlo errors. Per-set values go to OUT with .csv for .md."""
+that the coverages agree within their Monte Carlo errors. Per-set values go to OUT with .csv for .md,
+the summary to OUT_summary.csv, the settings and the command to OUT_meta.json; scripts/coverage_report.py
+writes results/coverage.md from the summaries."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import sys
@@ -184,7 +187,20 @@ def main(argv=None) -> int:
                 f"{args.max_candidates} training candidates, G = {args.groups}, B = {args.bootstrap}; torch "
                 f"{torch.__version__}, Python {platform.python_version()}; {time.perf_counter() - t0:.0f} s")
         print(head)
+        meta = {"seed": args.seed, "sets": args.sets, "n_test": n, "is_samples": args.is_samples,
+                "max_candidates": args.max_candidates, "groups": args.groups, "bootstrap": args.bootstrap,
+                "heldout_fit": args.heldout_fit, "level": LEVEL, "seconds": round(time.perf_counter() - t0),
+                "torch": torch.__version__, "python": platform.python_version(),
+                "command": "python scripts/coverage_study.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "run_dir": args.run_dir, "model": {"run": Path(args.run_dir).name, "nll": _run_nll(args.run_dir)}}
+        out.with_name(out.stem + "_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return 0
+
+
+def _run_nll(run_dir: str) -> float | None:
+    """The study model's own NLL on its test set (its result.json), for the report."""
+    path = Path(run_dir) / "result.json"
+    return json.loads(path.read_text()).get("nll") if path.exists() else None
 
 
 if __name__ == "__main__":
