@@ -4,7 +4,8 @@ is read from the studies' <name>_summary.csv and <name>_meta.json, none is typed
     python scripts/coverage_report.py results/coverage_seed0 results/coverage_seed1 \\
         results/coverage_n200_seed0 results/coverage_n200_seed1 --out results/coverage.md
 
-Each argument is a study's --out without its suffix. Studies of the same test-set size N and different --seed
+Each argument is a study's --out without its suffix. Below the marker FINDINGS an existing report keeps its
+hand-written findings. Studies of the same test-set size N and different --seed
 are the reruns: for each statistic and method the report gives |difference| / its combined Monte Carlo error."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 AIM = (0.93, 0.97)
+FINDINGS = "<!-- findings: written by hand, kept by scripts/coverage_report.py when it regenerates the above -->"
 FLOOR = 0.90
 
 
@@ -185,7 +187,13 @@ def main(argv=None) -> int:
     if args.notes:
         text += "\n" + Path(args.notes).read_text()
     if args.out:
-        Path(args.out).write_text(text)
+        out = Path(args.out)
+        old = out.read_text() if out.exists() else ""
+        if FINDINGS in old:  # the hand-written findings below the marker survive a regeneration
+            text += "\n" + old[old.index(FINDINGS):]
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
     else:
         print(text, end="")
     return 0

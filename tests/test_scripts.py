@@ -57,3 +57,63 @@ def test_drop_bootstrap_intervals_keeps_the_nll_interval_and_names_what_it_remov
     before = path.read_text()
     assert drop.migrate(path) == [] and path.read_text() == before  # once only; new results are never touched
     assert list(tmp_path.joinpath("run").iterdir()) == [path]  # no temporary file left
+
+
+COVERAGE_STUDIES = ["coverage_seed0", "coverage_seed1", "coverage_n200_seed0", "coverage_n200_seed1"]
+
+
+def test_coverage_report_regenerates_the_committed_report_from_the_studies_files(tmp_path):
+    """results/coverage.md holds no typed number: it is what scripts/coverage_report.py writes from the committed
+    summaries, with the hand-written findings below the marker kept."""
+    from pathlib import Path
+
+    from scripts import coverage_report
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    committed = (results / "coverage.md").read_text()
+    out = tmp_path / "coverage.md"
+    out.write_text(committed)
+    assert coverage_report.main([str(results / s) for s in COVERAGE_STUDIES] + ["--out", str(out)]) == 0
+    assert out.read_text() == committed
+    assert coverage_report.FINDINGS in committed
+    # without the old report there are no findings, and the tables are the same
+    fresh = tmp_path / "fresh.md"
+    assert coverage_report.main([str(results / s) for s in COVERAGE_STUDIES] + ["--out", str(fresh)]) == 0
+    assert committed.startswith(fresh.read_text()) and coverage_report.FINDINGS not in fresh.read_text()
+
+
+def test_coverage_report_pairs_the_reruns_and_flags_the_methods_below_90_percent(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from scripts import coverage_report
+
+    def study(name, seed, n, cover):
+        rows = [{"statistic": "glossy_std_train", "method": "reported", "coverage": cover, "mc_error": 0.015,
+                 "below": 0.02, "above": 0.03, "contains_estimate": 1.0, "mean_width": 0.16, "target": 0.41,
+                 "sd_over_sets": 0.04},
+                {"statistic": "glossy_std_train", "method": "percentile bootstrap", "coverage": 0.85,
+                 "mc_error": 0.025, "below": 0.01, "above": 0.14, "contains_estimate": 1.0, "mean_width": 0.14,
+                 "target": 0.41, "sd_over_sets": 0.04},
+                {"statistic": "nll_ba_heldout", "method": "normal", "coverage": 0.95, "mc_error": 0.015,
+                 "below": 0.03, "above": 0.02, "contains_estimate": 1.0, "mean_width": 1.9, "target": 79.8,
+                 "sd_over_sets": 0.48}]
+        pd.DataFrame(rows).to_csv(tmp_path / f"{name}_summary.csv", index=False)
+        meta = {"seed": seed, "sets": 200, "n_test": n, "is_samples": 100, "max_candidates": 2000, "groups": 20,
+                "bootstrap": 100, "heldout_fit": 500, "seconds": 600, "torch": "2.x", "python": "3.x",
+                "command": f"python scripts/coverage_study.py /runs/x --seed {seed}", "run_dir": "/runs/x",
+                "model": {"run": "x", "nll": 81.0}}
+        (tmp_path / f"{name}_meta.json").write_text(json.dumps(meta))
+        return str(tmp_path / name)
+
+    a, b = study("a", 0, 1000, 0.95), study("b", 1, 1000, 0.98)
+    assert coverage_report.main([a, b]) == 0
+    text = capsys.readouterr().out
+    row = next(line for line in text.splitlines() if line.startswith("| glossy_std_train | 0.950"))
+    assert "0.980 ± 0.015" in row and "| 1.41 |" in row  # |0.95 - 0.98| / sqrt(2) / 0.015
+    assert "| nll_ba_heldout | 0.950 ± 0.015" in text  # a statistic with one method counts as reported
+    assert "`python scripts/coverage_study.py RUN --seed 0`" in text
+    assert "Below 0.90 somewhere: percentile bootstrap for glossy_std_train (0.850 at N=1000 seed 0)" in text
+    assert coverage_report.main([str(tmp_path / "missing")]) == 2
+    assert "coverage_report:" in capsys.readouterr().err
