@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from glossy_cli.atomic import atomic_write_text
+
 AIM = (0.93, 0.97)
 FINDINGS = "<!-- findings: written by hand, kept by scripts/coverage_report.py when it regenerates the above -->"
 FLOOR = 0.90
@@ -106,7 +108,7 @@ def report(studies: list[tuple[dict, pd.DataFrame]]) -> str:
         "| statistic | " + " | ".join(rep) + "".join(f" | {a} vs {b}" for a, b in pairs) + " | missed below / above |",
         "|---|" + "---|" * (len(rep) + len(pairs) + 1),
     ]
-    worst, worst_z = (None, 1.0), 0.0
+    worst_z = 0.0
     for st in stats:
         row = [cell(t.loc[st, "coverage"], t.loc[st, "mc_error"]) for t in rep.values()]
         for a, b in pairs:
@@ -116,9 +118,8 @@ def report(studies: list[tuple[dict, pd.DataFrame]]) -> str:
             row.append(f"{z:.2f}")
         sides = ", ".join(f"{t.loc[st, 'below']:.3f} / {t.loc[st, 'above']:.3f}" for t in rep.values())
         lines.append(f"| {st} | " + " | ".join(row) + f" | {sides} |")
-        for lab, t in rep.items():
-            if t.loc[st, "coverage"] < worst[1]:
-                worst = (f"{st} at {lab}", t.loc[st, "coverage"])
+    worst = min(((f"{st} at {lab}", t.loc[st, "coverage"]) for st in stats for lab, t in rep.items()),
+                key=lambda w: w[1])
     every = [t.loc[st, "contains_estimate"] for t in rep.values() for st in stats]
     lines += [
         "",
@@ -191,9 +192,7 @@ def main(argv=None) -> int:
         old = out.read_text() if out.exists() else ""
         if FINDINGS in old:  # the hand-written findings below the marker survive a regeneration
             text += "\n" + old[old.index(FINDINGS):]
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
+        atomic_write_text(out, text)
     else:
         print(text, end="")
     return 0

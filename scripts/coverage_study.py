@@ -183,13 +183,14 @@ def main(argv=None) -> int:
                              for i, r in enumerate(rows) for st, d in r.items() for m, v in d.items()])
         long.to_csv(out.with_suffix(".csv"), index=False)
         table.to_csv(out.with_name(out.stem + "_summary.csv"), index=False)
+        seconds = round(time.perf_counter() - t0)
         head = (f"seed {args.seed}: {args.sets} test sets of N = {n}, S = {args.is_samples}, "
                 f"{args.max_candidates} training candidates, G = {args.groups}, B = {args.bootstrap}; torch "
-                f"{torch.__version__}, Python {platform.python_version()}; {time.perf_counter() - t0:.0f} s")
+                f"{torch.__version__}, Python {platform.python_version()}; {seconds} s")
         print(head)
         meta = {"seed": args.seed, "sets": args.sets, "n_test": n, "is_samples": args.is_samples,
                 "max_candidates": args.max_candidates, "groups": args.groups, "bootstrap": args.bootstrap,
-                "heldout_fit": args.heldout_fit, "level": LEVEL, "seconds": round(time.perf_counter() - t0),
+                "heldout_fit": args.heldout_fit, "level": LEVEL, "seconds": seconds,
                 "torch": torch.__version__, "python": platform.python_version(),
                 "command": "python scripts/coverage_study.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "run_dir": args.run_dir, "model": {"run": Path(args.run_dir).name, "nll": _run_nll(args.run_dir)}}

@@ -22,7 +22,7 @@ def test_every_committed_interval_contains_its_estimate(path):
     assert intervals, f"{path}: no interval at all"
     assert "nll_ci" in intervals
     for key, ci in intervals.items():
-        estimate = r[key[: -len("_ci")]]
+        estimate = r[key.removesuffix("_ci")]
         lo, hi = ci
         assert lo <= estimate <= hi, f"{path.parent.name}: {key} = [{lo}, {hi}] does not contain {estimate}"
     # an interval's method and level are named in the file
