@@ -27,3 +27,16 @@ def logistic_pairwise_whole_table(dist, x: torch.Tensor, block: int = 64) -> tor
     for j in range(0, n, block):
         out[:, j : j + block] = table[:, flat_index[j : j + block]].sum(-1)  # [M, n_b]
     return out
+
+
+def logistic_bin_log_prob_float64(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """log P(bin of x) of the 256-bin discretised logistic, pixel by pixel, the textbook way in float64:
+    log(sigmoid(a) - sigmoid(b)) = logsigmoid(a) - softplus(b) + log(-expm1(b - a)) for the inner bins, and
+    the open outer bins' logsigmoid(a) and -softplus(b), each formula on finite numbers only."""
+    x, mean, log_scale = x.double(), mean.double(), log_scale.double()
+    k = torch.clamp(torch.floor(x * N_BINS), 0, N_BINS - 1)
+    inv = torch.exp(-log_scale)
+    a, b = ((k + 1) / N_BINS - mean) * inv, (k / N_BINS - mean) * inv
+    inner = torch.nn.functional.logsigmoid(a) - torch.nn.functional.softplus(b) + torch.log(-torch.expm1(b - a))
+    first, last = torch.nn.functional.logsigmoid(a), -torch.nn.functional.softplus(b)
+    return torch.where(k == 0, first, torch.where(k == N_BINS - 1, last, inner))

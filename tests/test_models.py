@@ -11,7 +11,8 @@ from glossy_models import registry as models
 from glossy_models.likelihoods import Bernoulli, DiscretizedLogistic256
 from glossy_models.priors import VampPrior, log_normal_diag, log_standard_normal
 from tests.helpers import images
-from tests.reference import logistic_pairwise_whole_table, vamp_log_prob_componentwise
+from tests.reference import (logistic_bin_log_prob_float64, logistic_pairwise_whole_table,
+                             vamp_log_prob_componentwise)
 
 SHAPE = (1, 28, 28)
 
@@ -110,6 +111,37 @@ def test_vampprior_one_product_form_equals_the_componentwise_density_and_trains_
         np.testing.assert_allclose(m.prior.log_prob(z).numpy(), direct, rtol=1e-5, atol=1e-3)
     m.prior.log_prob(z).sum().backward()  # outside frozen() the pseudo-inputs get gradients
     assert m.prior.pseudo_inputs.grad is not None and m.prior.pseudo_inputs.grad.abs().sum() > 0
+
+
+def test_logistic256_bin_log_prob_matches_float64_and_its_gradients_too():
+    # every bin, against the textbook formula in float64 with truly infinite outer edges, over the heads' whole
+    # range of means and log-scales and their clamps' extremes: the value to 2e-5 nats a pixel and both gradients
+    g = torch.Generator().manual_seed(3)
+    mean = torch.cat([torch.rand(40, generator=g) * (1 - 2 / 512) + 1 / 512, torch.tensor([1 / 512, 1 - 1 / 512, 0.5])])
+    log_scale = torch.cat([torch.rand(40, generator=g) * -4.5, torch.tensor([-4.5, 0.0, -4.5])])
+    x = ((torch.arange(256) + 0.5) / 256)[None, :].expand(43, 256)
+    mean = mean[:, None].expand(43, 256).clone().requires_grad_()
+    log_scale = log_scale[:, None].expand(43, 256).clone().requires_grad_()
+    ours = DiscretizedLogistic256(mean[..., None], log_scale[..., None]).log_prob(x[..., None])
+    m64, s64 = mean.detach().double().requires_grad_(), log_scale.detach().double().requires_grad_()
+    ref = logistic_bin_log_prob_float64(x, m64, s64)
+    np.testing.assert_allclose(ours.detach().numpy(), ref.detach().numpy(), rtol=0, atol=2e-5)
+    ours.sum().backward()
+    ref.sum().backward()
+    np.testing.assert_allclose(mean.grad.numpy(), m64.grad.numpy(), rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(log_scale.grad.numpy(), s64.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_logistic256_gradient_is_the_derivative_where_the_mean_sits_on_a_bin_edge():
+    # a = 0 or b = 0 exactly: the |a| in the stable formula has a kink there, the log-probability does not
+    mean = torch.tensor([128 / 256, 129 / 256], requires_grad=True)
+    log_scale = torch.tensor([-3.0, -3.0], requires_grad=True)
+    x = torch.tensor([127.5 / 256, 128.5 / 256])  # bin 127 (upper edge = mean), bin 128 (lower edge = mean)
+    DiscretizedLogistic256(mean, log_scale).log_prob(x).backward()
+    m64, s64 = mean.detach().double().requires_grad_(), log_scale.detach().double().requires_grad_()
+    logistic_bin_log_prob_float64(x, m64, s64).sum().backward()
+    np.testing.assert_allclose(mean.grad.numpy(), m64.grad.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(log_scale.grad.numpy(), s64.grad.numpy(), rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind,m,n,d", [("bernoulli", 9, 13, 50), ("logistic", 5, 7, 36), ("logistic", 130, 20, 50),
