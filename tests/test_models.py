@@ -11,8 +11,7 @@ from glossy_models import registry as models
 from glossy_models.likelihoods import Bernoulli, DiscretizedLogistic256
 from glossy_models.priors import VampPrior, log_normal_diag, log_standard_normal
 from tests.helpers import images
-from tests.reference import (logistic_bin_log_prob_float64, logistic_pairwise_whole_table,
-                             vamp_log_prob_componentwise)
+from tests.reference import logistic_bin_log_prob_float64, logistic_pairwise_whole_table, vamp_log_prob_componentwise
 
 SHAPE = (1, 28, 28)
 
