@@ -117,3 +117,54 @@ def test_coverage_report_pairs_the_reruns_and_flags_the_methods_below_90_percent
     assert "Below 0.90 somewhere: percentile bootstrap for glossy_std_train (0.850 at N=1000 seed 0)" in text
     assert coverage_report.main([str(tmp_path / "missing")]) == 2
     assert "coverage_report:" in capsys.readouterr().err
+
+
+def _device_rows(*args: str, env: dict[str, str] | None = None, timeout: int = 30):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "device_rows.sh"
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_device_rows_refuses_an_unknown_row_set_and_a_machine_without_a_gpu_in_one_line(tmp_path):
+    import shutil
+
+    p = _device_rows("tables", env={"OUT": str(tmp_path / "out")})
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "pixelhvae or cifar10" in p.stderr
+    if shutil.which("nvidia-smi"):
+        pytest.skip("nvidia-smi is here: the no-GPU refusal is not reachable")
+    p = _device_rows("pixelhvae", env={"OUT": str(tmp_path / "out")})
+    assert p.returncode == 3 and p.stderr.count("\n") == 1 and "no GPU" in p.stderr
+    assert not (tmp_path / "out").exists()  # nothing written before the refusal
+
+
+@pytest.mark.slow  # two PixelHVAE trainings (one epoch of one batch each) on the CPU
+def test_device_rows_trains_both_priors_with_every_candidate_and_brings_back_no_checkpoint(tmp_path):
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    from tests.test_datasets import real_data
+
+    data = real_data("frey")
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    extra = ("train.epochs=1 train.warmup=1 train.batches_per_epoch=1 train.val_points=100 train.grid=0 "
+             "eval.is_samples=2 eval.max_points=4 eval.heldout=false")
+    p = _device_rows("pixelhvae", str(data), timeout=1200, env={
+        "OUT": str(out), "RUNS": str(runs), "SEEDS": "3", "EXTRA": extra, "DEVICE_ROWS_ALLOW_CPU": "1",
+        "GLOSSY": str(Path(sys.executable).parent / "glossy"), "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr
+    finished = sorted(d.name for d in (out / "runs_small").iterdir())
+    assert [n.split("__")[0] for n in finished] == ["frey-pixelhvae-standard-seed3", "frey-pixelhvae-vamp-seed3"]
+    for name in finished:
+        r = json.loads((out / "runs_small" / name / "result.json").read_text())
+        assert r["eval_config"]["autoregressive_max_candidates"] is None
+        assert r["n_candidates_train"] == 1565  # every training frame, not the default cap of 100
+    brought = [f.name for f in out.rglob("*") if f.is_file()]
+    assert not [n for n in brought if n.endswith(".pt")], brought
+    assert "finished: " in (out / "summary.md").read_text()
+    assert os.path.exists(runs)  # the checkpoints stay where the runs ran
