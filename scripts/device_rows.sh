@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The rows that need a GPU, as one prepared run for a lent device machine (which is bare each time and returns
 # only what is written under OUT, never a checkpoint): train and evaluate side by side on the one GPU, stop
-# cleanly at a deadline, and bring back each finished run's small files.
+# cleanly at a deadline, and bring back each finished run's small files (through scripts/collect_results.sh).
 #   scripts/device_rows.sh pixelhvae [data_dir]   Frey Faces PixelHVAE, standard prior and VampPrior, training
 #                                                 seeds SEEDS (default "0 1 2"), every training and test frame
 #                                                 a glossy candidate (eval.autoregressive_max_candidates=null:
@@ -13,8 +13,9 @@
 # Environment: OUT (default results/device_rows), DEADLINE_S (default 540: the runs get SIGTERM then, save
 # their state between two steps and stop; a run without result.json is reported as unfinished), SEEDS,
 # GLOSSY (the command; default .venv/bin/glossy, else glossy on PATH), EXTRA (more overrides for every run,
-# e.g. for a dry run on a CPU), DEVICE_ROWS_ALLOW_CPU=1 (run without a GPU: only for checking this script). Afterwards, on the development machine:
-#   scripts/collect_results.sh <OUT>/runs_small results
+# e.g. for a dry run on a CPU), DEVICE_ROWS_ALLOW_CPU=1 (run without a GPU: only for checking this script).
+# Afterwards, on the development machine:
+#   scripts/collect_results.sh <OUT>/collected/runs results
 # copies the finished runs into results/runs/ and regenerates Table 1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -87,15 +88,14 @@ kill -TERM "$watchdog" 2>/dev/null
 wait "$watchdog" 2>/dev/null
 echo "all runs ended after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.md"
 
-# bring back the small files of every run (collect_results.sh's list), never a checkpoint
+# bring back the finished runs' small files with collect_results.sh (its list of files, never a checkpoint; its
+# table needs pandas, which the device machine may lack: the copies are made before it), and name the others
+GLOSSY="$GLOSSY" scripts/collect_results.sh "$RUNS" "$OUT/collected" > "$OUT/logs/collect.log" 2>&1 ||
+  echo "collect_results ended with an error after copying (see $OUT/logs/collect.log)" | tee -a "$OUT/summary.md"
 for d in "$RUNS"/*/; do
   d="${d%/}"
   name="$(basename "$d")"
   if [ -f "$d/result.json" ]; then
-    mkdir -p "$OUT/runs_small/$name"
-    for f in result.json config.yaml history.csv trajectory.csv samples.png reconstructions.png; do
-      [ -f "$d/$f" ] && cp "$d/$f" "$OUT/runs_small/$name/"
-    done
     echo "finished: $name" | tee -a "$OUT/summary.md"
   else
     last="$(tail -n 1 "$d/history.csv" 2>/dev/null | cut -d, -f1)"
