@@ -126,6 +126,16 @@ def epochs_left(epoch: int, es_counter: int, warmup: int, patience: int, max_epo
     return min(max(0, fewest), most), most
 
 
+def seconds_per_epoch(recent) -> float:
+    """The time-left estimate's seconds an epoch: the mean of the recent epochs' wall times (a trajectory
+    evaluation every few epochs is a real cost, so it stays in), leaving out any epoch over 10 times the
+    median: a machine suspended or a process stopped (SIGSTOP) for an hour is not what epochs cost."""
+    times = sorted(recent)
+    median = times[len(times) // 2]
+    kept = [s for s in times if s <= 10 * median]
+    return sum(kept) / len(kept)
+
+
 def progress_line(epoch: int, max_epochs: int, best_epoch: int, es_counter: int, patience: int, warmup: int,
                   seconds_per_epoch: float) -> str:
     """Where a long run stands: epoch count, best epoch, patience left, and the time left as a range."""
@@ -432,7 +442,7 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool, closing: context
             log.info("epoch %d: beta %.2f train loss %.3f val loss %.3f (best %.3f); %s", epoch, beta, train_loss,
                      val["val_loss"], state["best_val"],
                      progress_line(epoch, int(t.epochs), state["best_epoch"], state["es_counter"],
-                                   int(t.early_stopping), int(t.warmup), sum(recent) / len(recent)))
+                                   int(t.early_stopping), int(t.warmup), seconds_per_epoch(recent)))
         if "signum" in caught:  # arrived after the last step of the last epoch: do not start the evaluation
             raise interrupted(caught, f"{signal.Signals(caught['signum']).name} after the last epoch "
                               f"({state['epoch']}): training is complete and saved in {last}; re-run the same "

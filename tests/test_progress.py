@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from glossy_cli.train import epochs_left, progress_line
+from glossy_cli.train import epochs_left, progress_line, seconds_per_epoch
 
 
 def simulate(epoch, counter, warmup, patience, max_epochs, improve_until=0):
@@ -42,3 +42,12 @@ def test_progress_line_says_epoch_best_patience_and_a_time_range():
     assert "KL warm-up until epoch 100" in warm and "1h10m to 16h35m left (140-1990 epochs" in warm
     assert progress_line(300, 2000, 249, 51, 50, 100, 6.0).endswith("; done")
     assert "2d22h to" in progress_line(200, 2000, 200, 0, 50, 100, 5000.0)
+
+
+def test_seconds_per_epoch_keeps_trajectory_epochs_and_drops_a_suspension():
+    assert seconds_per_epoch([7.0]) == 7.0
+    # one epoch in 20 carries a trajectory evaluation: a real cost, averaged in
+    assert seconds_per_epoch([7.0] * 19 + [30.0]) == pytest.approx((19 * 7 + 30) / 20)
+    # the machine was suspended for 40 minutes during one epoch (seen in a real log: "2d19h left" at 131 s)
+    assert seconds_per_epoch([7.0] * 19 + [2400.0]) == pytest.approx(7.0)
+    assert seconds_per_epoch([5.0, 9.0]) == 7.0
