@@ -167,7 +167,7 @@ def _bad_values(key: str, kind: str) -> list[str]:
 def _fuzz_cases():
     setups = [("train", ["model=pixelhvae", "prior=vamp"]), ("eval", ["checkpoint=x"]),
               ("data", ["dataset=frey"]), ("table", []), ("figure", ["checkpoint=x"])]
-    setups += [("train", [f"dataset={name}"]) for name in datasets.BUILT_IN]
+    setups += [("train", [f"dataset={name}"]) for name in sorted(datasets.BUILT_IN)]
     seen = set()
     for cmd, base in setups:
         cfg = compose(cmd, base)
