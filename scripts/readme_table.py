@@ -1,0 +1,67 @@
+"""The README's "Table 1 as it stands", made from results/table1.csv (what `glossy table` wrote), so that it
+cannot drift from the results: each filled row, mean ± sd over its training seeds where it has several.
+
+    python scripts/readme_table.py [results/table1.csv]            # prints the markdown table
+    python scripts/readme_table.py --write [results/table1.csv]    # puts it into README.md
+
+tests/test_readme.py checks that README.md holds exactly this output.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from glossy_cli.table import _fmt, _pm, _rendered, _verdicts
+
+NAMES = {"mnist": "Static MNIST", "omniglot": "OMNIGLOT", "caltech101": "Caltech 101", "frey": "Frey Faces",
+         "histopathology": "Histopathology", "cifar10": "CIFAR-10"}
+MODELS = {"vae": "VAE", "hvae": "HVAE", "pixelhvae": "PixelHVAE"}
+PRIORS = {"standard": "standard", "vamp": "VampPrior"}
+
+
+def _data_cell(r: dict, first: bool) -> str:
+    return f"{NAMES[r['dataset']]} ({int(r['n_points'])})" if first else ""
+
+
+def readme_table(csv: Path) -> str:
+    df = pd.read_csv(csv)
+    df = df[(df["n_seeds"] > 0) & df["dataset"].isin(list(NAMES))].reset_index(drop=True)
+    firsts = set(df.drop_duplicates("dataset").index)
+    df["_first"] = [i in firsts for i in df.index]
+    columns = [
+        ("data (test N)", lambda r: _data_cell(r, r["_first"])),
+        ("model", lambda r: MODELS[r["model"]]), ("prior", lambda r: PRIORS[r["prior"]]),
+        ("seeds", lambda r: str(int(r["n_seeds"]))),
+        ("NLL here", lambda r: _pm(r, "nll")), ("paper", lambda r: _fmt(r["nll_paper"])),
+        ("within 2 sd of the paper", lambda r: _verdicts(r) or "one seed"),
+        ("glossy max: train / test / paper",
+         lambda r: f"{_pm(r, 'glossy_max_train', 1)} / {_pm(r, 'glossy_max', 1)} / {_fmt(r['glossy_max_paper'], 1)}"),
+        ("glossy std: train / paper", lambda r: f"{_pm(r, 'glossy_std_train', 1)} / {_fmt(r['glossy_std_paper'], 1)}"),
+        ("nll_ba_heldout - NLL", lambda r: f"{r['nll_ba_heldout'] - r['nll']:+.2f}"),
+    ]
+    cells = _rendered(df, columns)
+    lines = [list(cells.columns), ["---"] * len(cells.columns), *cells.values.tolist()]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)  # unpadded: the README's bytes are few
+
+
+BLOCK = re.compile(r"(<!-- readme_table -->\n).*?(\n<!-- /readme_table -->)", re.S)
+
+
+def write_readme(readme: Path, table: str) -> None:
+    text = readme.read_text()
+    if not BLOCK.search(text):
+        raise SystemExit(f"{readme}: no <!-- readme_table --> ... <!-- /readme_table --> block to fill")
+    readme.write_text(BLOCK.sub(lambda m: m.group(1) + table + m.group(2), text))
+
+
+if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if a != "--write"]
+    table = readme_table(Path(args[0] if args else "results/table1.csv"))
+    if "--write" in sys.argv[1:]:
+        write_readme(Path(__file__).resolve().parents[1] / "README.md", table)
+    else:
+        print(table)
