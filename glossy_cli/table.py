@@ -206,7 +206,23 @@ def judge(df: pd.DataFrame) -> pd.DataFrame:
         ok = diff.notna() & sd.notna()
         verdict[ok] = ["consistent" if abs(d) <= VERDICT_SDS * v else "differs" for d, v in zip(diff[ok], sd[ok])]
         df[f"{c}_verdict"] = verdict
+        df[f"{c}_p"] = paper_p_value(diff, sd, pd.to_numeric(df.get("n_seeds"), errors="coerce"))
     return df
+
+
+def paper_p_value(diff: pd.Series, sd: pd.Series, n: pd.Series) -> pd.Series:
+    """Two-sided p-value of the paper's number as one more run of ours: were it a draw from the distribution our
+    n seeds come from (same mean, same sd), paper - mean(ours) would be normal with variance sd^2 (1 + 1/n), and
+    with the sd estimated from the n seeds, diff / (sd sqrt(1 + 1/n)) is Student's t with n - 1 degrees of
+    freedom. Blank with fewer than two seeds. This calibrates the 2-sd verdict, which with n = 3 says `differs`
+    for 22.5% of such draws (P(|t_2| > 2 / sqrt(4/3))); p < 0.05 happens for 5% of them."""
+    from scipy.stats import t  # scipy is imported only here: `glossy table` with no seed groups never needs it
+
+    ok = diff.notna() & sd.notna() & (sd > 0) & (n >= 2)
+    out = pd.Series(float("nan"), index=diff.index)
+    stat = diff[ok].abs() / (sd[ok] * (1 + 1 / n[ok]) ** 0.5)
+    out[ok] = 2 * t.sf(stat.to_numpy(float), (n[ok] - 1).to_numpy(float))
+    return out
 
 
 def _fmt(v, digits: int = 2) -> str:
@@ -247,6 +263,14 @@ def _verdicts(r: dict) -> str:
     return ", ".join(f"{name} {words[v]}" for name, v in got if v)
 
 
+def _p_cell(r: dict) -> str:
+    """The row's three p-values of the paper's numbers (`paper_p_value`); blank with one seed."""
+    vals = [r.get(f"{c}_p") for c in COMPARED]
+    if all(v is None or (isinstance(v, float) and math.isnan(v)) for v in vals):
+        return ""
+    return ", ".join("-" if v is None or math.isnan(v) else "<0.001" if v < 0.001 else f"{v:.3f}" for v in vals)
+
+
 def _mc_cell(r: dict) -> str:
     """The row's Monte Carlo sd of nll, glossy max and std (other eval seeds), with how many runs measured it."""
     vals = [r.get(f"{c}_mc_sd") for c in COMPARED.values()]
@@ -263,7 +287,8 @@ def _markdown_columns(m: str) -> list[tuple[str, Callable[[dict], str]]]:
         ("prior", lambda r: r["prior"] + r["_label"]), ("seeds", n_seeds),
         ("NLL", lambda r: _pm(r, "nll")), ("NLL (paper)", lambda r: _fmt(r["nll_paper"])),
         ("diff", lambda r: _fmt(r["nll_diff"])),
-        ("within 2 sd (nll, max, std)", _verdicts), ("MC sd (nll, max, std)", _mc_cell),
+        ("within 2 sd (nll, max, std)", _verdicts), ("p (nll, max, std)", _p_cell),
+        ("MC sd (nll, max, std)", _mc_cell),
         (f"max ({m})", lambda r: _pm(r, f"glossy_max_{m}", 1)), ("95% CI", lambda r: _ci(r, f"glossy_max_{m}_ci")),
         ("max (paper)", lambda r: _fmt(r["glossy_max_paper"], 1)),
         (f"std ({m})", lambda r: _pm(r, f"glossy_std_{m}", 1)), ("95% CI", lambda r: _ci(r, f"glossy_std_{m}_ci")),
@@ -288,7 +313,10 @@ def to_markdown(df: pd.DataFrame) -> str:
              "cell is mean ± sd over them (seeds: how many) and the intervals are left to the per-seed table "
              "(table1_seeds.csv); `within 2 sd` judges each paper difference against that sd combined with "
              "the Monte Carlo sd where it was measured (ok: |ours - paper| <= 2 sqrt(sd_seeds^2 + sd_MC^2); blank "
-             "with one seed). MC sd: the spread of nll, max and std over evaluation seeds of the same checkpoint "
+             "with one seed). p: the two-sided p-value of the paper's number as one more run of ours (Student's t "
+             "with seeds - 1 degrees of freedom on |ours - paper| / (sd sqrt(1 + 1/seeds)), sd as above); with "
+             "three seeds the 2-sd rule says `differs` for 22.5% of runs drawn like ours, p < 0.05 for 5%. "
+             "MC sd: the spread of nll, max and std over evaluation seeds of the same checkpoint "
              "(scripts/mc_spread.py).")
     df = df.reset_index(drop=True)
     repeats = df.groupby(["dataset", "model", "prior"], dropna=False)["model"].transform("size")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from glossy_cli.table import _fmt, _pm, _rendered, _verdicts
+from glossy_cli.table import _fmt, _p_cell, _pm, _rendered, _verdicts
 
 NAMES = {"mnist": "Static MNIST", "omniglot": "OMNIGLOT", "caltech101": "Caltech 101", "frey": "Frey Faces",
          "histopathology": "Histopathology", "cifar10": "CIFAR-10"}
@@ -38,6 +38,7 @@ def readme_table(csv: Path) -> str:
         ("seeds", lambda r: str(int(r["n_seeds"]))),
         ("NLL here", lambda r: _pm(r, "nll")), ("paper", lambda r: _fmt(r["nll_paper"])),
         ("within 2 sd of the paper", lambda r: _verdicts(r) or "one seed"),
+        ("p (nll, max, std)", _p_cell),
         ("glossy max: train / test / paper",
          lambda r: f"{_pm(r, 'glossy_max_train', 1)} / {_pm(r, 'glossy_max', 1)} / {_fmt(r['glossy_max_paper'], 1)}"),
         ("glossy std: train / paper", lambda r: f"{_pm(r, 'glossy_std_train', 1)} / {_fmt(r['glossy_std_paper'], 1)}"),

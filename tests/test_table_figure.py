@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -64,12 +65,12 @@ def test_table_lays_out_table1_with_the_paper_beside_ours_and_blanks_for_missing
     assert math.isnan(missing.nll) and missing.nll_paper == 79.86  # blank, not zero
     assert csv["nll"].notna().sum() == 3
     md = md_cells((tmp_path / "res" / "table1.md").read_text())
-    assert starts(md, "frey", "vae", "standard", "1", "1800.00", "1808.19", "-8.19", "", "", "1000.0",
+    assert starts(md, "frey", "vae", "standard", "1", "1800.00", "1808.19", "-8.19", "", "", "", "1000.0",
                   "[998.0, 1002.0]", "89.3", "100.0", "", "331.5", "100.0", "10.0", "1700.00", "800.00", "1799.00",
                   "1800.50")
     assert starts(md, "mnist", "pixelhvae", "vamp", "", "", "79.86", "")
     synthetic = next(r for r in md if r[:3] == ["synthetic", "vae", "standard"])
-    assert synthetic[3:10] == ["1", "85.00", "", "", "", "", "75.0"] and synthetic[-2:] == ["79.30", "77.00"]
+    assert synthetic[3:11] == ["1", "85.00", "", "", "", "", "", "75.0"] and synthetic[-2:] == ["79.30", "77.00"]
     raw = (tmp_path / "res" / "table1.tex").read_text()
     assert "\\begin{tabular}" in raw and "\\end{tabular}" in raw
     tex = tex_cells(raw)
@@ -208,4 +209,30 @@ def test_monte_carlo_spread_is_pooled_over_runs_and_joins_the_seed_sd_in_the_ver
     assert row.nll_verdict == "consistent" and abs(row.nll_diff) > 2 * row.nll_sd
     assert any("not a readable Monte Carlo spread" in p for p in problems)
     md = md_cells((tmp_path / "res" / "table1.md").read_text())
-    assert any(r[3] == "3" and r[8] == "1.58, 0.50, - (2 runs)" for r in md), [r[:9] for r in md if r[3] == "3"]
+    assert any(r[3] == "3" and r[9] == "1.58, 0.50, - (2 runs)" for r in md), [r[:10] for r in md if r[3] == "3"]
+
+
+def test_the_paper_p_value_is_calibrated_where_the_two_sd_verdict_is_not():
+    """Draws where the paper's number is one more run like ours (same mean and sd): p < 0.05 for 5% of them, while
+    the 2-sd verdict with three seeds says `differs` for P(|t_2| > 2 / sqrt(4/3)) = 22.5%."""
+    from glossy_cli.table import judge
+
+    rng = np.random.default_rng(0)
+    draws, n = 40000, 3
+    ours = rng.normal(100.0, 3.0, size=(draws, n))
+    paper = rng.normal(100.0, 3.0, size=draws)
+    mean, sd = ours.mean(1), ours.std(1, ddof=1)
+    cols = {}
+    for c, key in (("nll", "nll"), ("glossy_max", "glossy_max_train"), ("glossy_std", "glossy_std_train")):
+        cols[f"{c}_diff"], cols[f"{key}_sd"] = mean - paper, sd
+    df = judge(pd.DataFrame({**cols, "n_seeds": n}))
+    mc_err = (0.05 * 0.95 / draws) ** 0.5
+    assert abs((df.nll_p < 0.05).mean() - 0.05) < 4 * mc_err
+    t = 2 / (1 + 1 / n) ** 0.5  # closed form of t_2's two-sided tail: 1 - t / sqrt(2 + t^2)
+    assert abs((df.nll_verdict == "differs").mean() - (1 - t / (2 + t * t) ** 0.5)) < 4 * (0.225 * 0.775 / draws) ** 0.5
+    assert 1 - t / (2 + t * t) ** 0.5 == pytest.approx(0.2254, abs=1e-4)
+    # one seed: no p-value; a known case: diff 3.8, sd 1.7, three seeds -> t = 1.936 -> p = 0.192
+    one = judge(pd.DataFrame({"nll_diff": [3.8, 3.8], "nll_sd": [1.7, None], "n_seeds": [3, 1],
+                              "glossy_max_diff": [None, None], "glossy_max_train_sd": [None, None],
+                              "glossy_std_diff": [None, None], "glossy_std_train_sd": [None, None]}))
+    assert one.nll_p[0] == pytest.approx(1 - 1.9359 / (2 + 1.9359**2) ** 0.5, abs=1e-3) and np.isnan(one.nll_p[1])
