@@ -108,6 +108,13 @@ def full_float32() -> None:
 
 
 def _train(cfg):
+    from .preempt import deferred
+
+    with deferred():  # a SLURM job's pre-emption signal during the set-up waits for the training loop
+        return _train_deferred(cfg)
+
+
+def _train_deferred(cfg):
     from hydra.core.hydra_config import HydraConfig
 
     from .train import train

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from . import preempt
 from .atomic import atomic_save_image_grid, atomic_torch_save, atomic_write_text, run_lock
 from .config import check
 from .errors import GlossyError
@@ -57,7 +58,7 @@ class TrainingInterrupted(GlossyError):
 
 
 # the signal a SLURM job gets ahead of its time limit or pre-emption under submitit (--signal=USR2@<delay>)
-PREEMPT_SIGNAL = getattr(signal, "SIGUSR2", None)
+PREEMPT_SIGNAL = preempt.PREEMPT_SIGNAL
 
 
 @contextmanager
@@ -65,7 +66,7 @@ def _catch_signals():
     """SIGINT/SIGTERM set a flag that the loop checks after every step (never mid-write). So does the pre-emption
     signal (SIGUSR2) where a handler is installed for it (submitit's, in a SLURM job): `interrupted` then hands
     it to that handler, between steps, once the last epoch's state is on disk."""
-    caught: dict = {}
+    caught: dict = dict(preempt.take_over())  # a pre-emption signal noted before the loop is taken at its first step
 
     def handler(signum, _frame):
         caught.setdefault("signum", signum)
@@ -413,6 +414,12 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool, closing: context
                                       f"state after epoch {state['epoch']} is saved in {last}; re-run the same "
                                       f"command to resume")
 
+            if "signum" in caught:  # came before this epoch's first step (in the set-up, or after the last epoch)
+                if not last.exists():  # a new run: its initial state, for the requeued job to resume from
+                    atomic_torch_save(last, checkpoint_payload("last", cfg, margs, model,
+                                                               optimizer_state=opt.state_dict(),
+                                                               rng=_rng_state(gen, device), state=state))
+                stop_check()
             train_loss, train_re, train_kl = train_one_epoch(
                 model, opt, step_loss, train_x, batch_size=int(t.batch_size), n_batches=n_batches, gen=gen,
                 beta=beta, dynamic_binarization=splits.meta.dynamic_binarization, stop_check=stop_check,

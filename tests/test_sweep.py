@@ -110,3 +110,67 @@ def test_the_preemption_signal_is_handed_to_submitit_only_once_the_state_is_save
     with train._catch_signals() as caught:  # outside SLURM nobody handles SIGUSR2: training leaves it alone
         assert "hand_over" not in caught and signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
     signal.signal(signal.SIGUSR2, old)
+
+
+def test_a_preemption_signal_during_the_set_up_waits_for_the_loop_which_saves_the_initial_state(
+        tmp_path, capsys, monkeypatch):
+    """SIGUSR2 before the training loop exists (a SLURM job's imports, data, model): noted, then taken at the loop's
+    start like any other: a new run's initial state saved to last.pt, submitit's handler called once (here it
+    declines to requeue), one line; the same command then resumes from it and finishes."""
+    import signal
+
+    from glossy_cli import preempt, train
+    from glossy_cli.runs import read_checkpoint
+    from tests.helpers import glossy_in_process
+
+    calls = []
+
+    def declines(signum, frame):
+        calls.append(signum)
+        raise RuntimeError("Job not requeued because: timed-out too many times.")
+
+    real_setup = train.setup
+
+    def setup_then_signal(cfg):
+        signal.raise_signal(signal.SIGUSR2)  # arrives mid set-up
+        assert calls == []  # only noted
+        return real_setup(cfg)
+
+    args = ["train", *tiny("dataset=synthetic", "dataset.options.n_train=200", "dataset.options.n_val=50",
+                           "dataset.options.n_test=50", f"runs_root={tmp_path / 'runs'}")]
+    old = signal.signal(signal.SIGUSR2, declines)
+    try:
+        monkeypatch.setattr(train, "setup", setup_then_signal)
+        code, _, err = glossy_in_process(args, capsys, monkeypatch, tmp_path)
+        assert signal.getsignal(signal.SIGUSR2) is declines and preempt.PENDING == {}
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    assert code == 128 + signal.SIGUSR2 and calls == [signal.SIGUSR2], err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("glossy: error: SIGUSR2 during epoch 1: the state after epoch 0")
+    assert "not requeued" in lines[0]
+    (run,) = (tmp_path / "runs").iterdir()
+    assert read_checkpoint(run / "last.pt")["state"]["epoch"] == 0 and not (run / "result.json").exists()
+    monkeypatch.setattr(train, "setup", real_setup)
+    code, out, err = glossy_in_process(args, capsys, monkeypatch, tmp_path)
+    assert code == 0 and (run / "result.json").exists(), err
+    assert "resuming" in (run / "train.log").read_text()
+
+
+def test_a_preemption_signal_noted_where_no_loop_takes_it_goes_to_the_launcher_when_the_window_closes():
+    import signal
+
+    from glossy_cli import preempt
+
+    calls = []
+    old = signal.signal(signal.SIGUSR2, lambda s, f: calls.append(s))
+    try:
+        with preempt.deferred():
+            signal.raise_signal(signal.SIGUSR2)
+            assert calls == []
+        assert calls == [signal.SIGUSR2] and preempt.PENDING == {}
+        signal.signal(signal.SIGUSR2, signal.SIG_DFL)  # outside SLURM: nothing deferred, nothing changed
+        with preempt.deferred():
+            assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGUSR2, old)
