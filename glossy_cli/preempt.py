@@ -5,8 +5,9 @@ takes the signal between two steps, once the last state is on disk, and then han
 (`train._catch_signals`, `train.interrupted`). Between the job's start and the loop (imports, data, the model:
 seconds) the signal would reach submitit's handler directly, in the middle of glossy's set-up, and a job with no
 requeue left would end with Hydra's report of a failed job instead of glossy's one line. `deferred` notes it
-in that window; the loop then takes it at its first step, as any other. Where the loop is never entered (a
-finished run, only evaluated), the noted signal goes to submitit's handler when the window closes.
+in that window; the loop then takes it at its first step, as any other (a finished run passes through the loop's
+signal handling too). Where glossy ends before the loop (nothing to do, or an error), the noted signal goes to
+submitit's handler when the window closes.
 """
 
 from __future__ import annotations
