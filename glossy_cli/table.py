@@ -225,8 +225,13 @@ def paper_p_value(diff: pd.Series, sd: pd.Series, n: pd.Series) -> pd.Series:
     return out
 
 
+def _blank(v) -> bool:
+    """No value: None (a missing key) or NaN (a blank cell of the csv)."""
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def _fmt(v, digits: int = 2) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if _blank(v):
         return ""
     if isinstance(v, float):
         return f"{v:.{digits}f}"
@@ -236,14 +241,14 @@ def _fmt(v, digits: int = 2) -> str:
 def _pm(row, c, digits: int = 2) -> str:
     """mean ± sd over seeds where there are several, else the value."""
     v, sd = row.get(c), row.get(f"{c}_sd")
-    if sd is None or (isinstance(sd, float) and math.isnan(sd)):
+    if _blank(sd):
         return _fmt(v, digits)
     return f"{_fmt(v, digits)} ± {_fmt(sd, digits)}"
 
 
 def _ci(row, c) -> str:
     lo, hi = row.get(f"{c}_lo"), row.get(f"{c}_hi")
-    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
+    if lo is None or hi is None or _blank(lo):
         return ""
     return f"[{lo:.1f}, {hi:.1f}]"
 
@@ -266,15 +271,15 @@ def _verdicts(r: dict) -> str:
 def _p_cell(r: dict) -> str:
     """The row's three p-values of the paper's numbers (`paper_p_value`); blank with one seed."""
     vals = [r.get(f"{c}_p") for c in COMPARED]
-    if all(v is None or (isinstance(v, float) and math.isnan(v)) for v in vals):
+    if all(_blank(v) for v in vals):
         return ""
-    return ", ".join("-" if v is None or math.isnan(v) else "<0.001" if v < 0.001 else f"{v:.3f}" for v in vals)
+    return ", ".join("-" if _blank(v) else "<0.001" if v < 0.001 else f"{v:.3f}" for v in vals)
 
 
 def _mc_cell(r: dict) -> str:
     """The row's Monte Carlo sd of nll, glossy max and std (other eval seeds), with how many runs measured it."""
     vals = [r.get(f"{c}_mc_sd") for c in COMPARED.values()]
-    if all(v is None or (isinstance(v, float) and math.isnan(v)) for v in vals):
+    if all(_blank(v) for v in vals):
         return ""
     runs = r.get(f"{COMPARED['nll']}_mc_runs")
     return ", ".join(_fmt(v, 2) or "-" for v in vals) + (f" ({int(runs)} runs)" if runs and runs > 1 else "")

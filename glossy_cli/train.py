@@ -344,9 +344,14 @@ def save_epoch(run_dir: Path, cfg, margs: dict, model, opt, gen: torch.Generator
     if improved:
         atomic_torch_save(run_dir / BEST, checkpoint_payload("best", cfg, margs, model, epoch=state["epoch"],
                                                              val_loss=val_loss))
+    save_last(run_dir, cfg, margs, model, opt, gen, device, state)
+    _write_tables(run_dir, state)
+
+
+def save_last(run_dir: Path, cfg, margs: dict, model, opt, gen: torch.Generator, device, state: dict) -> None:
+    """last.pt: the state to resume from (model, optimiser, random streams, the loop's state), atomically."""
     atomic_torch_save(run_dir / LAST, checkpoint_payload(
         "last", cfg, margs, model, optimizer_state=opt.state_dict(), rng=_rng_state(gen, device), state=state))
-    _write_tables(run_dir, state)
 
 
 def _write_tables(run_dir: Path, state: dict) -> None:
@@ -416,9 +421,7 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool, closing: context
 
             if "signum" in caught:  # came before this epoch's first step (in the set-up, or after the last epoch)
                 if not last.exists():  # a new run: its initial state, for the requeued job to resume from
-                    atomic_torch_save(last, checkpoint_payload("last", cfg, margs, model,
-                                                               optimizer_state=opt.state_dict(),
-                                                               rng=_rng_state(gen, device), state=state))
+                    save_last(run_dir, cfg, margs, model, opt, gen, device, state)
                 stop_check()
             train_loss, train_re, train_kl = train_one_epoch(
                 model, opt, step_loss, train_x, batch_size=int(t.batch_size), n_batches=n_batches, gen=gen,

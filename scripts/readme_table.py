@@ -23,17 +23,13 @@ MODELS = {"vae": "VAE", "hvae": "HVAE", "pixelhvae": "PixelHVAE"}
 PRIORS = {"standard": "standard", "vamp": "VampPrior"}
 
 
-def _data_cell(r: dict, first: bool) -> str:
-    return f"{NAMES[r['dataset']]} ({int(r['n_points'])})" if first else ""
-
-
 def readme_table(csv: Path) -> str:
     df = pd.read_csv(csv)
     df = df[(df["n_seeds"] > 0) & df["dataset"].isin(list(NAMES))].reset_index(drop=True)
     firsts = set(df.drop_duplicates("dataset").index)
     df["_first"] = [i in firsts for i in df.index]
     columns = [
-        ("data (test N)", lambda r: _data_cell(r, r["_first"])),
+        ("data (test N)", lambda r: f"{NAMES[r['dataset']]} ({int(r['n_points'])})" if r["_first"] else ""),
         ("model", lambda r: MODELS[r["model"]]), ("prior", lambda r: PRIORS[r["prior"]]),
         ("seeds", lambda r: str(int(r["n_seeds"]))),
         ("NLL here", lambda r: _pm(r, "nll")), ("paper", lambda r: _fmt(r["nll_paper"])),
