@@ -413,16 +413,16 @@ def _train(cfg: DictConfig, run_dir: Path, show_progress: bool, closing: context
             t_epoch = time.perf_counter()
             beta = kl_beta(epoch, int(t.warmup))
 
-            def stop_check(epoch=epoch):
+            def stop_check(epoch=epoch, when="during"):
                 if "signum" in caught:
-                    raise interrupted(caught, f"{signal.Signals(caught['signum']).name} during epoch {epoch}: the "
+                    raise interrupted(caught, f"{signal.Signals(caught['signum']).name} {when} epoch {epoch}: the "
                                       f"state after epoch {state['epoch']} is saved in {last}; re-run the same "
                                       f"command to resume")
 
             if "signum" in caught:  # came before this epoch's first step (in the set-up, or after the last epoch)
                 if not last.exists():  # a new run: its initial state, for the requeued job to resume from
                     save_last(run_dir, cfg, margs, model, opt, gen, device, state)
-                stop_check()
+                stop_check(when="before")
             train_loss, train_re, train_kl = train_one_epoch(
                 model, opt, step_loss, train_x, batch_size=int(t.batch_size), n_batches=n_batches, gen=gen,
                 beta=beta, dynamic_binarization=splits.meta.dynamic_binarization, stop_check=stop_check,

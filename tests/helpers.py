@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -75,3 +76,21 @@ def glossy_in_process(args: list[str], capsys, monkeypatch, cwd: Path) -> tuple[
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def assert_stopped_with_state_saved(line: str, run: Path, signal_name: str = "SIGUSR2") -> int:
+    """What glossy promises when a signal stops training, wherever it comes (the set-up or the loop): one line that
+    names the signal and the epoch it came before or during, the state after the epoch before it saved in last.pt
+    (never marked done), nothing half-written and no result. Returns the saved state's epoch."""
+    from glossy_cli.runs import read_checkpoint
+
+    m = re.search(rf"{signal_name} (during|before) epoch (\d+): the state after epoch (\d+) is saved in (\S+); "
+                  r"re-run the same command to resume", line)
+    assert m, line
+    saved = int(m[3])
+    assert saved == int(m[2]) - 1 and Path(m[4]) == run / "last.pt", line
+    state = read_checkpoint(run / "last.pt")["state"]
+    assert state["epoch"] == saved and not state["done"], state
+    assert not (run / "result.json").exists()
+    assert not [f.name for f in run.rglob("*") if f.name.endswith((".part", ".tmp")) or f.name.startswith(".tmp")]
+    return saved

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from glossy_cli.runs import read_checkpoint
-from tests.helpers import REPO, glossy_exe
+from tests.helpers import REPO, assert_stopped_with_state_saved, glossy_exe
 
 pytestmark = pytest.mark.cluster
 
@@ -128,11 +128,10 @@ def test_a_job_stopped_by_its_time_limit_leaves_its_checkpoint_and_no_result(clu
     assert p.returncode == 1, p.stdout + p.stderr
     err = p.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("glossy: error: SLURM job "), p.stderr
-    assert "SIGUSR2 during epoch" in err[0] and "last.pt" in err[0] and "not requeued" in err[0]
-    run = one_run(tmp_path / "slurm")
-    assert not (run / "result.json").exists()
-    assert not [f.name for f in run.rglob("*") if f.name.endswith((".part", ".tmp")) or f.name.startswith(".tmp")]
-    state = read_checkpoint(run / "last.pt")
-    assert state["state"]["epoch"] >= 1 and not state["state"]["done"]
+    assert "last.pt" in err[0] and "not requeued" in err[0]
+    # submitit asks for the signal 120 s before a one-minute limit, so SLURM sends it as soon as it looks: in the
+    # set-up on a slow machine (the initial state, epoch 0, saved), in the loop on a fast one (the last epoch's
+    # state); glossy's promise is the same either way
+    assert_stopped_with_state_saved(err[0], one_run(tmp_path / "slurm"))
     t = glossy(["table", f"runs_root={tmp_path / 'slurm'}", f"results_dir={tmp_path / 'res'}"], cluster, tmp_path)
     assert t.returncode != 0 and "no complete result.json" in t.stderr and "Traceback" not in t.stderr

@@ -112,16 +112,17 @@ def test_the_preemption_signal_is_handed_to_submitit_only_once_the_state_is_save
     signal.signal(signal.SIGUSR2, old)
 
 
-def test_a_preemption_signal_during_the_set_up_waits_for_the_loop_which_saves_the_initial_state(
-        tmp_path, capsys, monkeypatch):
-    """SIGUSR2 before the training loop exists (a SLURM job's imports, data, model): noted, then taken at the loop's
-    start like any other: a new run's initial state saved to last.pt, submitit's handler called once (here it
-    declines to requeue), one line; the same command then resumes from it and finishes."""
+@pytest.mark.parametrize("when", ["set-up", "loop"])
+def test_a_preemption_signal_in_the_set_up_or_the_loop_stops_with_the_state_saved(when, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """SIGUSR2 before the training loop exists (a SLURM job's imports, data, model) is noted, then taken at the
+    loop's start like any other: a new run's initial state (epoch 0) saved to last.pt, submitit's handler called
+    once (here it declines to requeue), one line. In the loop (epoch 2) it is taken between two steps with the
+    state after epoch 1 saved. Either way the same command then resumes from it and finishes."""
     import signal
 
     from glossy_cli import preempt, train
-    from glossy_cli.runs import read_checkpoint
-    from tests.helpers import glossy_in_process
+    from tests.helpers import assert_stopped_with_state_saved, glossy_in_process
 
     calls = []
 
@@ -129,29 +130,39 @@ def test_a_preemption_signal_during_the_set_up_waits_for_the_loop_which_saves_th
         calls.append(signum)
         raise RuntimeError("Job not requeued because: timed-out too many times.")
 
-    real_setup = train.setup
+    real_setup, real_epoch = train.setup, train.train_one_epoch
 
     def setup_then_signal(cfg):
         signal.raise_signal(signal.SIGUSR2)  # arrives mid set-up
         assert calls == []  # only noted
         return real_setup(cfg)
 
+    def signal_in_epoch_2(*a, **kw):
+        if kw["desc"] == "epoch 2":
+            signal.raise_signal(signal.SIGUSR2)  # arrives mid epoch
+            assert calls == []
+        return real_epoch(*a, **kw)
+
     args = ["train", *tiny("dataset=synthetic", "dataset.options.n_train=200", "dataset.options.n_val=50",
                            "dataset.options.n_test=50", f"runs_root={tmp_path / 'runs'}")]
     old = signal.signal(signal.SIGUSR2, declines)
     try:
-        monkeypatch.setattr(train, "setup", setup_then_signal)
+        if when == "set-up":
+            monkeypatch.setattr(train, "setup", setup_then_signal)
+        else:
+            monkeypatch.setattr(train, "train_one_epoch", signal_in_epoch_2)
         code, _, err = glossy_in_process(args, capsys, monkeypatch, tmp_path)
         assert signal.getsignal(signal.SIGUSR2) is declines and preempt.PENDING == {}
     finally:
         signal.signal(signal.SIGUSR2, old)
     assert code == 128 + signal.SIGUSR2 and calls == [signal.SIGUSR2], err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("glossy: error: SIGUSR2 during epoch 1: the state after epoch 0")
-    assert "not requeued" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("glossy: error: SIGUSR2 ") and "not requeued" in lines[0], err
     (run,) = (tmp_path / "runs").iterdir()
-    assert read_checkpoint(run / "last.pt")["state"]["epoch"] == 0 and not (run / "result.json").exists()
+    assert assert_stopped_with_state_saved(lines[0], run) == (0 if when == "set-up" else 1)
+    assert ("before epoch 1" if when == "set-up" else "during epoch 2") in lines[0]
     monkeypatch.setattr(train, "setup", real_setup)
+    monkeypatch.setattr(train, "train_one_epoch", real_epoch)
     code, out, err = glossy_in_process(args, capsys, monkeypatch, tmp_path)
     assert code == 0 and (run / "result.json").exists(), err
     assert "resuming" in (run / "train.log").read_text()
