@@ -1,8 +1,12 @@
 """glossy: can this latent-variable model still be improved by a better prior, or a better likelihood?
 
-The library's public face. The packages beside it, each its own folder:
+The library. Its modules: `evaluation` (evaluate() and its context), its stages `importance` (NLL by importance
+sampling), `candidates` (the candidates and their glossy matrices), `sandwiches` (the in-sample and held-out
+Blahut-Arimoto priors), the pure maths `bounds` and `intervals`, and what they run on: `settings`
+(EvalSettings), `memory` (the chunk plan), `storage`, `journal` (finished points kept), `progress`, `atomic`,
+`errors`. The packages beside it:
 
-    glossy_cli       the `glossy` command and its pipeline (train loop, the evaluation's stages, table, figures)
+    glossy_cli       the `glossy` command: dispatch, typed configuration, training runs on disk, table, figure
     glossy_models    layers, likelihoods, priors, VAE / HVAE / PixelHVAE, `registry.build`
     glossy_datasets  one loader per dataset (with its options), downloads + checksums, `registry.load`
     conf/            the Hydra configuration (YAML only; shipped as glossy_cli/conf)
@@ -27,18 +31,18 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
-    from glossy_cli import bounds, intervals
-    from glossy_cli.evaluate import evaluate
-    from glossy_cli.settings import EvalSettings
+    from glossy import bounds, intervals
+    from glossy.evaluation import evaluate
+    from glossy.settings import EvalSettings
     from glossy_datasets.registry import load as load_dataset
     from glossy_models.base import LatentVariableModel
     from glossy_models.registry import build as build_model
 
 _PUBLIC = {  # name -> (module, attribute or None for the module itself)
-    "evaluate": ("glossy_cli.evaluate", "evaluate"),
-    "bounds": ("glossy_cli.bounds", None),
-    "intervals": ("glossy_cli.intervals", None),
-    "EvalSettings": ("glossy_cli.settings", "EvalSettings"),
+    "evaluate": ("glossy.evaluation", "evaluate"),
+    "bounds": ("glossy.bounds", None),
+    "intervals": ("glossy.intervals", None),
+    "EvalSettings": ("glossy.settings", "EvalSettings"),
     "LatentVariableModel": ("glossy_models.base", "LatentVariableModel"),
     "build_model": ("glossy_models.registry", "build"),
     "load_dataset": ("glossy_datasets.registry", "load"),

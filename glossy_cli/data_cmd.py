@@ -19,11 +19,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from glossy.errors import GlossyError
 from glossy_datasets import registry as datasets
 from glossy_datasets.download import DatasetCorrupt, DatasetMissing, DigestCache, resolve_data_dir
 
-from .config import dataset_options
-from .errors import GlossyError
+from .schema import dataset_options
 
 ACTIONS = ("list", "fetch")
 

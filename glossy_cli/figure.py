@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .atomic import atomic_save_figure
-from .errors import GlossyError
+from glossy.atomic import atomic_save_figure
+from glossy.errors import GlossyError
 
 
 def load_trajectory(run_dir: Path) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .errors import GlossyError
+from glossy.errors import GlossyError
 
 LOGGERS = ("csv", "none", "tensorboard", "mlflow")
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import GlossyError
+from glossy.errors import GlossyError
 
 log = logging.getLogger("glossy")
 
@@ -45,7 +45,7 @@ def guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(cfg):
-        from .config import check
+        from .schema import check
 
         try:
             check(cfg)
@@ -161,7 +161,7 @@ def _remove_unstarted_run(run_dir: Path) -> None:
 
 
 def _eval(cfg):
-    from .evaluation import evaluate_checkpoint
+    from .eval_cmd import evaluate_checkpoint
     from .runs import resolve_device
 
     flush_denormals()
@@ -203,7 +203,7 @@ def command_help(cmd: str, args: list[str]) -> str:
     from omegaconf import DictConfig, ListConfig
     from omegaconf.nodes import AnyNode, BooleanNode, FloatNode, IntegerNode
 
-    from .config import CONF_DIR, compose_config
+    from .schema import CONF_DIR, compose_config
 
     cfg = compose_config(cmd, _task_overrides(args))
     lines = [f"usage: glossy {cmd} [group=option ...] [key=value ...]", "", COMMANDS[cmd], ""]
@@ -240,7 +240,7 @@ def command_help(cmd: str, args: list[str]) -> str:
 
     rows = list(leaves(cfg))
     width = max(len(k) + len(t) for k, t, _ in rows) + 3
-    lines.append("settings (key: type = default; ranges and rules: glossy_cli/config.py):")
+    lines.append("settings (key: type = default; ranges and rules: glossy_cli/schema.py):")
     lines += [f"  {(k + ': ' + t).ljust(width)} = {v}" for k, t, v in rows]
     lines += ["", "Every override is checked before any work; a bad one gives one line and exit status 2.",
               "Hydra's own options (multirun -m, launchers, --cfg job, --info): glossy " + cmd + " --hydra-help"]
@@ -346,7 +346,7 @@ def _check_overrides(cmd: str, overrides: list[str]) -> None:
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-    from .config import ConfigError, check, compose_config, not_a_setting, override_message, root_cause
+    from .schema import ConfigError, check, compose_config, not_a_setting, override_message, root_cause
 
     try:
         cfg = compose_config(cmd, overrides)
@@ -386,8 +386,8 @@ def main(argv: list[str] | None = None) -> None:
     if cmd not in TASKS:
         print(f"glossy: error: unknown command {cmd!r}; valid: {', '.join(TASKS)}\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
-    from .config import CONF_DIR, register
     from .runs import register_resolvers
+    from .schema import CONF_DIR, register
 
     register_resolvers()
     register()

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from glossy import __version__
+from glossy.errors import GlossyError
 from glossy_datasets import registry as datasets
 from glossy_models import registry as models
 
-from .config import library_default
-from .errors import GlossyError
+from .schema import library_default
 
 if TYPE_CHECKING:
     import torch
@@ -87,7 +87,7 @@ def effective_overrides(overrides: list[str], searchpath: list[str] = ()) -> lis
         from hydra._internal.utils import create_config_search_path
         from hydra.types import RunMode
 
-        from .config import CONF_DIR, register
+        from .schema import CONF_DIR, register
 
         register()  # the schemas the YAML files extend (idempotent)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .atomic import atomic_write_text
-from .errors import GlossyError
+from glossy.atomic import atomic_write_text
+from glossy.errors import GlossyError
 
 log = logging.getLogger("glossy")
 

@@ -19,12 +19,15 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from glossy.atomic import atomic_save_image_grid, atomic_torch_save, atomic_write_text, run_lock
+from glossy.errors import GlossyError
+from glossy.evaluation import evaluate
+from glossy.importance import forked_rng
+from glossy.memory import check_budget
+from glossy.settings import EvalSettings
+
 from . import preempt
-from .atomic import atomic_save_image_grid, atomic_torch_save, atomic_write_text, run_lock
-from .config import check
-from .errors import GlossyError
-from .evaluate import evaluate
-from .evaluation import (
+from .eval_cmd import (
     candidate_images,
     check_eval_budget,
     eval_config,
@@ -32,9 +35,7 @@ from .evaluation import (
     training_record,
     up_to_date,
 )
-from .importance import forked_rng
 from .loggers import make_logger
-from .memory import check_budget
 from .runs import (
     BEST,
     LAST,
@@ -46,7 +47,7 @@ from .runs import (
     resolve_device,
     same_model,
 )
-from .settings import EvalSettings
+from .schema import check
 
 log = logging.getLogger("glossy")
 

@@ -361,8 +361,8 @@ def bench_train(name, sz, device, peak, seed) -> dict:
 
 
 def bench_is(name, prior, sz, device, peak, seed) -> dict:
-    from glossy_cli.importance import importance_sampling, is_block_bytes
-    from glossy_cli.memory import make_plan
+    from glossy.importance import importance_sampling, is_block_bytes
+    from glossy.memory import make_plan
 
     model = _build(name, prior, seed=seed).to(device).eval()
     s_fast = sz["pixel_is_samples"] if name == "pixelhvae" else sz["is_samples"]
@@ -409,8 +409,8 @@ def _pseudo_macs(model) -> int:
 
 
 def bench_matrix(input_type, sz, device, peak, seed) -> dict:
-    from glossy_cli.candidates import likelihood_matrix, posterior_means
-    from glossy_cli.memory import make_plan
+    from glossy.candidates import likelihood_matrix, posterior_means
+    from glossy.memory import make_plan
 
     model = _build("vae", "standard", input_type, seed=seed).to(device).eval()
     n = sz["matrix_n"] if input_type == "binary" else sz["logistic_n"]
@@ -440,7 +440,7 @@ def bench_intervals(sz, device, peak, seed) -> dict:
     """The interval stage of the in-sample source on an N x N matrix: the delete-a-group jackknife that glossy
     reports (eval.jackknife groups) against the percentile bootstrap it reported before (B = 100 resamples),
     the baseline; the note adds the pass that nll_ba_ci takes (the mixture at the fitted weights)."""
-    from glossy_cli import bounds, intervals
+    from glossy import bounds, intervals
 
     n, groups = sz["matrix_n"], sz["interval_groups"]
     g = torch.Generator().manual_seed(seed)
@@ -460,7 +460,7 @@ def bench_intervals(sz, device, peak, seed) -> dict:
 def e2e_child(n: int, s: int, threads: int | None, device: str, jackknife: int = 20) -> dict:
     """`glossy eval` on one VAE in this (fresh) process: wall time, evaluate()'s own timings and the
     process's peak resident memory."""
-    from glossy_cli.evaluate import evaluate
+    from glossy.evaluation import evaluate
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -599,7 +599,7 @@ def run_bench(sizes: dict, device: torch.device, results_dir: str | Path, quick:
               threads: int | None = None, seed: int = 0, notes: list[str] | None = None) -> tuple[list[dict], dict]:
     import pandas as pd
 
-    from glossy_cli.atomic import atomic_write_text
+    from glossy.atomic import atomic_write_text
 
     sz = {**sizes, **(QUICK_SIZES if quick else {})}
     t_start = time.perf_counter()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from glossy_cli.atomic import atomic_write_text
+from glossy.atomic import atomic_write_text
 
 AIM = (0.93, 0.97)
 FINDINGS = "<!-- findings: written by hand, kept by scripts/coverage_report.py when it regenerates the above -->"
@@ -58,7 +58,7 @@ def report(studies: list[tuple[dict, pd.DataFrame]]) -> str:
         "Written by `scripts/coverage_report.py` from the outputs of `scripts/coverage_study.py` (issue 23). One "
         "VAE trained on the synthetic data; for each study, K fresh test sets of N images drawn by the data set's "
         "own generator (`dataset.options.data_seed` = 10^6 (seed + 1) + k), each evaluated as `glossy eval` does "
-        "(`glossy_cli.evaluate.evaluate`, `eval.seed` = 10^4 (seed + 1) + k, so the candidates z_j ~ q(z|x_j) and "
+        "(`glossy.evaluation.evaluate`, `eval.seed` = 10^4 (seed + 1) + k, so the candidates z_j ~ q(z|x_j) and "
         "the importance samples are drawn afresh too). The target of each statistic is its expectation over test "
         "sets of that size, estimated by the mean over the K sets; the coverage of a method is the fraction of "
         "the K intervals that contain the target, its Monte Carlo error sqrt(p (1 - p) / K). Reruns with another "

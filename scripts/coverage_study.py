@@ -1,6 +1,6 @@
 """The coverage study of glossy's 95% intervals (issue 23): one trained model on the synthetic data, K fresh test
 sets of the evaluation's size drawn by the data set's own generator (dataset.options.data_seed), each evaluated
-as `glossy eval` does (`glossy_cli.evaluate.evaluate`, its own eval.seed, so the Monte Carlo draws vary too).
+as `glossy eval` does (`glossy.evaluation.evaluate`, its own eval.seed, so the Monte Carlo draws vary too).
 The target of every statistic is its expectation over test sets, estimated by its mean over the K sets; the
 coverage of a method is the fraction of the K intervals that contain that mean, with its binomial Monte Carlo
 error sqrt(p (1 - p) / K).
@@ -30,13 +30,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from glossy_cli import bounds, intervals
-from glossy_cli.candidates import likelihood_matrix, posterior_means
-from glossy_cli.evaluate import evaluate
-from glossy_cli.importance import importance_sampling
-from glossy_cli.memory import plan_within_budget, sizes_for
+from glossy import bounds, intervals
+from glossy.candidates import likelihood_matrix, posterior_means
+from glossy.evaluation import evaluate
+from glossy.importance import importance_sampling
+from glossy.memory import plan_within_budget, sizes_for
+from glossy.settings import EvalSettings
 from glossy_cli.runs import load_trained
-from glossy_cli.settings import EvalSettings
 from glossy_datasets import synthetic
 
 LEVEL = 0.95

@@ -38,12 +38,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from glossy_cli import bounds
-from glossy_cli.candidates import likelihood_matrix, posterior_means, prior_candidates_of
-from glossy_cli.errors import GlossyError
-from glossy_cli.evaluation import candidate_images
-from glossy_cli.importance import importance_sampling
-from glossy_cli.memory import Plan
+from glossy import bounds
+from glossy.candidates import likelihood_matrix, posterior_means, prior_candidates_of
+from glossy.errors import GlossyError
+from glossy.importance import importance_sampling
+from glossy.memory import Plan
+from glossy_cli.eval_cmd import candidate_images
 from glossy_cli.runs import POINTS, load_trained
 from glossy_cli.table import paper_table
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = [v.replace(home, "~", 1) if v.startswith(home) else v for v in map(str, argv)]
     text = markdown(results, popoviciu_table(paper_table()), shown)
     if a.out:
-        from glossy_cli.atomic import atomic_write_text
+        from glossy.atomic import atomic_write_text
 
         atomic_write_text(a.out, text)
         print(f"wrote {a.out}", file=sys.stderr)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from glossy_cli.atomic import atomic_write_json
-from glossy_cli.evaluate import evaluate
-from glossy_cli.evaluation import candidate_images
+from glossy.atomic import atomic_write_json
+from glossy.evaluation import evaluate
+from glossy.settings import EvalSettings
+from glossy_cli.eval_cmd import candidate_images
 from glossy_cli.runs import load_trained
-from glossy_cli.settings import EvalSettings
 
 STATS = ["nll", "glossy_max", "glossy_std", "lower_bound", "glossy_max_train", "glossy_std_train",
          "lower_bound_train", "nll_ba", "nll_ba_heldout"]

@@ -59,7 +59,8 @@ def fingerprint() -> dict:
     for t in _ops():
         h.update(t.detach().contiguous().numpy().tobytes())
     blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
-    return {"torch": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability(), "blas": blas.group(1) if blas else "unknown",
+    return {"torch": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability(),
+            "blas": blas.group(1) if blas else "unknown",
             "digest": h.hexdigest()[:16]}
 
 

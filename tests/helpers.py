@@ -55,8 +55,8 @@ def run_glossy(args: list[str], cwd: Path, timeout: float = 300, env: dict | Non
 
 
 def compose(config_name: str = "train", overrides: list[str] | None = None):
-    from glossy_cli.config import compose_config
     from glossy_cli.runs import register_resolvers
+    from glossy_cli.schema import compose_config
 
     register_resolvers()
     return compose_config(config_name, overrides or [])

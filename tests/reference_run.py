@@ -1,7 +1,7 @@
 """The quick synthetic reference run (tests/data/quick_synthetic_reference.json) and its comparison.
 
-    python -m tests.reference_run make "<what made it>"   # run it, write the reference with this machine's fingerprint
-    python -m tests.reference_run compare [ENV=VALUE ...]   # run it (in that environment), print the largest differences
+    python -m tests.reference_run make "<what made it>"  # run it; write the reference, this machine's fingerprint
+    python -m tests.reference_run compare [ENV=VALUE ...]  # run it (in that environment); the largest differences
 
 The run is `glossy train dataset=synthetic model=vae prior=standard train=quick` at one thread. `make` is run only
 from code that is to define the numbers (see tests/test_reproduce.py for when it may be regenerated).
@@ -70,7 +70,8 @@ def main(argv: list[str]) -> None:
         want = json.loads(REFERENCE.read_text())
         print("reference:", want["environment"], "\nhere:     ", fingerprint_of_a_run(env))
         diffs = differences(quick_run(env), want["result"])
-        print(f"{len(diffs)} floats differ" + "".join(f"\n  {k}: {r:.2e} relative, {a:.2e} absolute" for k, r, a in diffs[:12]))
+        print(f"{len(diffs)} floats differ" + "".join(f"\n  {k}: {r:.2e} relative, {a:.2e} absolute"
+                                                     for k, r, a in diffs[:12]))
     else:
         sys.exit(__doc__)
 

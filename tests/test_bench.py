@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from glossy_cli.candidates import likelihood_matrix, posterior_means
-from glossy_cli.importance import importance_sampling
-from glossy_cli.memory import Plan
+from glossy.candidates import likelihood_matrix, posterior_means
+from glossy.importance import importance_sampling
+from glossy.memory import Plan
 from glossy_models import registry as models
 from scripts import bench
 from tests.helpers import REPO, images

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from glossy_cli import bounds, intervals, storage
+from glossy import bounds, intervals, storage
 
 
 def brute_log_c(L, log_px):

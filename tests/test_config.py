@@ -6,10 +6,10 @@ import inspect
 import pytest
 from omegaconf import OmegaConf
 
-from glossy_cli import config
-from glossy_cli.config import ConfigError, compose_config
+from glossy_cli import schema as config
 from glossy_cli.main import _precheck
 from glossy_cli.runs import effective_overrides, register_resolvers, run_name
+from glossy_cli.schema import ConfigError, compose_config
 from glossy_datasets import registry as datasets
 from glossy_models import registry as models
 from tests.helpers import tiny

@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from glossy_cli import bounds
-from glossy_cli.candidates import likelihood_matrix, posterior_means
-from glossy_cli.errors import GlossyError
-from glossy_cli.evaluate import evaluate
-from glossy_cli.importance import GROUP_BLOCKS, importance_sampling, is_blocks
-from glossy_cli.journal import ISJournal
-from glossy_cli.memory import Plan, make_plan, plan_chunks
+from glossy import bounds
+from glossy.candidates import likelihood_matrix, posterior_means
+from glossy.errors import GlossyError
+from glossy.evaluation import evaluate
+from glossy.importance import GROUP_BLOCKS, importance_sampling, is_blocks
+from glossy.journal import ISJournal
+from glossy.memory import Plan, make_plan, plan_chunks
 from glossy_models import registry as models
 from glossy_models.base import LatentVariableModel, reparameterize
 from glossy_models.priors import log_normal_diag, log_standard_normal
@@ -147,7 +147,7 @@ def test_the_glossy_matrix_over_budget_is_refused_clearly():
 def test_log_progress_writes_one_line_per_tenth_and_stays_quiet_for_short_work(caplog):
     import logging
 
-    from glossy_cli.progress import LogProgress
+    from glossy.progress import LogProgress
 
     with caplog.at_level(logging.INFO, logger="glossy"):
         with LogProgress(100, "importance sampling", "points", quiet_s=0.0) as p:
@@ -168,8 +168,8 @@ def test_log_progress_writes_one_line_per_tenth_and_stays_quiet_for_short_work(c
 def test_progress_after_a_resume_counts_the_earlier_points_as_done_but_not_in_the_rate(caplog, monkeypatch):
     import logging
 
-    from glossy_cli import progress as evaluate_module
-    from glossy_cli.progress import LogProgress, progress_bar, resumed
+    from glossy.progress import LogProgress, progress_bar, resumed
+    from glossy import progress as evaluate_module
 
     clock = iter([0.0, 100.0])  # the bar starts at 0 s; 10 points later it is 100 s
     monkeypatch.setattr(evaluate_module.time, "perf_counter", lambda: next(clock))
@@ -246,7 +246,7 @@ def test_train_candidates_equal_test_candidates_when_the_splits_are_the_same():
 def test_heldout_sandwich_in_evaluate_equals_the_bounds_functions_on_the_same_matrices():
     s = _tiny_synthetic()
     m = models.build("vae", "standard", (1, 28, 28), "binary", z_dim=4, hidden=16).eval()
-    from glossy_cli import bounds
+    from glossy import bounds
 
     r = evaluate(m, s.test, train_x=s.train, valid_x=s.val, candidates=["train"], heldout=True, is_samples=10,
                  jackknife=0, ba_iters=300, ba_tol=0, show_progress=False)
@@ -286,8 +286,8 @@ def test_blahut_arimoto_stays_inside_the_memory_budget_with_the_same_numbers(mon
     # log domain (row blocks) within what is left, with the numbers of an unconstrained run
     import logging
 
-    from glossy_cli import bounds as bounds_module
-    from glossy_cli.memory import eval_sizes, plan_within_budget
+    from glossy.memory import eval_sizes, plan_within_budget
+    from glossy import bounds as bounds_module
 
     gen = torch.Generator().manual_seed(0)
     test, train, val = (torch.bernoulli(torch.full((n, 1, 6, 6), 0.3), generator=gen) for n in (300, 120, 400))
@@ -396,7 +396,7 @@ def test_glossy_matrix_in_plan_blocks_and_its_log_c_equal_the_one_shot_matrix(in
 
 
 def test_the_decoder_block_is_calibrated_once_per_shape_leaves_the_random_state_and_can_be_set(monkeypatch):
-    import glossy_cli.importance as ev
+    import glossy.importance as ev
 
     m = models.build("vae", "standard", (1, 5, 7), "binary", z_dim=3, hidden=11).to(DEVICE).eval()
     bps = m.eval_bytes_per_sample()

@@ -25,7 +25,7 @@ import yaml
 
 import glossy_models.vae as vae_module
 from glossy import __version__
-from glossy_cli.errors import GlossyError
+from glossy.errors import GlossyError
 from glossy_cli.runs import read_checkpoint
 from glossy_cli.table import read_results
 from glossy_cli.train import TrainingInterrupted, train
@@ -359,7 +359,7 @@ def test_a_signal_after_the_last_step_stops_before_the_evaluation_and_the_rerun_
 
 
 def test_sigint_during_the_evaluation_stops_it_with_a_message_and_writes_nothing(tmp_path, monkeypatch):
-    import glossy_cli.evaluation as evaluation_module
+    import glossy_cli.eval_cmd as evaluation_module
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])
     real = evaluation_module.evaluate
@@ -381,7 +381,7 @@ def test_sigint_during_the_evaluation_stops_it_with_a_message_and_writes_nothing
 
 @pytest.mark.slow  # subprocesses of the console script (trainings, signals, locks)
 def test_a_second_process_on_a_held_run_is_refused_with_the_holder_named(tmp_path):
-    from glossy_cli.atomic import run_lock
+    from glossy.atomic import run_lock
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])
     train(cfg, run, show_progress=False)
@@ -406,7 +406,7 @@ def test_a_second_process_on_a_held_run_is_refused_with_the_holder_named(tmp_pat
 @pytest.mark.slow  # subprocesses of the console script (trainings, signals, locks)
 def test_a_lock_held_by_a_killed_process_is_free_and_its_temporary_files_are_removed(tmp_path):
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from glossy_cli.atomic import run_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from glossy.atomic import run_lock\n"
                                f"with run_lock({str(run)!r}):\n print('held', flush=True); time.sleep(600)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -424,7 +424,7 @@ def test_a_lock_held_by_a_killed_process_is_free_and_its_temporary_files_are_rem
 
 
 def test_rerunning_a_finished_run_returns_its_result_and_other_eval_settings_evaluate_again(tmp_path, monkeypatch):
-    import glossy_cli.evaluation as evaluation_module
+    import glossy_cli.eval_cmd as evaluation_module
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=2"])
     first = train(cfg, run, show_progress=False)
@@ -777,9 +777,9 @@ def test_an_evaluation_cut_off_in_importance_sampling_goes_on_from_its_finished_
     import functools
     import logging
 
-    import glossy_cli.evaluation as evaluation_module
-    import glossy_cli.importance as evaluate_module
-    import glossy_cli.journal as journal_module
+    import glossy.importance as evaluate_module
+    import glossy.journal as journal_module
+    import glossy_cli.eval_cmd as evaluation_module
     from glossy_cli.runs import PARTIAL
 
     cfg, run = _tiny_run(tmp_path, ["train.epochs=1"])

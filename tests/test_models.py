@@ -221,8 +221,8 @@ def test_pairwise_blocks_equal_per_pair_calls(name, prior, input_type):
 @pytest.mark.parametrize("name,prior", [c if c == ("vae", "standard") else pytest.param(*c, marks=pytest.mark.slow)
                                         for c in ALL])  # the fast tier: the VAE; the slow tier: every model
 def test_importance_sampling_is_above_the_elbo_and_stabilises_with_s(name, prior):
-    from glossy_cli.importance import importance_sampling
-    from glossy_cli.memory import Plan
+    from glossy.importance import importance_sampling
+    from glossy.memory import Plan
 
     m = _tiny(name, prior)
     big = 1000 if name != "pixelhvae" else 250  # the PixelCNN costs a decoder pass per sample

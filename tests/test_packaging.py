@@ -64,8 +64,8 @@ def test_each_package_is_its_folder_and_the_public_face_resolves():
         mod = __import__(pkg)
         assert Path(mod.__file__).resolve() == REPO / pkg / "__init__.py", pkg
     assert not [p for p in REPO.rglob("*") if p.is_symlink() and ".venv" not in p.parts]  # no links
-    from glossy_cli.bounds import log_c
-    from glossy_cli.evaluate import evaluate
+    from glossy.bounds import log_c
+    from glossy.evaluation import evaluate
 
     assert glossy.evaluate is evaluate and glossy.bounds.log_c is log_c
     assert type(glossy.build_model("vae", "standard", (1, 4, 4), "binary", z_dim=2, hidden=3)).__name__ == "VAE"
@@ -95,7 +95,7 @@ def test_an_installed_datasets_or_models_package_is_not_hidden_at_the_repository
 
 
 def test_config_groups_are_found_where_the_code_looks():
-    from glossy_cli.config import CONF_DIR
+    from glossy_cli.schema import CONF_DIR
 
     for group in ("dataset", "model", "prior", "train", "eval", "experiment"):
         assert list((CONF_DIR / group).glob("*.yaml")), group

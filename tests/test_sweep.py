@@ -32,8 +32,8 @@ def test_the_table1_experiment_is_the_36_run_grid_in_the_directories_of_single_r
     import itertools
     from pathlib import Path
 
-    from glossy_cli.config import compose_config
     from glossy_cli.runs import run_name
+    from glossy_cli.schema import compose_config
 
     cfg = compose_config("train", ["experiment=table1"], return_hydra_config=True)
     grid = {k: v.split(",") for k, v in cfg.hydra.sweeper.params.items()}
@@ -49,7 +49,7 @@ def test_the_table1_experiment_is_the_36_run_grid_in_the_directories_of_single_r
 
 def test_the_slurm_launcher_config_extends_submitit():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from glossy_cli.config import compose_config
+    from glossy_cli.schema import compose_config
 
     cfg = compose_config("train", ["experiment=table1", "hydra/launcher=glossy_slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher

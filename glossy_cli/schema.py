@@ -18,11 +18,10 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
+from glossy.errors import ConfigError
+from glossy.settings import EvalSettings, at_least, positive
 from glossy_datasets import registry as datasets
 from glossy_models import registry as models
-
-from .errors import ConfigError
-from .settings import EvalSettings, at_least, positive
 
 
 def library_default(fn, name: str):

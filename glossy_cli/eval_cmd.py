@@ -13,11 +13,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from glossy import __version__
+from glossy.atomic import atomic_torch_save, atomic_write_json, run_lock
+from glossy.evaluation import evaluate
+from glossy.journal import ISJournal
+from glossy.memory import check_budget
+from glossy.settings import EvalSettings, candidate_list
 
-from .atomic import atomic_torch_save, atomic_write_json, run_lock
-from .evaluate import evaluate
-from .journal import ISJournal
-from .memory import check_budget
 from .runs import (
     BEST,
     LAST,
@@ -29,7 +30,6 @@ from .runs import (
     model_from_checkpoint,
     read_checkpoint,
 )
-from .settings import EvalSettings, candidate_list
 
 log = logging.getLogger("glossy")
 

@@ -13,13 +13,13 @@ from dataclasses import replace
 import torch
 
 from . import bounds, intervals, storage
-from .bounds_stage import heldout_fit, in_sample, source_stats
 from .candidates import fail_if_not_finite, posterior_means, prior_candidates_of, stream_source, subset
 from .errors import GlossyError
 from .importance import importance_sampling
 from .journal import ISJournal
 from .memory import plan_within_budget, sizes_for
 from .progress import progress_bar
+from .sandwiches import heldout_fit, in_sample, source_stats
 from .settings import EvalSettings, candidate_list
 
 log = logging.getLogger("glossy")
