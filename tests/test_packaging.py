@@ -107,8 +107,14 @@ def test_the_wheel_holds_the_four_packages_with_their_data_and_nothing_else(tmp_
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "warning" not in (p.stdout + p.stderr).lower().replace("warning: location", ""), p.stderr
-    (wheel,) = tmp_path.glob("glossy-*.whl")
+    (wheel,) = tmp_path.glob("glossy_lvm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
+    (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    # the distribution's own name ("glossy" on the public index is someone else's package); the import name and the
+    # command stay glossy
+    assert "\nName: glossy-lvm\n" in zipfile.ZipFile(wheel).read(meta).decode()
+    assert "glossy = glossy_cli.main:main" in zipfile.ZipFile(wheel).read(meta.replace("METADATA",
+                                                                                     "entry_points.txt")).decode()
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == set(PACKAGES)
     for want in ("glossy/__init__.py", "glossy_cli/main.py", "glossy_models/vae.py", "glossy_datasets/mnist.py",
