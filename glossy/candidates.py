@@ -72,13 +72,14 @@ def fail_if_not_finite(values: torch.Tensor, what: str, index_names: tuple[str, 
 
 
 @torch.no_grad()
-def stream_source(model, x: torch.Tensor, z: torch.Tensor, log_px: torch.Tensor, plan: Plan, device,
+def stream_source(model, x: torch.Tensor, z: torch.Tensor, log_px: torch.Tensor, plan: Plan, *,
                   counts: torch.Tensor | None = None, log_w_atoms: torch.Tensor | None = None, progress=None):
     """For candidates z [M] on data x [N], without keeping the M x N matrix: log c(z_i) [M]; with replicate
     weights counts [R, N] (jackknife groups left out), the replicates' log c [M, R]; with log weights on the M
     candidates, the atoms' part of the mixture marginal log sum_i w_i l(x_j | z_i) [N]. One block of
-    `plan.matrix_rows` candidates at a time."""
-    lpx = log_px.to(device=device, dtype=torch.float64)
+    `plan.matrix_rows` candidates at a time, on the device that log_px [N] is on."""
+    device = log_px.device
+    lpx = log_px.to(dtype=torch.float64)
     lc, lcb = [], []
     mix = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=device)
     for i in range(0, z.shape[0], plan.matrix_rows):

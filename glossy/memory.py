@@ -74,14 +74,15 @@ def _cap(n: int, max_candidates: int | None, autoregressive_cap: int | None) -> 
     return cap if autoregressive_cap is None else min(cap, autoregressive_cap)
 
 
-def eval_sizes(model, n_total: int, candidates=("test",), n_train: int = 0, n_valid: int = 0, heldout: bool = False,
-               max_points=None, max_candidates=None, autoregressive_max_candidates=None,
-               prior_candidates=None) -> Sizes:
-    candidates = candidate_list(candidates)
-    ar = autoregressive_max_candidates if model.autoregressive else None
-    n = n_total if max_points is None else min(n_total, max_points)
+def eval_sizes(model, n_total: int, s: EvalSettings, n_train: int = 0, n_valid: int = 0) -> Sizes:
+    """The sizes an evaluation of `n_total` points with settings `s` uses (`n_train` / `n_valid`: the training and
+    validation images there are to take candidates from and fit the held-out prior on): what `evaluate` and
+    `check_budget` both plan from."""
+    candidates = candidate_list(s.candidates)
+    ar = s.autoregressive_max_candidates if model.autoregressive else None
+    n = n_total if s.max_points is None else min(n_total, s.max_points)
     avail = {"test": n, "train": n_train, "valid": n_valid,
-             "prior": n if prior_candidates is None else int(prior_candidates)}
+             "prior": n if s.prior_candidates is None else int(s.prior_candidates)}
     unknown = [c for c in candidates if c not in SOURCES]
     if unknown:
         raise GlossyError(f"eval.candidates={candidates}: unknown source {unknown[0]!r}; valid: "
@@ -90,14 +91,14 @@ def eval_sizes(model, n_total: int, candidates=("test",), n_train: int = 0, n_va
     if missing:
         raise GlossyError(f"eval.candidates includes {missing[0]!r} but there are no {missing[0]} images to take "
                           f"candidates from; drop it from eval.candidates")
-    m = {c: _cap(avail[c], max_candidates, ar) for c in candidates}
+    m = {c: _cap(avail[c], s.max_candidates, ar) for c in candidates}
     n_fit = m_atoms = 0
-    if heldout:
+    if s.heldout:
         if n_train < 1 or n_valid < 1:
             raise GlossyError("eval.heldout=true needs training images (the atoms) and validation images (to fit "
                               "the prior on); set eval.heldout=false for data without them")
-        n_fit = n_valid if max_points is None else min(n_valid, max_points)
-        m_atoms = _cap(n_train, max_candidates, ar)
+        n_fit = n_valid if s.max_points is None else min(n_valid, s.max_points)
+        m_atoms = _cap(n_train, s.max_candidates, ar)
     return Sizes(n, m, n_fit, m_atoms)
 
 
@@ -128,11 +129,5 @@ def check_budget(model, n_total: int, settings: EvalSettings, n_train: int = 0, 
     """The plan `evaluate` will use on `n_total` points with these settings, or the GlossyError it would
     raise when the memory budget cannot hold it. Cheap: training calls it before its first epoch, so that
     a budget that cannot fit fails at once rather than after hours of training."""
-    return plan_within_budget(model, sizes_for(model, n_total, settings, n_train, n_valid), settings.is_samples,
+    return plan_within_budget(model, eval_sizes(model, n_total, settings, n_train, n_valid), settings.is_samples,
                               settings.memory_budget_gb)
-
-
-def sizes_for(model, n_total: int, s: EvalSettings, n_train: int = 0, n_valid: int = 0) -> Sizes:
-    """`eval_sizes` with the settings' caps and sources: what `evaluate` and `check_budget` both plan from."""
-    return eval_sizes(model, n_total, s.candidates, n_train, n_valid, s.heldout, s.max_points, s.max_candidates,
-                      s.autoregressive_max_candidates, s.prior_candidates)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from glossy import __version__
 from glossy.atomic import atomic_torch_save, atomic_write_json, run_lock
+from glossy.context import RunOptions
 from glossy.evaluation import evaluate
 from glossy.journal import ISJournal
 from glossy.memory import check_budget
@@ -92,8 +93,7 @@ def evaluate_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, ext
     keep: dict = {}
     journal = ISJournal(run_dir / PARTIAL)
     result = evaluate(model, x, EvalSettings(**{**ecfg, "heldout": heldout}), true_model=splits.meta.true_model,
-                      device=device, show_progress=show_progress, keep=keep, journal=journal,
-                      **candidate_images(splits, int(ecfg["seed"])))
+                      run=RunOptions(device, show_progress, keep, journal), **candidate_images(splits, int(ecfg["seed"])))
     # the per-point log p^(x_j), ELBO and per-candidate log c: what scripts/glossy_forensics.py starts from
     atomic_torch_save(run_dir / POINTS, {"eval_config": ecfg, "split": ecfg["split"],
                                          **{k: v.cpu() for k, v in keep.items()}})

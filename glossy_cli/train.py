@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from glossy.atomic import atomic_save_image_grid, atomic_torch_save, atomic_write_text, run_lock
 from glossy.errors import GlossyError
+from glossy.context import RunOptions
 from glossy.evaluation import evaluate
 from glossy.importance import forked_rng
 from glossy.memory import check_budget
@@ -208,7 +209,7 @@ def _trajectory_settings(cfg) -> EvalSettings:
 def _trajectory_point(model, splits, imgs: dict, cfg, device, subset: torch.Tensor, epoch: int) -> dict:
     with forked_rng(device):
         r = evaluate(model, splits.test[subset], _trajectory_settings(cfg), true_model=splits.meta.true_model,
-                     **imgs, device=device, show_progress=False)
+                     **imgs, run=RunOptions(device, show_progress=False))
     keys = ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba", "ba_gap", "glossy_max_train",
             "glossy_std_train", "lower_bound_train", "nll_ba_heldout", "true_nll", "exact_lower_bound"]
     return {"epoch": epoch, **{k: r[k] for k in keys if k in r}}

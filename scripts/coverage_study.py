@@ -34,7 +34,7 @@ from glossy import bounds, intervals
 from glossy.candidates import likelihood_matrix, posterior_means
 from glossy.evaluation import evaluate
 from glossy.importance import importance_sampling
-from glossy.memory import plan_within_budget, sizes_for
+from glossy.memory import plan_within_budget, eval_sizes
 from glossy.settings import EvalSettings
 from glossy_cli.runs import load_trained
 from glossy_datasets import synthetic
@@ -64,7 +64,7 @@ def one_set(model, x, train_x, settings, fit, device, groups: int, n_boot: int, 
     keep: dict = {}
     res = evaluate(model, x, settings, train_x=train_x, device=device, show_progress=False, keep=keep)
     lpx = keep["log_px"].to(torch.float64)
-    sizes = sizes_for(model, len(x), settings, len(train_x), 0)
+    sizes = eval_sizes(model, len(x), settings, len(train_x), 0)
     plan = plan_within_budget(model, sizes, settings.is_samples, settings.memory_budget_gb)
     with model.frozen():
         z_test = posterior_means(model, x, device)
@@ -108,7 +108,7 @@ def one_set(model, x, train_x, settings, fit, device, groups: int, n_boot: int, 
 def heldout_prior(model, cfg, splits, settings, device, n_fit: int):
     """The held-out prior of `glossy eval`, fitted once on n_fit validation images (fixed over the test sets)."""
     fit_x = splits.val[:n_fit]
-    sizes = sizes_for(model, n_fit, settings, len(splits.train), 0)
+    sizes = eval_sizes(model, n_fit, settings, len(splits.train), 0)
     plan = plan_within_budget(model, sizes, settings.is_samples, settings.memory_budget_gb)
     torch.manual_seed(settings.seed + 1)
     with model.frozen():

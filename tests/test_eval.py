@@ -287,6 +287,7 @@ def test_blahut_arimoto_stays_inside_the_memory_budget_with_the_same_numbers(mon
     import logging
 
     from glossy.memory import eval_sizes, plan_within_budget
+    from glossy.settings import EvalSettings
     from glossy import bounds as bounds_module
 
     gen = torch.Generator().manual_seed(0)
@@ -295,7 +296,7 @@ def test_blahut_arimoto_stays_inside_the_memory_budget_with_the_same_numbers(mon
     kw = dict(train_x=train, valid_x=val, candidates=["test", "train"], heldout=True, is_samples=8,
               jackknife=0, show_progress=False)
     free = evaluate(m, test, memory_budget_gb=1.0, **kw)
-    sizes = eval_sizes(m, len(test), ["test", "train"], len(train), len(val), True)
+    sizes = eval_sizes(m, len(test), EvalSettings(candidates=["test", "train"], heldout=True), len(train), len(val))
     reserved = sizes.reserved_bytes()
     # what is left holds one point's 8 importance samples (so the draws are those of the free run) but
     # not the exp-matrices (301 x 300 and 121 x 400 floats)
