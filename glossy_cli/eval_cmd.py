@@ -93,7 +93,8 @@ def evaluate_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, ext
     keep: dict = {}
     journal = ISJournal(run_dir / PARTIAL)
     result = evaluate(model, x, EvalSettings(**{**ecfg, "heldout": heldout}), true_model=splits.meta.true_model,
-                      run=RunOptions(device, show_progress, keep, journal), **candidate_images(splits, int(ecfg["seed"])))
+                      run=RunOptions(device, show_progress, keep, journal),
+                      **candidate_images(splits, int(ecfg["seed"])))
     # the per-point log p^(x_j), ELBO and per-candidate log c: what scripts/glossy_forensics.py starts from
     atomic_torch_save(run_dir / POINTS, {"eval_config": ecfg, "split": ecfg["split"],
                                          **{k: v.cpu() for k, v in keep.items()}})

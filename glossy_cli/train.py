@@ -20,8 +20,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from glossy.atomic import atomic_save_image_grid, atomic_torch_save, atomic_write_text, run_lock
-from glossy.errors import GlossyError
 from glossy.context import RunOptions
+from glossy.errors import GlossyError
 from glossy.evaluation import evaluate
 from glossy.importance import forked_rng
 from glossy.memory import check_budget

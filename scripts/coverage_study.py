@@ -34,7 +34,7 @@ from glossy import bounds, intervals
 from glossy.candidates import likelihood_matrix, posterior_means
 from glossy.evaluation import evaluate
 from glossy.importance import importance_sampling
-from glossy.memory import plan_within_budget, eval_sizes
+from glossy.memory import eval_sizes, plan_within_budget
 from glossy.settings import EvalSettings
 from glossy_cli.runs import load_trained
 from glossy_datasets import synthetic

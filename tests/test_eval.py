@@ -168,8 +168,8 @@ def test_log_progress_writes_one_line_per_tenth_and_stays_quiet_for_short_work(c
 def test_progress_after_a_resume_counts_the_earlier_points_as_done_but_not_in_the_rate(caplog, monkeypatch):
     import logging
 
-    from glossy.progress import LogProgress, progress_bar, resumed
     from glossy import progress as evaluate_module
+    from glossy.progress import LogProgress, progress_bar, resumed
 
     clock = iter([0.0, 100.0])  # the bar starts at 0 s; 10 points later it is 100 s
     monkeypatch.setattr(evaluate_module.time, "perf_counter", lambda: next(clock))
@@ -286,9 +286,9 @@ def test_blahut_arimoto_stays_inside_the_memory_budget_with_the_same_numbers(mon
     # log domain (row blocks) within what is left, with the numbers of an unconstrained run
     import logging
 
+    from glossy import bounds as bounds_module
     from glossy.memory import eval_sizes, plan_within_budget
     from glossy.settings import EvalSettings
-    from glossy import bounds as bounds_module
 
     gen = torch.Generator().manual_seed(0)
     test, train, val = (torch.bernoulli(torch.full((n, 1, 6, 6), 0.3), generator=gen) for n in (300, 120, 400))
