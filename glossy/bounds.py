@@ -124,84 +124,113 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
     with their old weight, for good, and the iterations go on (so the rounds end: each brings back at least
     one atom). The returned gap is always the max over all atoms. keep: one atom never left out
     (prior_fit's prior, whose weight is reported)."""
-    m, n = L.shape
-    if log_w0 is None:
-        log_w = torch.full((m,), -math.log(m), dtype=torch.float64, device=L.device)
-    else:
-        log_w = log_w0.to(device=L.device, dtype=torch.float64)
-        log_w = log_w - torch.logsumexp(log_w, 0)
-    col_max = L.amax(0).to(torch.float64)  # amax: 17x faster than max(0) on a row-major matrix
-    # idx: the atoms in play, whose exp-rows are E[:len(idx)] in that order once E exists;
-    # parked: the left-out atoms' last log weights (-inf for the atoms in play)
-    idx = torch.arange(m, device=L.device)
-    parked = torch.full((m,), -math.inf, dtype=torch.float64, device=L.device)
-    stays = torch.zeros(m, dtype=torch.bool, device=L.device)  # atoms never left out (again)
-    if keep is not None:
-        stays[keep] = True
-    rows = row_block(L, block_rows)
-
-    def build() -> torch.Tensor | None:
-        fit = exp_capacity(len(idx), n, max_bytes, m)
-        if fit is None:
-            return None
-        out = torch.empty(fit[1], n, dtype=fit[0], device=L.device)
-        exp_rows_into(out, L, idx if len(idx) < m else None, col_max, rows)
-        return out
-
-    E = build()
+    ba = _ActiveSet(L, log_w0, block_rows, max_bytes, keep)
     history: list[tuple[float, float]] = []
     it = 0
     while True:
-        k = len(idx)
-        step = ba_step_exp(E[:k], col_max, log_w[idx]) if E is not None else None
-        lc_all = None
-        if step is None:  # exact, on every row of L (left-out atoms have weight 0 there too)
-            lpw, lc_all = _ba_step_log(L, log_w, block_rows)
-            lc = lc_all[idx]
-        else:
-            lpw, lc, inv_s, shift = step
+        lpw, lc, exact = ba.step()
         cur_nll = -lpw.mean().item()
         gap = max(lc.max().item(), 0.0)
-        if (gap < tol or it >= max_iter) and k < m:  # certify over the left-out atoms too
-            out = torch.nonzero(torch.isfinite(parked)).squeeze(1)
-            lc_out = lc_all[out] if lc_all is not None else exp_log_c(L, out, col_max, inv_s, shift, E.dtype,
-                                                                       block_rows)
-            gap = max(gap, lc_out.max().item())
-            back = out[lc_out >= tol]
-            if gap >= tol and it < max_iter and len(back):
-                log_w[back] = parked[back]
-                parked[back] = -math.inf
-                stays[back] = True  # out once too early: in for good, so that the rounds end
-                if E is not None and k + len(back) <= E.shape[0]:
-                    exp_rows_into(E[k:], L, back, col_max, rows)
-                else:
-                    E = None  # no room: the log domain until the atoms in play fit again
-                idx = torch.cat([idx, back])
-                log_w = log_w - torch.logsumexp(log_w, 0)
-                lc = torch.cat([lc, lc_out[lc_out >= tol]])
+        if (gap < tol or it >= max_iter) and len(ba.idx) < ba.m:  # certify over the left-out atoms too
+            gap, lc = ba.certify(lc, exact, gap, tol, bring_back=it < max_iter)
         history.append((cur_nll, cur_nll - gap))
         if gap < tol or it >= max_iter:
-            return BAResult(log_w, cur_nll, gap, it, gap < tol, history)
-        log_w[idx] += lc
-        log_w = log_w - torch.logsumexp(log_w, 0)
+            return BAResult(ba.log_w, cur_nll, gap, it, gap < tol, history)
+        ba.log_w[ba.idx] += lc
+        ba.log_w = ba.log_w - torch.logsumexp(ba.log_w, 0)
         it += 1
-        if active_set and (E is None or it % PRUNE_EVERY == 0):  # without E, every step: E may fit now
-            lw = log_w[idx]
-            drop = (lw < PRUNE_LOG_WEIGHT) & ~stays[idx]
-            drop[lw.argmax()] = False  # never an empty set
-            if drop.any() and (E is None or int(drop.sum()) * 8 >= len(idx)):
-                pos = torch.nonzero(~drop).squeeze(1)  # ascending, pos[i] >= i: an in-place compaction is safe
-                gone = idx[drop]
-                parked[gone] = log_w[gone]
-                log_w[gone] = -math.inf
-                log_w = log_w - torch.logsumexp(log_w, 0)
-                if E is not None:
-                    for i in range(0, len(pos), rows):  # each block's source rows are read before it is written
-                        src = pos[i : i + rows]
-                        E[i : i + len(src)] = E[src]
-                idx = idx[pos]
-                if E is None:
-                    E = build()
+        if active_set and (ba.E is None or it % PRUNE_EVERY == 0):  # without E, every step: E may fit now
+            ba.prune()
+
+
+class _ActiveSet:
+    """Blahut-Arimoto's state: the log weights, the atoms in play (`idx`, whose exp-rows are E[:len(idx)] in that
+    order once E exists), the left-out atoms' last log weights (`parked`, -inf for the atoms in play) and the
+    atoms never left out (again)."""
+
+    def __init__(self, L: torch.Tensor, log_w0: torch.Tensor | None, block_rows: int | None, max_bytes: int,
+                 keep: int | None) -> None:
+        self.L, self.block_rows, self.max_bytes = L, block_rows, max_bytes
+        self.m, self.n = m, _ = L.shape
+        if log_w0 is None:
+            self.log_w = torch.full((m,), -math.log(m), dtype=torch.float64, device=L.device)
+        else:
+            lw = log_w0.to(device=L.device, dtype=torch.float64)
+            self.log_w = lw - torch.logsumexp(lw, 0)
+        self.col_max = L.amax(0).to(torch.float64)  # amax: 17x faster than max(0) on a row-major matrix
+        self.idx = torch.arange(m, device=L.device)
+        self.parked = torch.full((m,), -math.inf, dtype=torch.float64, device=L.device)
+        self.stays = torch.zeros(m, dtype=torch.bool, device=L.device)
+        if keep is not None:
+            self.stays[keep] = True
+        self.rows = row_block(L, block_rows)
+        self.E = self.build()
+
+    def build(self) -> torch.Tensor | None:
+        """The exp-matrix of the atoms in play, where it fits `max_bytes`."""
+        fit = exp_capacity(len(self.idx), self.n, self.max_bytes, self.m)
+        if fit is None:
+            return None
+        out = torch.empty(fit[1], self.n, dtype=fit[0], device=self.L.device)
+        exp_rows_into(out, self.L, self.idx if len(self.idx) < self.m else None, self.col_max, self.rows)
+        return out
+
+    def step(self):
+        """(log p_w(x_j) [N], log c_w of the atoms in play, how the step was made): on the exp-matrix, or exactly
+        in the log domain on every row of L (left-out atoms have weight 0 there too) where it is absent or a
+        column's mixture would underflow. The last is ("log", log c of every atom) or ("exp", (inv_s, shift))."""
+        step = ba_step_exp(self.E[: len(self.idx)], self.col_max, self.log_w[self.idx]) \
+            if self.E is not None else None
+        if step is None:
+            lpw, lc_all = _ba_step_log(self.L, self.log_w, self.block_rows)
+            return lpw, lc_all[self.idx], ("log", lc_all)
+        lpw, lc, inv_s, shift = step
+        return lpw, lc, ("exp", (inv_s, shift))
+
+    def certify(self, lc: torch.Tensor, exact, gap: float, tol: float, bring_back: bool):
+        """(the gap over every atom, log c of the atoms in play): log c of the left-out atoms from L; where the
+        iterations may go on, those with log c >= tol come back with their old weight, for good."""
+        out = torch.nonzero(torch.isfinite(self.parked)).squeeze(1)
+        if exact[0] == "log":
+            lc_out = exact[1][out]
+        else:
+            lc_out = exp_log_c(self.L, out, self.col_max, *exact[1], self.E.dtype, self.block_rows)
+        gap = max(gap, lc_out.max().item())
+        back = out[lc_out >= tol]
+        if gap >= tol and bring_back and len(back):
+            k = len(self.idx)
+            self.log_w[back] = self.parked[back]
+            self.parked[back] = -math.inf
+            self.stays[back] = True  # out once too early: in for good, so that the rounds end
+            if self.E is not None and k + len(back) <= self.E.shape[0]:
+                exp_rows_into(self.E[k:], self.L, back, self.col_max, self.rows)
+            else:
+                self.E = None  # no room: the log domain until the atoms in play fit again
+            self.idx = torch.cat([self.idx, back])
+            self.log_w = self.log_w - torch.logsumexp(self.log_w, 0)
+            lc = torch.cat([lc, lc_out[lc_out >= tol]])
+        return gap, lc
+
+    def prune(self) -> None:
+        """Leave out the atoms whose weight fell below e^-69 (not those that stay, never the heaviest), when
+        there is no exp-matrix or they are an eighth of those in play; compact E in place, or build it."""
+        lw = self.log_w[self.idx]
+        drop = (lw < PRUNE_LOG_WEIGHT) & ~self.stays[self.idx]
+        drop[lw.argmax()] = False  # never an empty set
+        if not (drop.any() and (self.E is None or int(drop.sum()) * 8 >= len(self.idx))):
+            return
+        pos = torch.nonzero(~drop).squeeze(1)  # ascending, pos[i] >= i: an in-place compaction is safe
+        gone = self.idx[drop]
+        self.parked[gone] = self.log_w[gone]
+        self.log_w[gone] = -math.inf
+        self.log_w = self.log_w - torch.logsumexp(self.log_w, 0)
+        if self.E is not None:
+            for i in range(0, len(pos), self.rows):  # each block's source rows are read before it is written
+                src = pos[i : i + self.rows]
+                self.E[i : i + len(src)] = self.E[src]
+        self.idx = self.idx[pos]
+        if self.E is None:
+            self.E = self.build()
 
 
 def prior_fit(L: torch.Tensor, log_px: torch.Tensor, max_iter: int = 500, tol: float = 1e-4,

@@ -12,7 +12,7 @@ import torch
 
 from glossy_models.base import LatentVariableModel
 
-from .journal import ISJournal, fingerprint
+from .journal import ISJournal, JournalStage, fingerprint
 from .memory import Plan
 from .progress import resumed
 
@@ -145,8 +145,8 @@ def _has_default_weights(model) -> bool:
 
 @torch.no_grad()
 def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, device: torch.device, progress=None,
-                        fast: bool = True, block_bytes: int | None = None,
-                        journal: ISJournal | None = None, stage: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+                        block_bytes: int | None = None,
+                        journal: ISJournal | JournalStage | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """log p^(x_j) = logsumexp_s log w_s - log S and the mean of log w_s (an ELBO estimate), [N] each,
     float64. The random number generator is seeded per data point from (one draw of the current RNG,
     j): the draws of point j, hence every number, are the same whatever the memory budget and the
@@ -155,56 +155,80 @@ def importance_sampling(model, x: torch.Tensor, n_samples: int, plan: Plan, devi
     `plan.samples`, whose draws differ (the estimate stays unbiased); the log-sum-exp over sample
     chunks is accumulated, so memory stays within the plan.
 
-    `fast` (the default) draws exactly the same samples, then runs the likelihood and prior on them in
-    cache-sized blocks (`is_blocks`), grouping the samples of several points into one block when S is
-    small; `fast=False` is the plain path, one `log_importance_weights` call per chunk. Both give the
-    same numbers up to floating-point noise (tests/test_eval.py). block_bytes: the decoder blocks' size
-    (None: `is_block_bytes`, calibrated on this machine). journal: an `ISJournal` to start after the points
-    a cut-off run of the same `stage` finished and to leave finished points in."""
+    The fast path (the default) draws exactly the same samples, then runs the likelihood and prior on them in
+    cache-sized blocks (`is_blocks`) of `block_bytes` (None: `is_block_bytes`, calibrated on this machine),
+    grouping the samples of several points into one block when S is small; block_bytes=0 is the plain path,
+    one `log_importance_weights` call per chunk. Both give the same numbers up to floating-point noise
+    (tests/test_eval.py). journal: an `ISJournal` (its "test" stage) or one stage of it (`journal.stage(name)`)
+    to start after the points a cut-off run of that stage finished and to leave finished points in."""
     n = x.shape[0]
     base = int(torch.randint(0, 2**62, (1,)).item())
     after = torch.random.get_rng_state()
-    start, log_px, elbo = 0, torch.empty(n, dtype=torch.float64), torch.empty(n, dtype=torch.float64)
-    if journal is not None:
-        key = {"fingerprint": fingerprint(model, x), "n_samples": n_samples, "chunk": plan.samples, "base": base}
-        start, log_px, elbo = journal.resume(stage, key, n)
-        if start:
-            log.info("importance sampling (%s): going on after the %d of %d points a cut-off run finished (%s)",
-                     stage, start, n, journal.path)
-            if progress is not None:
-                resumed(progress, start)
+    if isinstance(journal, ISJournal):
+        journal = journal.stage("test")
+    key = {"fingerprint": fingerprint(model, x), "n_samples": n_samples, "chunk": plan.samples, "base": base} \
+        if journal is not None else None
+    start, log_px, elbo = _resume(journal, key, n, progress)
     chunks = [(s0, min(plan.samples, n_samples - s0)) for s0 in range(0, n_samples, plan.samples)]
-    dims = model.posterior_noise_dims() if fast else None
-    if fast and _has_default_weights(model):
-        group, block = is_blocks(n_samples, plan.samples, model.eval_bytes_per_sample(),
-                                 block_bytes or is_block_bytes(model, device), grouped_noise=bool(dims))
-    else:
-        fast, group, block = False, 1, plan.samples
+    group, block, dims = _blocks(model, n_samples, plan, device, block_bytes)
     try:
         for g0 in range(start, n, group):
             xg = x[g0 : g0 + group].to(device, non_blocking=True)
             gp = xg.shape[0]
-            acc = torch.full((gp,), -math.inf, dtype=torch.float64, device=device)
-            total = torch.zeros(gp, dtype=torch.float64, device=device)
-            for c, (_, s) in enumerate(chunks):
-                # each point's stream is seeded before its first chunk; later chunks continue it
-                seeds = [_point_seed(base, g0 + i) for i in range(gp)] if c == 0 else None
-                if not fast:
-                    if seeds:
-                        torch.manual_seed(seeds[0])
-                    lw = model.log_importance_weights(xg, s)  # [s, 1]
-                else:
-                    z, lq = _posterior_draws(model, xg, s, dims, seeds)
-                    lw = _block_log_weights(model, xg, z, lq, block)  # [s, gp]
-                lw = lw.to(torch.float64)
-                acc = torch.logaddexp(acc, torch.logsumexp(lw, 0))
-                total += lw.sum(0)
-            log_px[g0 : g0 + gp] = (acc - math.log(n_samples)).cpu()
-            elbo[g0 : g0 + gp] = (total / n_samples).cpu()
+            seeds = [_point_seed(base, g0 + i) for i in range(gp)]
+            log_px[g0 : g0 + gp], elbo[g0 : g0 + gp] = _sample_group(model, xg, chunks, seeds, dims, block)
             if progress is not None:
                 progress.update(gp)
             if journal is not None:  # the last group's always: a finished stage is kept whole
-                journal.record(stage, key, g0 + gp, log_px, elbo, force=g0 + gp == n)
+                journal.record(key, g0 + gp, log_px, elbo, force=g0 + gp == n)
     finally:
         torch.random.set_rng_state(after)
     return log_px, elbo
+
+
+def _resume(journal: JournalStage | None, key: dict | None, n: int, progress) -> tuple[int, torch.Tensor,
+                                                                                          torch.Tensor]:
+    """(points already done, log_px [n], elbo [n]): from the journal where a cut-off run of this stage left
+    points, else none done."""
+    if journal is None:
+        return 0, torch.empty(n, dtype=torch.float64), torch.empty(n, dtype=torch.float64)
+    start, log_px, elbo = journal.resume(key, n)
+    if start:
+        log.info("importance sampling (%s): going on after the %d of %d points a cut-off run finished (%s)",
+                 journal.name, start, n, journal.path)
+        if progress is not None:
+            resumed(progress, start)
+    return start, log_px, elbo
+
+
+def _blocks(model, n_samples: int, plan: Plan, device, block_bytes: int | None):
+    """(points per group, samples per decoder block, the model's noise dims) of the fast path; (1, None, None)
+    for the plain path (block_bytes=0, or a model with its own log_importance_weights)."""
+    if block_bytes == 0 or not _has_default_weights(model):
+        return 1, None, None
+    dims = model.posterior_noise_dims()
+    group, block = is_blocks(n_samples, plan.samples, model.eval_bytes_per_sample(),
+                             block_bytes or is_block_bytes(model, device), grouped_noise=bool(dims))
+    return group, block, dims
+
+
+def _sample_group(model, xg: torch.Tensor, chunks, seeds: list[int], dims, block: int | None):
+    """log p^(x) and the ELBO [gp] of a group of points, chunk by chunk of samples; each point's stream is
+    seeded before its first chunk and later chunks continue it. block None: the plain path."""
+    gp = xg.shape[0]
+    acc = torch.full((gp,), -math.inf, dtype=torch.float64, device=xg.device)
+    total = torch.zeros(gp, dtype=torch.float64, device=xg.device)
+    n_samples = sum(s for _, s in chunks)
+    for c, (_, s) in enumerate(chunks):
+        first = seeds if c == 0 else None
+        if block is None:
+            if first:
+                torch.manual_seed(first[0])
+            lw = model.log_importance_weights(xg, s)  # [s, 1]
+        else:
+            z, lq = _posterior_draws(model, xg, s, dims, first)
+            lw = _block_log_weights(model, xg, z, lq, block)  # [s, gp]
+        lw = lw.to(torch.float64)
+        acc = torch.logaddexp(acc, torch.logsumexp(lw, 0))
+        total += lw.sum(0)
+    return (acc - math.log(n_samples)).cpu(), (total / n_samples).cpu()

@@ -57,3 +57,20 @@ class ISJournal:
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    def stage(self, name: str) -> JournalStage:
+        """This journal's part for one stage of the evaluation ("test", "held-out fit")."""
+        return JournalStage(self, name)
+
+
+class JournalStage:
+    """One stage's part of an `ISJournal`: what importance sampling resumes from and records into."""
+
+    def __init__(self, journal: ISJournal, name: str) -> None:
+        self.journal, self.name, self.path = journal, name, journal.path
+
+    def resume(self, key: dict, n: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        return self.journal.resume(self.name, key, n)
+
+    def record(self, key: dict, done: int, log_px: torch.Tensor, elbo: torch.Tensor, force: bool = False) -> None:
+        self.journal.record(self.name, key, done, log_px, elbo, force)

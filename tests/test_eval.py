@@ -337,12 +337,12 @@ def test_fast_importance_sampling_equals_the_plain_path_with_a_shared_seed(name,
     x = images(6, input_type, FAST_SHAPE)
     with m.frozen():
         torch.manual_seed(3)
-        plain = importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), DEVICE, fast=False)
+        plain = importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), DEVICE, block_bytes=0)
         torch.manual_seed(3)
-        fast = importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), DEVICE, fast=True)
+        fast = importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), DEVICE)
         after = torch.rand(1)
         torch.manual_seed(3)
-        importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), DEVICE, fast=False)
+        importance_sampling(m, x, n_samples, Plan(1, chunk, 1, 1), DEVICE, block_bytes=0)
         assert torch.equal(after, torch.rand(1))  # both paths leave the global RNG in the same state
     for a, b in zip(plain, fast):
         np.testing.assert_allclose(a.cpu().numpy(), b.cpu().numpy(), rtol=1e-6, atol=1e-5)
@@ -353,7 +353,7 @@ def test_fast_importance_sampling_groups_points_and_blocks_samples():
     x = images(11, "binary", FAST_SHAPE)
     with m.frozen():
         torch.manual_seed(5)
-        ref = importance_sampling(m, x, 30, Plan(1, 30, 1, 1), DEVICE, fast=False)
+        ref = importance_sampling(m, x, 30, Plan(1, 30, 1, 1), DEVICE, block_bytes=0)
         for block_bytes in (1, 5 * m.eval_bytes_per_sample(), 100 * m.eval_bytes_per_sample()):
             torch.manual_seed(5)
             got = importance_sampling(m, x, 30, Plan(1, 30, 1, 1), DEVICE, block_bytes=block_bytes)
@@ -388,7 +388,7 @@ def test_glossy_matrix_in_plan_blocks_and_its_log_c_equal_the_one_shot_matrix(in
     with m.frozen():
         z = posterior_means(m, x, DEVICE)
         whole = m.log_likelihood_matrix(x.to(DEVICE), z.to(DEVICE)).cpu()
-        log_px = importance_sampling(m, x, 50, Plan(1, 50, 1, 1), DEVICE, fast=False)[0].cpu()
+        log_px = importance_sampling(m, x, 50, Plan(1, 50, 1, 1), DEVICE, block_bytes=0)[0].cpu()
         for plan in (Plan(1, 1, 40, 40), Plan(1, 1, 7, 9)):
             L = likelihood_matrix(m, x, z, plan, DEVICE).cpu()
             np.testing.assert_allclose(L.numpy(), whole.numpy(), rtol=2e-6, atol=1e-4)
@@ -486,7 +486,7 @@ def test_a_journal_of_other_weights_data_or_settings_is_not_used(tmp_path, chang
     torch.manual_seed(seed)
     bar = _Cut()
     importance_sampling(m, x, s, Plan(1, s, 1, 1), cpu, bar, block_bytes=m.eval_bytes_per_sample(),
-                        journal=journal, stage=stage)
+                        journal=journal.stage(stage))
     assert bar.updates == [1] * 20  # every point sampled afresh, one at a time: the cut-off run's 5 not taken
 
 
