@@ -264,3 +264,28 @@ def load_trained(spec: str | Path, data_dir: str | None = None) -> tuple[DictCon
         cfg.data_dir = data_dir
     splits = load_data(cfg)
     return cfg, splits, model_from_checkpoint(ckpt, path, splits.meta)
+
+
+# what Hydra and the run lock put into a run directory before glossy writes anything of its own
+_HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", ".hydra", "train.log", ".lock")
+
+
+def holds_a_run(run_dir: Path) -> bool:
+    """Whether glossy has written anything of a run into run_dir (a state, a checkpoint, a result, its config)."""
+    return any((run_dir / f).exists() for f in (LAST, BEST, RESULT, "config.yaml"))
+
+
+def remove_unstarted_run(run_dir: Path) -> None:
+    """Remove a run directory that holds only what Hydra wrote for this command; anything else stays."""
+    if holds_a_run(run_dir):
+        return
+    for name in _HYDRA_FILES:
+        p = run_dir / name
+        try:
+            p.rmdir() if p.is_dir() else p.unlink(missing_ok=True)
+        except OSError:  # not empty (not only Hydra's) or already gone: leave it
+            pass
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass

@@ -12,8 +12,11 @@ import math
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -25,7 +28,7 @@ from glossy.errors import GlossyError
 from glossy.evaluation import evaluate
 from glossy.importance import forked_rng
 from glossy.memory import check_budget
-from glossy.settings import EvalSettings
+from glossy.settings import EvalSettings, candidate_list
 
 from . import preempt
 from .eval_cmd import (
@@ -195,20 +198,20 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
 
 
-def _trajectory_settings(cfg) -> EvalSettings:
+def _trajectory_settings(cmd) -> EvalSettings:
     """A trajectory point's evaluation: eval.*'s sources and budget on train.trajectory_points test images with
     train.trajectory_samples importance samples, no intervals, a shorter Blahut-Arimoto."""
-    e = cfg.eval
-    return EvalSettings(is_samples=int(cfg.train.trajectory_samples), max_points=int(cfg.train.trajectory_points),
-                        candidates=list(e.candidates), heldout=bool(e.heldout),
-                        autoregressive_max_candidates=e.get("autoregressive_max_candidates"),
-                        prior_candidates=e.get("prior_candidates"), memory_budget_gb=float(e.memory_budget_gb),
-                        jackknife=0, ba_iters=100, ba_tol=1e-3, seed=int(e.seed))
+    e = cmd.eval
+    return EvalSettings(is_samples=cmd.train.trajectory_samples, max_points=cmd.train.trajectory_points,
+                        candidates=list(candidate_list(e.candidates)), heldout=e.heldout,
+                        autoregressive_max_candidates=e.autoregressive_max_candidates,
+                        prior_candidates=e.prior_candidates, memory_budget_gb=e.memory_budget_gb,
+                        jackknife=0, ba_iters=100, ba_tol=1e-3, seed=e.seed)
 
 
-def _trajectory_point(model, splits, imgs: dict, cfg, device, subset: torch.Tensor, epoch: int) -> dict:
+def _trajectory_point(model, splits, imgs: dict, cmd, device, subset: torch.Tensor, epoch: int) -> dict:
     with forked_rng(device):
-        r = evaluate(model, splits.test[subset], _trajectory_settings(cfg), true_model=splits.meta.true_model,
+        r = evaluate(model, splits.test[subset], _trajectory_settings(cmd), true_model=splits.meta.true_model,
                      **imgs, run=RunOptions(device, show_progress=False))
     keys = ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba", "ba_gap", "glossy_max_train",
             "glossy_std_train", "lower_bound_train", "nll_ba_heldout", "true_nll", "exact_lower_bound"]
@@ -245,18 +248,18 @@ def new_state() -> dict:
             "stop_reason": None, "history": [], "trajectory": [], "train_time_s": 0.0}
 
 
-def setup(cfg: DictConfig):
+def setup(cfg: DictConfig, cmd):
     """Device, data, model (seeded), and the memory-budget checks of the final and trajectory evaluations."""
-    device = resolve_device(cfg.device)
-    if cfg.deterministic:
+    device = resolve_device(cmd.device)
+    if cmd.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     splits = load_data(cfg)
     margs = model_args(cfg, splits.meta)
-    torch.manual_seed(int(cfg.seed))
+    torch.manual_seed(cmd.seed)
     model = build_model(margs).to(device)
     check_eval_budget(model, splits, cfg)  # fails now, not after the training
-    if int(cfg.train.trajectory_every) > 0:
-        check_budget(model, len(splits.test), _trajectory_settings(cfg), n_train=len(splits.train),
+    if cmd.train.trajectory_every > 0:
+        check_budget(model, len(splits.test), _trajectory_settings(cmd), n_train=len(splits.train),
                      n_valid=len(splits.val))
     return device, splits, margs, model
 
@@ -276,33 +279,58 @@ def resume(last: Path, model, opt, gen: torch.Generator, margs: dict, device) ->
     return ck["state"]
 
 
-def train_one_epoch(model, opt, step_loss, train_x: torch.Tensor, *, batch_size: int, n_batches: int,
-                    gen: torch.Generator, beta: float, dynamic_binarization: bool, stop_check=None,
-                    desc: str = "", show_progress: bool = False) -> tuple[float, float, float]:
-    """One pass of Adam over `n_batches` shuffled batches; the mean (loss, reconstruction, KL) per batch.
+@dataclass
+class EpochPlan:
+    """What one training epoch runs: the model, its optimiser and step (the loss, compiled or not), the training
+    images, their batching and the generator that shuffles them."""
+
+    model: Any
+    opt: torch.optim.Optimizer
+    step_loss: Callable
+    train_x: torch.Tensor
+    batch_size: int
+    n_batches: int
+    gen: torch.Generator
+    dynamic_binarization: bool = False
+    show_progress: bool = False
+
+
+def train_one_epoch(plan: EpochPlan, beta: float, stop_check=None, desc: str = "") -> tuple[float, float, float]:
+    """One pass of Adam over `plan.n_batches` shuffled batches; the mean (loss, reconstruction, KL) per batch.
     `stop_check()` runs after every step (a pending signal raises there, between steps)."""
     from tqdm.auto import tqdm
 
+    model, x, size = plan.model, plan.train_x, plan.batch_size
     model.train()
-    perm = torch.randperm(len(train_x), generator=gen).to(train_x.device)
-    sums = torch.zeros(3, dtype=torch.float64, device=train_x.device)
-    with tqdm(total=n_batches, desc=desc, leave=False, disable=not show_progress, unit="batch") as bar:
-        for b in range(n_batches):
-            xb = train_x[perm[b * batch_size : (b + 1) * batch_size]]
-            if dynamic_binarization:
+    perm = torch.randperm(len(x), generator=plan.gen).to(x.device)
+    sums = torch.zeros(3, dtype=torch.float64, device=x.device)
+    with tqdm(total=plan.n_batches, desc=desc, leave=False, disable=not plan.show_progress, unit="batch") as bar:
+        for b in range(plan.n_batches):
+            xb = x[perm[b * size : (b + 1) * size]]
+            if plan.dynamic_binarization:
                 xb = torch.bernoulli(xb)
-            opt.zero_grad(set_to_none=True)
-            loss, re, kl = step_loss(xb, beta)
+            plan.opt.zero_grad(set_to_none=True)
+            loss, re, kl = plan.step_loss(xb, beta)
             loss.backward()
-            opt.step()
+            plan.opt.step()
             sums += torch.stack([loss.detach(), re, kl]).to(torch.float64)
             bar.update(1)
             if b % 50 == 0:
                 bar.set_postfix(loss=f"{loss.item():.2f}")
             if stop_check is not None:
                 stop_check()
-    loss, re, kl = (sums / n_batches).tolist()
+    loss, re, kl = (sums / plan.n_batches).tolist()
     return loss, re, kl
+
+
+def elbo_step(model):
+    """The training step's loss: the mean negative ELBO of a batch at this beta, with its two terms detached."""
+
+    def loss_fn(xb, beta):
+        terms = model.elbo(xb, beta)
+        return terms["loss"].mean(), terms["re"].mean().detach(), terms["kl"].mean().detach()
+
+    return loss_fn
 
 
 def stopping_decision(state: dict, epoch: int, val_loss: float, *, warmup: int, patience: int,
@@ -339,133 +367,172 @@ def extend(state: dict, *, patience: int, max_epochs: int) -> str | None:
     return what
 
 
-def save_epoch(run_dir: Path, cfg, margs: dict, model, opt, gen: torch.Generator, device, state: dict,
-               improved: bool, val_loss: float) -> None:
-    """best.pt when the epoch improved, then last.pt (the state to resume from), then the csv files: each
-    atomically, in that order, so that a kill at any point leaves a consistent run."""
-    if improved:
-        atomic_torch_save(run_dir / BEST, checkpoint_payload("best", cfg, margs, model, epoch=state["epoch"],
-                                                             val_loss=val_loss))
-    save_last(run_dir, cfg, margs, model, opt, gen, device, state)
-    _write_tables(run_dir, state)
-
-
-def save_last(run_dir: Path, cfg, margs: dict, model, opt, gen: torch.Generator, device, state: dict) -> None:
-    """last.pt: the state to resume from (model, optimiser, random streams, the loop's state), atomically."""
-    atomic_torch_save(run_dir / LAST, checkpoint_payload(
-        "last", cfg, margs, model, optimizer_state=opt.state_dict(), rng=_rng_state(gen, device), state=state))
-
-
 def _write_tables(run_dir: Path, state: dict) -> None:
     _write_csv(run_dir / "history.csv", state["history"])
     if state["trajectory"]:
         _write_csv(run_dir / "trajectory.csv", state["trajectory"])
 
 
-def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True) -> dict:
+def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True, cmd=None) -> dict:
     """Train (or resume) the run in `run_dir`, keep the best checkpoint, evaluate it into result.json.
-    A run that is already trained and evaluated with the same eval settings is not evaluated again."""
-    check(cfg)
+    A run that is already trained and evaluated with the same eval settings is not evaluated again.
+    cmd: the checked, typed configuration (`schema.check(cfg)`, which the command has run; None: check here)."""
+    cmd = check(cfg) if cmd is None else cmd
     with run_lock(run_dir), contextlib.ExitStack() as closing:  # the logger is closed however the run ends
-        return _train(cfg, Path(run_dir), show_progress, closing)
-
-
-def _train(cfg: DictConfig, run_dir: Path, show_progress: bool, closing: contextlib.ExitStack) -> dict:
-    t = cfg.train
-    device, splits, margs, model = setup(cfg)
-    curves = closing.enter_context(contextlib.closing(make_logger(cfg, run_dir)))  # logger=...: curves there too
-    opt = torch.optim.Adam(model.parameters(), lr=float(t.lr))
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    last = run_dir / LAST
-    state = resume(last, model, opt, gen, margs, device)
-    if state is None:
-        state = new_state()
-    else:
-        reason = state["stop_reason"]
-        if (what := extend(state, patience=int(t.early_stopping), max_epochs=int(t.epochs))) is not None:
-            log.info("%s extends the finished training of %s (%s): going on after epoch %d", what, run_dir, reason,
-                     state["epoch"])
-        elif state["done"] and (record := up_to_date(run_dir, state, eval_config(cfg))) is not None:
-            log.info("%s is complete (%s; best epoch %d) and result.json already evaluates it with these eval "
-                     "settings: nothing to do (`glossy eval checkpoint=%s` evaluates it again)", run_dir,
-                     state["stop_reason"], state["best_epoch"], run_dir)
+        run = TrainRun.start(cfg, cmd, Path(run_dir), show_progress, closing)
+        state, record = run.begin()
+        if record is not None:
             return record
-        log.info("resuming %s after epoch %d (best validation loss %.4f at epoch %d)", run_dir,
-                 state["epoch"], state["best_val"], state["best_epoch"])
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        with _catch_signals() as caught:
+            recent: deque[float] = deque(maxlen=20)  # wall seconds of the last epochs, for the time-left estimate
+            while not state["done"]:
+                run.epoch(state, caught, recent)
+            if "signum" in caught:  # arrived after the last step of the last epoch: do not start the evaluation
+                raise interrupted(caught, f"{signal.Signals(caught['signum']).name} after the last epoch "
+                                  f"({state['epoch']}): training is complete and saved in {run.last}; re-run the "
+                                  f"same command to evaluate")
+        log.info("training finished: %s; best epoch %d", state["stop_reason"], state["best_epoch"])
+        return run.finish(state)
 
-    train_x = splits.train.to(device)
-    val_x = splits.val.to(device)[: t.get("val_points") or None]
-    traj_subset = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(0))[
-        : int(t.trajectory_points)]
-    n_batches = math.ceil(len(train_x) / int(t.batch_size))
-    if t.get("batches_per_epoch"):
-        n_batches = min(n_batches, int(t.batches_per_epoch))
 
-    def loss_fn(xb, beta):
-        terms = model.elbo(xb, beta)
-        return terms["loss"].mean(), terms["re"].mean().detach(), terms["kl"].mean().detach()
+@dataclass
+class TrainRun:
+    """A training run's fixed parts, built once (`start`): its configuration as composed (`cfg`: config.yaml and
+    every checkpoint hold it) and as checked and typed (`cmd`: every value the loop reads), where it lives,
+    the data, the model and its optimiser (`epochs`), the curves' logger and the trajectory's images."""
 
-    step_loss = torch.compile(loss_fn) if t.compile else loss_fn
-    traj_images = candidate_images(splits, int(cfg.eval.seed)) if int(t.trajectory_every) > 0 else {}
-    recent: deque[float] = deque(maxlen=20)  # wall seconds of the last epochs, for the time-left estimate
-    with _catch_signals() as caught:
-        while not state["done"]:
-            epoch = state["epoch"] + 1
-            t_epoch = time.perf_counter()
-            beta = kl_beta(epoch, int(t.warmup))
+    cfg: DictConfig
+    cmd: Any
+    run_dir: Path
+    device: torch.device
+    splits: Any
+    margs: dict
+    epochs: EpochPlan
+    val_x: torch.Tensor
+    curves: Any
+    show_progress: bool
+    traj_subset: torch.Tensor
+    traj_images: dict
 
-            def stop_check(epoch=epoch, when="during"):
-                if "signum" in caught:
-                    raise interrupted(caught, f"{signal.Signals(caught['signum']).name} {when} epoch {epoch}: the "
-                                      f"state after epoch {state['epoch']} is saved in {last}; re-run the same "
-                                      f"command to resume")
+    @classmethod
+    def start(cls, cfg: DictConfig, cmd, run_dir: Path, show_progress: bool,
+              closing: contextlib.ExitStack) -> TrainRun:
+        t = cmd.train
+        device, splits, margs, model = setup(cfg, cmd)
+        curves = closing.enter_context(contextlib.closing(make_logger(cfg, run_dir)))  # logger=...: curves too
+        opt = torch.optim.Adam(model.parameters(), lr=t.lr)
+        train_x = splits.train.to(device)
+        n_batches = math.ceil(len(train_x) / t.batch_size)
+        epochs = EpochPlan(model, opt, torch.compile(elbo_step(model)) if t.compile else elbo_step(model), train_x,
+                           t.batch_size, min(n_batches, t.batches_per_epoch or n_batches),
+                           torch.Generator().manual_seed(cmd.seed), splits.meta.dynamic_binarization, show_progress)
+        traj_subset = torch.randperm(len(splits.test), generator=torch.Generator().manual_seed(0))[
+            : t.trajectory_points]
+        return cls(cfg, cmd, run_dir, device, splits, margs, epochs, splits.val.to(device)[: t.val_points or None],
+                   curves, show_progress, traj_subset,
+                   candidate_images(splits, cmd.eval.seed) if t.trajectory_every > 0 else {})
 
-            if "signum" in caught:  # came before this epoch's first step (in the set-up, or after the last epoch)
-                if not last.exists():  # a new run: its initial state, for the requeued job to resume from
-                    save_last(run_dir, cfg, margs, model, opt, gen, device, state)
-                stop_check(when="before")
-            train_loss, train_re, train_kl = train_one_epoch(
-                model, opt, step_loss, train_x, batch_size=int(t.batch_size), n_batches=n_batches, gen=gen,
-                beta=beta, dynamic_binarization=splits.meta.dynamic_binarization, stop_check=stop_check,
-                desc=f"epoch {epoch}", show_progress=show_progress)
-            if not all(math.isfinite(v) for v in (train_loss, train_re, train_kl)):
-                raise GlossyError(_diverged(f"the training loss became {train_loss}", epoch, run_dir))
-            val = validation_loss(model, val_x, int(t.val_batch_size))
-            if not math.isfinite(val["val_loss"]):
-                raise GlossyError(_diverged(f"the validation loss became {val['val_loss']}", epoch, run_dir))
-            improved = stopping_decision(state, epoch, val["val_loss"], warmup=int(t.warmup),
-                                         patience=int(t.early_stopping), max_epochs=int(t.epochs))
-            state["train_time_s"] += time.perf_counter() - t_epoch
-            state["history"].append({"epoch": epoch, "beta": beta, "train_loss": train_loss, "train_re": train_re,
-                                     "train_kl": train_kl, **val, "best_val": state["best_val"],
-                                     "es_counter": state["es_counter"],
-                                     "seconds": round(time.perf_counter() - t_epoch, 3)})
-            if int(t.trajectory_every) > 0 and (epoch % int(t.trajectory_every) == 0 or epoch == 1):
-                try:
-                    state["trajectory"].append(_trajectory_point(model, splits, traj_images, cfg, device,
-                                                                 traj_subset, epoch))
-                except GlossyError as e:  # a non-finite log-likelihood on the trajectory subset
-                    raise GlossyError(_diverged(f"the trajectory evaluation failed ({e})", epoch, run_dir)) from e
-            save_epoch(run_dir, cfg, margs, model, opt, gen, device, state, improved, val["val_loss"])
-            curves.log_epoch(epoch, state["history"][-1], state["trajectory"][-1] if state["trajectory"]
-                             and state["trajectory"][-1]["epoch"] == epoch else None)
-            recent.append(time.perf_counter() - t_epoch)  # the whole epoch: training, trajectory, writes
-            log.info("epoch %d: beta %.2f train loss %.3f val loss %.3f (best %.3f); %s", epoch, beta, train_loss,
-                     val["val_loss"], state["best_val"],
-                     progress_line(epoch, int(t.epochs), state["best_epoch"], state["es_counter"],
-                                   int(t.early_stopping), int(t.warmup), seconds_per_epoch(recent)))
-        if "signum" in caught:  # arrived after the last step of the last epoch: do not start the evaluation
-            raise interrupted(caught, f"{signal.Signals(caught['signum']).name} after the last epoch "
-                              f"({state['epoch']}): training is complete and saved in {last}; re-run the same "
-                              f"command to evaluate")
-    log.info("training finished: %s; best epoch %d", state["stop_reason"], state["best_epoch"])
-    with _stop_on_signals(f"the evaluation: training is complete and saved in {last}; re-run the same command "
-                          f"to evaluate (its importance sampling goes on from the points already finished)"):
-        _write_tables(run_dir, state)  # from last.pt, in case a kill -9 came between it and the csv files
-        model.load_state_dict(read_checkpoint(run_dir / BEST)["model_state"])
-        _save_grids(model, splits, run_dir, int(t.grid), device)
-        result = evaluate_and_save(model, splits, cfg, run_dir, device, training_record(state),
-                                   show_progress or "log")
-    curves.log_final(result)
-    return result
+    @property
+    def model(self):
+        return self.epochs.model
+
+    @property
+    def last(self) -> Path:
+        return self.run_dir / LAST
+
+    def begin(self) -> tuple[dict, dict | None]:
+        """(the loop's state: resumed from last.pt or new, None) or, for a finished run that result.json already
+        evaluates with these eval settings, (its state, that record): nothing to do."""
+        t, run_dir = self.cmd.train, self.run_dir
+        state = resume(self.last, self.model, self.epochs.opt, self.epochs.gen, self.margs, self.device)
+        if state is None:
+            state = new_state()
+        else:
+            reason = state["stop_reason"]
+            if (what := extend(state, patience=t.early_stopping, max_epochs=t.epochs)) is not None:
+                log.info("%s extends the finished training of %s (%s): going on after epoch %d", what, run_dir,
+                         reason, state["epoch"])
+            elif state["done"] and (record := up_to_date(run_dir, state, eval_config(self.cfg))) is not None:
+                log.info("%s is complete (%s; best epoch %d) and result.json already evaluates it with these eval "
+                         "settings: nothing to do (`glossy eval checkpoint=%s` evaluates it again)", run_dir,
+                         state["stop_reason"], state["best_epoch"], run_dir)
+                return state, record
+            log.info("resuming %s after epoch %d (best validation loss %.4f at epoch %d)", run_dir,
+                     state["epoch"], state["best_val"], state["best_epoch"])
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
+        return state, None
+
+    def epoch(self, state: dict, caught: dict, recent: deque) -> None:
+        """The next epoch: train, validate, decide, a trajectory point where due, save, log. A signal noted before
+        its first step (in the set-up, or between epochs) stops it with the state saved (a new run's initial
+        state first); one during it, between two steps."""
+        t, epoch, t0 = self.cmd.train, state["epoch"] + 1, time.perf_counter()
+        beta = kl_beta(epoch, t.warmup)
+
+        def stop_check(when="during"):
+            if "signum" in caught:
+                raise interrupted(caught, f"{signal.Signals(caught['signum']).name} {when} epoch {epoch}: the "
+                                  f"state after epoch {state['epoch']} is saved in {self.last}; re-run the same "
+                                  f"command to resume")
+
+        if "signum" in caught:
+            if not self.last.exists():  # a new run: its initial state, for the requeued job to resume from
+                self.save_last(state)
+            stop_check(when="before")
+        losses = train_one_epoch(self.epochs, beta, stop_check, desc=f"epoch {epoch}")
+        if not all(math.isfinite(v) for v in losses):
+            raise GlossyError(_diverged(f"the training loss became {losses[0]}", epoch, self.run_dir))
+        val = validation_loss(self.model, self.val_x, t.val_batch_size)
+        if not math.isfinite(val["val_loss"]):
+            raise GlossyError(_diverged(f"the validation loss became {val['val_loss']}", epoch, self.run_dir))
+        improved = stopping_decision(state, epoch, val["val_loss"], warmup=t.warmup, patience=t.early_stopping,
+                                     max_epochs=t.epochs)
+        state["train_time_s"] += time.perf_counter() - t0
+        state["history"].append({"epoch": epoch, "beta": beta, "train_loss": losses[0], "train_re": losses[1],
+                                 "train_kl": losses[2], **val, "best_val": state["best_val"],
+                                 "es_counter": state["es_counter"], "seconds": round(time.perf_counter() - t0, 3)})
+        if t.trajectory_every > 0 and (epoch % t.trajectory_every == 0 or epoch == 1):
+            self.trajectory_point(state, epoch)
+        self.save_epoch(state, improved, val["val_loss"])
+        self.curves.log_epoch(epoch, state["history"][-1], state["trajectory"][-1] if state["trajectory"]
+                              and state["trajectory"][-1]["epoch"] == epoch else None)
+        recent.append(time.perf_counter() - t0)  # the whole epoch: training, trajectory, writes
+        log.info("epoch %d: beta %.2f train loss %.3f val loss %.3f (best %.3f); %s", epoch, beta, losses[0],
+                 val["val_loss"], state["best_val"],
+                 progress_line(epoch, t.epochs, state["best_epoch"], state["es_counter"], t.early_stopping,
+                               t.warmup, seconds_per_epoch(recent)))
+
+    def trajectory_point(self, state: dict, epoch: int) -> None:
+        try:
+            state["trajectory"].append(_trajectory_point(self.model, self.splits, self.traj_images, self.cmd,
+                                                         self.device, self.traj_subset, epoch))
+        except GlossyError as e:  # a non-finite log-likelihood on the trajectory subset
+            raise GlossyError(_diverged(f"the trajectory evaluation failed ({e})", epoch, self.run_dir)) from e
+
+    def save_last(self, state: dict) -> None:
+        """last.pt: the state to resume from (model, optimiser, random streams, the loop's state), atomically."""
+        atomic_torch_save(self.last, checkpoint_payload(
+            "last", self.cfg, self.margs, self.model, optimizer_state=self.epochs.opt.state_dict(),
+            rng=_rng_state(self.epochs.gen, self.device), state=state))
+
+    def save_epoch(self, state: dict, improved: bool, val_loss: float) -> None:
+        """best.pt when the epoch improved, then last.pt (the state to resume from), then the csv files: each
+        atomically, in that order, so that a kill at any point leaves a consistent run."""
+        if improved:
+            atomic_torch_save(self.run_dir / BEST, checkpoint_payload("best", self.cfg, self.margs, self.model,
+                                                                      epoch=state["epoch"], val_loss=val_loss))
+        self.save_last(state)
+        _write_tables(self.run_dir, state)
+
+    def finish(self, state: dict) -> dict:
+        """The evaluation of the best checkpoint into result.json (SIGINT/SIGTERM stop it with a message)."""
+        with _stop_on_signals(f"the evaluation: training is complete and saved in {self.last}; re-run the same "
+                              f"command to evaluate (its importance sampling goes on from the points already "
+                              f"finished)"):
+            _write_tables(self.run_dir, state)  # from last.pt, in case a kill -9 came between it and the csv files
+            self.model.load_state_dict(read_checkpoint(self.run_dir / BEST)["model_state"])
+            _save_grids(self.model, self.splits, self.run_dir, self.cmd.train.grid, self.device)
+            result = evaluate_and_save(self.model, self.splits, self.cfg, self.run_dir, self.device,
+                                       training_record(state), self.show_progress or "log")
+        self.curves.log_final(result)
+        return result

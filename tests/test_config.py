@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from glossy_cli import schema as config
-from glossy_cli.main import _precheck
+from glossy_cli.overrides import precheck
 from glossy_cli.runs import effective_overrides, register_resolvers, run_name
 from glossy_cli.schema import ConfigError, compose_config
 from glossy_datasets import registry as datasets
@@ -61,7 +61,7 @@ def compose(cmd: str, overrides: list[str]):
 ])
 def test_every_bad_override_is_one_line_naming_key_value_and_what_is_allowed(args, message):
     with pytest.raises(ConfigError) as e:
-        _precheck("train", args)
+        precheck("train", args)
     assert str(e.value).startswith(message), str(e.value)
     assert "\n" not in str(e.value) and e.value.exit_code == 2
 
@@ -75,14 +75,14 @@ def test_every_bad_override_is_one_line_naming_key_value_and_what_is_allowed(arg
 ])
 def test_other_commands_are_checked_too(cmd, args, message):
     with pytest.raises(ConfigError) as e:
-        _precheck(cmd, args)
+        precheck(cmd, args)
     assert str(e.value).startswith(message), str(e.value)
 
 
 def test_good_overrides_and_sweeps_pass():
-    _precheck("train", ["dataset=frey", "model=pixelhvae", "model.channels=32", "model.n_layers=4", "prior=vamp",
+    precheck("train", ["dataset=frey", "model=pixelhvae", "model.channels=32", "model.n_layers=4", "prior=vamp",
                         "prior.n_components=10", "train=quick", "eval.candidates=test", "seed=3"])
-    _precheck("train", ["-m", "prior=standard,vamp", "model=vae,hvae", "hydra/launcher=basic"])
+    precheck("train", ["-m", "prior=standard,vamp", "model=vae,hvae", "hydra/launcher=basic"])
 
 
 def test_defaults_exist_once_and_come_from_the_library():
@@ -213,7 +213,7 @@ def test_every_wrong_value_of_every_key_exits_2_with_one_line_naming_it(cmd, arg
 
     monkeypatch.chdir(tmp_path)
     ran = []
-    monkeypatch.setitem(main_module.TASKS, cmd, lambda cfg: ran.append(cfg))
+    monkeypatch.setitem(main_module.TASKS, cmd, lambda cfg, typed: ran.append(cfg))
     with pytest.raises(SystemExit) as e:
         main_module.main([cmd, *args])
     err = capsys.readouterr().err
@@ -227,7 +227,7 @@ def test_every_wrong_value_of_every_key_exits_2_with_one_line_naming_it(cmd, arg
 @pytest.mark.parametrize("value", ["''", "' '", "None", "[1,2]", "{a: 1}", "1e999", "-0", "0x10", "1_000"])
 def test_garbage_for_an_integer_is_refused_or_read_as_hydra_reads_it(value):
     try:
-        _precheck("train", [f"train.epochs={value}"])
+        precheck("train", [f"train.epochs={value}"])
     except ConfigError as err:
         assert str(err).startswith("train.epochs") and "\n" not in str(err)
     else:  # what Hydra's grammar reads as an integer >= 1 (1_000 is 1000)
@@ -235,7 +235,7 @@ def test_garbage_for_an_integer_is_refused_or_read_as_hydra_reads_it(value):
 
 
 def test_help_lists_the_groups_and_every_key_with_its_type_and_default():
-    from glossy_cli.main import command_help
+    from glossy_cli.overrides import command_help
 
     text = command_help("train", ["model=pixelhvae", "prior=vamp"])
     assert "Hydra" not in text.splitlines()[0] and text.startswith("usage: glossy train")

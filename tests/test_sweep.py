@@ -132,10 +132,10 @@ def test_a_preemption_signal_in_the_set_up_or_the_loop_stops_with_the_state_save
 
     real_setup, real_epoch = train.setup, train.train_one_epoch
 
-    def setup_then_signal(cfg):
+    def setup_then_signal(cfg, cmd):
         signal.raise_signal(signal.SIGUSR2)  # arrives mid set-up
         assert calls == []  # only noted
-        return real_setup(cfg)
+        return real_setup(cfg, cmd)
 
     def signal_in_epoch_2(*a, **kw):
         if kw["desc"] == "epoch 2":

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from glossy_cli.train import new_state, resume, stopping_decision, train_one_epoch
+from glossy_cli.train import EpochPlan, new_state, resume, stopping_decision, train_one_epoch
 from glossy_models.registry import build
 
 
@@ -42,11 +42,10 @@ def test_one_epoch_lowers_the_loss_and_a_stop_check_ends_it_between_steps():
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     step = lambda xb, beta: (lambda t: (t["loss"].mean(), t["re"].mean().detach(), t["kl"].mean().detach()))(
         model.elbo(xb, beta))
-    gen = torch.Generator().manual_seed(0)
-    kw = dict(batch_size=20, n_batches=10, gen=gen, beta=1.0, dynamic_binarization=False)
-    first = train_one_epoch(model, opt, step, x, **kw)
+    plan = EpochPlan(model, opt, step, x, batch_size=20, n_batches=10, gen=torch.Generator().manual_seed(0))
+    first = train_one_epoch(plan, 1.0)
     for _ in range(4):
-        later = train_one_epoch(model, opt, step, x, **kw)
+        later = train_one_epoch(plan, 1.0)
     assert all(math.isfinite(v) for v in first) and later[0] < first[0]
     steps = []
 
@@ -55,7 +54,7 @@ def test_one_epoch_lowers_the_loss_and_a_stop_check_ends_it_between_steps():
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_one_epoch(model, opt, step, x, stop_check=stop_check, **kw)
+        train_one_epoch(plan, 1.0, stop_check=stop_check)
     assert steps == [1]
 
 
