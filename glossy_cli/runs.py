@@ -164,7 +164,7 @@ def model_args(cfg: DictConfig, meta: datasets.DatasetMeta) -> dict[str, Any]:
     }
 
 
-N_COMPONENTS = library_default(models.build, "n_components")  # unused by a standard prior
+N_COMPONENTS = models.PRIOR_DEFAULTS["n_components"]  # unused by a standard prior
 
 
 def same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -88,7 +88,7 @@ class PriorConfig:
 @dataclass
 class VampPriorConfig(PriorConfig):
     name: str = "vamp"
-    n_components: int = library_default(models.build, "n_components")
+    n_components: int = models.PRIOR_DEFAULTS["n_components"]
     init_mean: float | None = None  # null: the dataset's own initialisation (DatasetMeta)
     init_std: float | None = None
 

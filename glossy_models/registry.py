@@ -10,7 +10,7 @@ import functools
 import importlib
 from typing import TYPE_CHECKING
 
-from .architecture import ARCHITECTURE_KEYS, PIXELCNN_DEFAULTS
+from .architecture import ARCHITECTURE_KEYS, PIXELCNN_DEFAULTS, PRIOR_DEFAULTS
 
 if TYPE_CHECKING:  # the lazy names, eagerly, for type checkers
     from .base import LatentVariableModel
@@ -19,22 +19,24 @@ if TYPE_CHECKING:  # the lazy names, eagerly, for type checkers
     from .priors import PRIORS, StandardNormal, VampPrior
     from .vae import VAE
 
-    MODELS: dict[str, type[LatentVariableModel]] = {"vae": VAE, "hvae": HVAE, "pixelhvae": PixelHVAE}
+    MODELS: dict[str, type[LatentVariableModel]]
 
-MODEL_NAMES = ("vae", "hvae", "pixelhvae")
+# the one list of the zoo: model name -> (module, class); its classes are imported when first used
+_MODELS = {"vae": (".vae", "VAE"), "hvae": (".hvae", "HVAE"), "pixelhvae": (".pixelhvae", "PixelHVAE")}
+MODEL_NAMES = tuple(_MODELS)
 PRIOR_NAMES = ("standard", "vamp")
 
-_LAZY = {"VAE": (".vae", "VAE"), "HVAE": (".hvae", "HVAE"), "PixelHVAE": (".pixelhvae", "PixelHVAE"),
+_LAZY = {**{cls: (module, cls) for module, cls in _MODELS.values()},
          "LatentVariableModel": (".base", "LatentVariableModel"), "PRIORS": (".priors", "PRIORS"),
          "StandardNormal": (".priors", "StandardNormal"), "VampPrior": (".priors", "VampPrior")}
 
-__all__ = ["ARCHITECTURE_KEYS", "HVAE", "MODELS", "MODEL_NAMES", "PIXELCNN_DEFAULTS", "PRIORS", "PRIOR_NAMES",
-           "LatentVariableModel", "PixelHVAE", "StandardNormal", "VAE", "VampPrior", "build"]
+__all__ = ["ARCHITECTURE_KEYS", "HVAE", "MODELS", "MODEL_NAMES", "PIXELCNN_DEFAULTS", "PRIORS", "PRIOR_DEFAULTS",
+           "PRIOR_NAMES", "LatentVariableModel", "PixelHVAE", "StandardNormal", "VAE", "VampPrior", "build"]
 
 
 def __getattr__(name: str):
     if name == "MODELS":  # name -> class
-        return {"vae": __getattr__("VAE"), "hvae": __getattr__("HVAE"), "pixelhvae": __getattr__("PixelHVAE")}
+        return {m: __getattr__(cls) for m, (_, cls) in _MODELS.items()}
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module, __package__), attr)
@@ -42,23 +44,26 @@ def __getattr__(name: str):
 
 
 def build(model: str, prior: str, input_shape, input_type: str, *, z_dim: int = 40, hidden: int = 300,
-          n_components: int = 500, pseudo_init_mean: float = 0.05, pseudo_init_std: float = 0.01,
-          channels: int | None = None, n_layers: int | None = None) -> LatentVariableModel:
+          **options) -> LatentVariableModel:
     """The one factory: a model class by name with a prior by name, for images of `input_shape`.
-    channels, n_layers: the PixelHVAE's PixelCNN (None: its constructor's defaults); other models have none."""
-    if model not in MODEL_NAMES:
+    options: the prior's (PRIOR_DEFAULTS: n_components, pseudo_init_mean, pseudo_init_std; a standard prior
+    ignores them) and the model's own architecture (ARCHITECTURE_KEYS: the PixelHVAE's PixelCNN channels and
+    n_layers, its constructor's defaults where not given); any other is refused."""
+    if model not in _MODELS:
         raise KeyError(f"unknown model {model!r}; valid: {', '.join(MODEL_NAMES)}")
-    given = {k: v for k, v in (("channels", channels), ("n_layers", n_layers)) if v is not None}
-    if unknown := sorted(set(given) - set(ARCHITECTURE_KEYS.get(model, ()))):
-        raise TypeError(f"model {model!r} has no {', '.join(unknown)}")
     if prior not in PRIOR_NAMES:
         raise KeyError(f"unknown prior {prior!r}; valid: {', '.join(PRIOR_NAMES)}")
+    arch = {k: v for k, v in options.items() if k not in PRIOR_DEFAULTS and v is not None}
+    if unknown := sorted(set(arch) - set(ARCHITECTURE_KEYS.get(model, ()))):
+        raise TypeError(f"model {model!r} has no {', '.join(unknown)}")
     from .priors import StandardNormal, VampPrior
 
     if prior == "vamp":
-        factory = functools.partial(VampPrior, n_components=n_components, init_mean=pseudo_init_mean,
-                                    init_std=pseudo_init_std)
+        p = {**PRIOR_DEFAULTS, **{k: v for k, v in options.items() if k in PRIOR_DEFAULTS}}
+        factory = functools.partial(VampPrior, n_components=p["n_components"], init_mean=p["pseudo_init_mean"],
+                                    init_std=p["pseudo_init_std"])
     else:
         def factory(dim: int, encoder, input_shape) -> StandardNormal:  # N(0, I) needs neither
             return StandardNormal(dim)
-    return __getattr__("MODELS")[model](tuple(input_shape), input_type, factory, z_dim=z_dim, hidden=hidden, **given)
+    return __getattr__(_MODELS[model][1])(tuple(input_shape), input_type, factory, z_dim=z_dim, hidden=hidden,
+                                          **arch)
