@@ -7,9 +7,10 @@ import math
 
 import torch
 
+import glossy.bounds as bounds
+import glossy.intervals as intervals
 from glossy_models.base import LatentVariableModel
 
-from . import bounds, intervals
 from .errors import GlossyError
 from .memory import Plan
 

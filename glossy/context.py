@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, fields, replace
 
 import torch
 
-from . import storage
+import glossy.storage as storage
+
 from .candidates import posterior_means, prior_candidates_of, subset
 from .journal import ISJournal
 from .memory import Plan, Sizes, eval_sizes, plan_within_budget

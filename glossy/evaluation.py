@@ -10,7 +10,9 @@ import math
 
 import torch
 
-from . import bounds, intervals
+import glossy.bounds as bounds
+import glossy.intervals as intervals
+
 from .candidates import fail_if_not_finite, stream_source
 from .context import EvalContext, RunOptions
 from .errors import GlossyError

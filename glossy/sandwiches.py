@@ -9,7 +9,9 @@ import logging
 
 import torch
 
-from . import bounds, intervals
+import glossy.bounds as bounds
+import glossy.intervals as intervals
+
 from .candidates import fail_if_not_finite, likelihood_matrix, stream_source, subset
 from .context import EvalContext
 from .importance import importance_sampling

@@ -89,7 +89,7 @@ def test_defaults_exist_once_and_come_from_the_library():
     cfg = compose("train", ["dataset=frey", "model=pixelhvae", "prior=vamp"])
     assert cfg.model.z_dim == inspect.signature(models.build).parameters["z_dim"].default
     assert cfg.model.channels == inspect.signature(models.PixelHVAE.__init__).parameters["channels"].default
-    assert cfg.prior.n_components == inspect.signature(models.build).parameters["n_components"].default
+    assert cfg.prior.n_components == models.PRIOR_DEFAULTS["n_components"]
     frey_load = datasets.DATASETS["frey"]
     for k, v in cfg.dataset.options.items():
         assert v == inspect.signature(frey_load).parameters[k].default, k
