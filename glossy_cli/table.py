@@ -260,6 +260,12 @@ def _rendered(df: pd.DataFrame, columns: list[tuple[str, Callable[[dict], str]]]
                         dtype=object)
 
 
+def markdown_grid(df: pd.DataFrame, columns: list[tuple[str, Callable[[dict], str]]]) -> str:
+    """A markdown (pipe) table of `df`, one column per (header, cell of a row): Table 1's renderer, which the
+    benchmark's table uses too."""
+    return _rendered(df, columns).to_markdown(index=False, tablefmt="pipe", disable_numparse=True)
+
+
 def _verdicts(r: dict) -> str:
     """The row's three verdicts in one cell, `nll ok, max differs, std ok`; blank where none could be given."""
     words = {"consistent": "ok", "differs": "differs"}
@@ -333,8 +339,7 @@ def to_markdown(df: pd.DataFrame) -> str:
             label = f" ({settings}, eval {r['eval_settings']})" if pd.notna(settings) and settings else f" ({r['run']})"
             notes.append(f"{r['dataset']} {r['model']} {r['prior']}{label}: {r['run']}")
         labels.append(label)
-    cells = _rendered(df.assign(_label=labels), _markdown_columns(m))
-    table = cells.to_markdown(index=False, tablefmt="pipe", disable_numparse=True)
+    table = markdown_grid(df.assign(_label=labels), _markdown_columns(m))
     lines = [intro, "", table]
     if notes:  # never averaged together silently: say which runs each separate row holds
         lines += ["", "Rows of one (dataset, model, prior) with other training or evaluation settings, kept apart:"]
