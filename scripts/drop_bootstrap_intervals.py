@@ -10,6 +10,7 @@ scripts/collect_results.sh runs it on every collected result (standard library o
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -39,7 +40,9 @@ def migrate(path: Path) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    for root in argv or ["results/runs"]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("roots", nargs="*", default=["results/runs"], help="folders of runs (default: %(default)s)")
+    for root in ap.parse_args(argv).roots:
         for f in sorted(Path(root).glob("*/result.json")):
             gone = migrate(f)
             print(f"{f}: {len(gone)} intervals removed" if gone else f"{f}: unchanged")

@@ -9,6 +9,7 @@ tests/test_readme.py checks that README.md holds exactly this output.
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from pathlib import Path
@@ -55,10 +56,17 @@ def write_readme(readme: Path, table: str) -> None:
     readme.write_text(BLOCK.sub(lambda m: m.group(1) + table + m.group(2), text))
 
 
-if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--write"]
-    table = readme_table(Path(args[0] if args else "results/table1.csv"))
-    if "--write" in sys.argv[1:]:
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("table", nargs="?", default="results/table1.csv", help="the Table-1 csv (default: %(default)s)")
+    ap.add_argument("--write", action="store_true", help="fill README.md's readme_table block instead of printing")
+    args = ap.parse_args(argv)
+    table = readme_table(Path(args.table))
+    if args.write:
         write_readme(Path(__file__).resolve().parents[1] / "README.md", table)
     else:
         print(table)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -5,6 +5,7 @@ one identity, and no installed `datasets` or `models` package is hidden."""
 import fnmatch
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -190,3 +191,36 @@ def test_the_declared_dependencies_are_exactly_what_the_code_imports():
     used_by_others = {"hydra-joblib-launcher", "tabulate", "jinja2"}
     assert imported == declared - used_by_others, imported ^ (declared - used_by_others)
     assert optional <= extras and {"tensorboard", "mlflow"} <= optional
+
+
+def test_every_function_is_short_and_takes_few_parameters():
+    """The house's limits (docs/architecture.md): no function of the four packages over 60 lines or taking more
+    than 8 parameters (positional and keyword-only, not self/cls, *args, **kwargs); a settings object or a context
+    is the usual cure. main.py stays dispatch (at most 250 lines); no script over 300 lines."""
+    import ast
+
+    over = []
+    for package in PACKAGES:
+        for f in sorted((REPO / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    a = node.args
+                    params = [p for p in (*a.posonlyargs, *a.args, *a.kwonlyargs) if p.arg not in ("self", "cls")]
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > 60 or len(params) > 8:
+                        over.append(f"{f.relative_to(REPO)}:{node.lineno} {node.name}: {lines} lines, "
+                                    f"{len(params)} parameters")
+    assert not over, "\n".join(over)
+    assert len((REPO / "glossy_cli" / "main.py").read_text().splitlines()) <= 250
+    long = [p.name for p in (REPO / "scripts").iterdir() if p.is_file() and len(p.read_text().splitlines()) > 300]
+    assert not long, long
+
+
+def test_the_evaluation_is_the_librarys_own():
+    import glossy
+
+    assert glossy.evaluate.__module__ == "glossy.evaluation" and glossy.EvalSettings.__module__ == "glossy.settings"
+    assert glossy.bounds.__name__ == "glossy.bounds" and glossy.intervals.__name__ == "glossy.intervals"
+    for package in ("glossy_models", "glossy_datasets"):  # the zoo and the loaders never import the library
+        for f in (REPO / package).rglob("*.py"):
+            assert not re.search(r"^\s*(from|import) glossy(_cli)?\b", f.read_text(), re.M), f
