@@ -41,7 +41,7 @@ GLOSSY_TEST_DEVICE=cuda timeout 240 "$PY" -m pytest -q -m "not slow" -x -p no:ca
 echo "tests: rc=$? $(tail -n 1 "$OUT/tests.log")" | tee -a "$OUT/summary.md"
 
 step "benchmark on cuda"
-timeout 150 "$PY" scripts/bench.py device=cuda results_dir="$OUT" e2e_points=10000 e2e_samples=5000 \
+timeout 150 "$PY" scripts/bench.py --device cuda --results-dir "$OUT" --e2e-points 10000 --e2e-samples 5000 \
   > "$OUT/bench.log" 2>&1
 echo "bench: rc=$?" | tee -a "$OUT/summary.md"
 
