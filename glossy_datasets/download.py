@@ -69,13 +69,16 @@ class Remote:
     sha256: str | None = None  # recorded SHA-256 of the canonical file; None: no stable hash is known
     size: int | None = None  # bytes, where known
     check: str = ""  # how the file is verified when no SHA-256 is recorded
+    # the file's git blob id in the public repository it is served from: sha1(b"blob <size>\0" + bytes), a content
+    # hash that the repository itself records (git ls-tree), for a file no copy of which was here to hash
+    git_blob: str | None = None
 
     def path(self, data_dir: Path) -> Path:
         return Path(data_dir) / self.dataset / self.filename
 
     @property
     def verified_by(self) -> str:
-        return "sha256" if self.sha256 else "format"
+        return "sha256" if self.sha256 else "git blob id" if self.git_blob else "format"
 
 
 def files_info(remotes, data_dir: Path, digests: dict[str, str]) -> dict:
@@ -118,6 +121,15 @@ def sha256_file(path: Path) -> str:
 
 def md5_file(path: Path) -> str:
     return file_digest(path, "md5")
+
+
+def git_blob_id(path: Path, chunk: int = 1 << 20) -> str:
+    """The id git gives the file's bytes as a blob: sha1 of b"blob <size>\\0" followed by the bytes."""
+    h = hashlib.sha1(f"blob {Path(path).stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 class DigestCache:
@@ -210,6 +222,11 @@ def checksum_problem(path: Path, remote: Remote, cache: DigestCache | None = Non
         return f"{kind}: {size} bytes, expected {remote.size}", digest
     if remote.sha256 is not None and digest != remote.sha256.lower():
         return f"SHA-256 mismatch: got {digest}, expected {remote.sha256}", digest
+    if remote.sha256 is None and remote.git_blob is not None:
+        blob = digest_of(path, "git-blob", git_blob_id, cache)
+        if blob != remote.git_blob.lower():
+            return f"git blob id mismatch: got {blob}, expected {remote.git_blob} (its SHA-256: {digest})", digest
+        log.info("%s verified by its git blob id %s; its SHA-256 is %s", path, blob, digest)
     return None, digest
 
 

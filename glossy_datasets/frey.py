@@ -35,7 +35,8 @@ NAME = "frey"
 FILES = {
     "pkl": Remote(NAME, "freyfaces.pkl",
                   "https://raw.githubusercontent.com/jmtomczak/vae_vampprior/master/datasets/Freyfaces/freyfaces.pkl",
-                  size=3568521, sha256="3b69410c6a5fd6e03f09012905168be3712373a094a776f7e58fcd0670d2138a"),
+                  size=3568521, sha256="3b69410c6a5fd6e03f09012905168be3712373a094a776f7e58fcd0670d2138a",
+                  git_blob="032cd9c159728cd43e28041eb2bc547d278c3b80"),  # jmtomczak/vae_vampprior's blob of it
     "mat": Remote(NAME, "frey_rawface.mat", "https://cs.nyu.edu/~roweis/data/frey_rawface.mat",
                   check="MATLAB file whose `ff` is a 560 x N matrix of integers 0..255"),
 }

@@ -38,7 +38,8 @@ _URL = ("https://raw.githubusercontent.com/jmtomczak/vae_householder_flow/master
 FILES = {
     "tar": Remote(NAME, "histopathology.pkl.tar.gz", _URL,
                   check="gzip tar holding histopathology.pkl with training/validation/test 28x28 images "
-                        "in [0, 1]"),
+                        "in [0, 1]",
+                  git_blob="40e100f65969106cbcf3c0f6f29e70e8e7e14fe3"),  # jmtomczak/vae_householder_flow's blob
     "pkl": Remote(NAME, "histopathology.pkl", _URL,
                   check="pickle of a dict with training/validation/test 28x28 images in [0, 1]"),
 }

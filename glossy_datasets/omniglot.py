@@ -4,11 +4,15 @@
 one 28x28 image stored column-major (MATLAB order). The training set is shuffled with a fixed seed and
 its last `n_validation` (1345) images become the validation set. The training images stay gray and are
 binarised dynamically (a fresh Bernoulli draw per minibatch, by the trainer); validation and test are
-binarised once here, with a fixed seed, so every run evaluates on the same binary images.
+binarised once here as the VampPrior reference does it: numpy's legacy generator seeded with 777 draws one
+Bernoulli per pixel of the validation images, then of the test images, each image's pixels in the reference's
+order (its 784-vector, which is our image flattened row by row). One uniform is drawn per pixel whatever its
+gray value, so the binary test set is the reference's bit for bit whichever images the (unseeded, in the
+reference) shuffle put into the validation set.
 
-No stable SHA-256 of `chardata.mat` is recorded here (no copy was available to hash), so the file is
-verified by its format and content: a MATLAB file whose `data`/`testdata` are 784-row matrices of
-values in [0, 1].
+No copy of `chardata.mat` was here to hash, so it is verified by its git blob id in the repository that serves it
+(a content hash: sha1 of "blob <size>\\0" and the bytes), and by its format and content: a MATLAB file whose
+`data`/`testdata` are 784-row matrices of values in [0, 1].
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ NAME = "omniglot"
 FILES = {
     "chardata": Remote(NAME, "chardata.mat",
                        "https://raw.githubusercontent.com/yburda/iwae/master/datasets/OMNIGLOT/chardata.mat",
-                       check="MATLAB file with 784-row `data` and `testdata` of values in [0, 1]"),
+                       check="MATLAB file with 784-row `data` and `testdata` of values in [0, 1]",
+                       git_blob="016a3536ffe5e1d38e42563a18d7a78bfaf643ec"),  # yburda/iwae's blob of the file
 }
 SPLIT_SEED = 777  # shuffle of the training set before the validation images are split off
 BINARIZE_SEED = 777  # the one-off binarisation of the validation and test images
@@ -65,6 +70,14 @@ def read_chardata(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return _images(mat, "data"), _images(mat, "testdata")
 
 
+def binarize_as_reference(val: np.ndarray, test: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's one-off binarisation: `RandomState(seed)` draws binomial(1, p) for every pixel of the
+    validation images, then of the test images, in row-major order of each image [N, 28, 28]."""
+    rs = np.random.RandomState(seed)
+    drawn = [rs.binomial(1, a.reshape(len(a), -1).astype(np.float64)).reshape(a.shape) for a in (val, test)]
+    return drawn[0].astype(np.float32), drawn[1].astype(np.float32)
+
+
 def _check_split(n: int, path: Path, n_validation: int) -> None:
     if not 0 < n_validation < n:
         raise DatasetError(f"dataset {NAME}: option n_validation={n_validation} must be between 1 and {n - 1}: "
@@ -82,9 +95,7 @@ def load(data_dir: Path | None = None, download: bool = True, *, n_validation: i
     _check_split(len(train_all), r.path(data_dir), n_validation)
     train_all = train_all[np.random.default_rng(split_seed).permutation(len(train_all))]
     train, val = train_all[:-n_validation], train_all[-n_validation:]
-    rng = np.random.default_rng(binarize_seed)
-    val = (rng.random(val.shape, dtype=np.float32) < val).astype(np.float32)
-    test = (rng.random(test.shape, dtype=np.float32) < test).astype(np.float32)
+    val, test = binarize_as_reference(val, test, binarize_seed)
     x = [torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1) for a in (train, val, test)]
     meta = DatasetMeta(name=NAME, input_type="binary", shape=(1, 28, 28), dynamic_binarization=True,
                        pseudo_init_mean=0.05, pseudo_init_std=0.01,

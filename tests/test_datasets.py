@@ -97,6 +97,12 @@ def pin(monkeypatch, module, key: str, path: Path, size: bool = True) -> None:
         r, sha256=hashlib.sha256(data).hexdigest(), size=len(data) if size else None))
 
 
+def pin_blob(monkeypatch, module, key: str, data: bytes) -> None:
+    """Record a fixture's git blob id as the expected one, as the real file's (from its repository) is."""
+    monkeypatch.setitem(module.FILES, key, dataclasses.replace(
+        module.FILES[key], git_blob=hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()))
+
+
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
@@ -350,7 +356,7 @@ def colmajor_columns(imgs: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture
-def omniglot_file(tmp_path):
+def omniglot_file(tmp_path, monkeypatch):
     rng = np.random.default_rng(2)
     train = rng.random((30, 28, 28)).astype(np.float32)
     train[7] = letter_f()
@@ -360,6 +366,7 @@ def omniglot_file(tmp_path):
     (root / "omniglot").mkdir(parents=True)
     scipy.io.savemat(omniglot.FILES["chardata"].path(root),
                      {"data": colmajor_columns(train), "testdata": colmajor_columns(test)})
+    pin_blob(monkeypatch, omniglot, "chardata", omniglot.FILES["chardata"].path(root).read_bytes())
     return root, train, test
 
 
@@ -387,7 +394,32 @@ def test_omniglot_mat_split_orientation_binarisation(omniglot_file):
     assert torch.equal(again.train, s.train) and torch.equal(again.val, s.val) and torch.equal(again.test, s.test)
     other = datasets.load("omniglot", root, download=False, n_validation=5, split_seed=1)
     assert not torch.equal(other.train, s.train)
-    assert s.info["files"]["chardata.mat"]["verified_by"] == "format"
+    assert s.info["files"]["chardata.mat"]["verified_by"] == "git blob id"
+
+
+def test_omniglot_binary_test_set_is_the_references_bit_for_bit(tmp_path, monkeypatch):
+    """The reference binarises with np.random.seed(777): binomial(1, x_val), then binomial(1, x_test), on its
+    784-vectors (the .mat's columns through reshape((-1, 28, 28)).reshape((-1, 784), order='F')). Those bits,
+    computed here that way from a gray test set with exact 0s and 1s, are the test split glossy loads, whatever
+    the validation images are."""
+    rng = np.random.default_rng(4)
+    train, test = rng.random((40, 28, 28)).astype(np.float32), rng.random((12, 28, 28)).astype(np.float32)
+    test[:, :3] = 0.0
+    test[:, -3:] = 1.0
+    root = tmp_path / "data"
+    (root / "omniglot").mkdir(parents=True)
+    scipy.io.savemat(omniglot.FILES["chardata"].path(root),
+                     {"data": colmajor_columns(train), "testdata": colmajor_columns(test)})
+    pin_blob(monkeypatch, omniglot, "chardata", omniglot.FILES["chardata"].path(root).read_bytes())
+    raw = scipy.io.loadmat(omniglot.FILES["chardata"].path(root))
+    as_ref = lambda m: m.T.astype("float32").reshape((-1, 28, 28)).reshape((-1, 784), order="F")  # noqa: E731
+    np.random.seed(777)
+    np.random.binomial(1, as_ref(raw["data"])[:7])  # any 7 validation images: one draw per pixel
+    expected = np.random.binomial(1, as_ref(raw["testdata"]))
+    for split_seed in (0, 1):
+        s = datasets.load("omniglot", root, download=False, n_validation=7, split_seed=split_seed)
+        np.testing.assert_array_equal(s.test.reshape(len(s.test), -1).numpy(), expected)
+    assert set(np.unique(s.val).tolist()) == {0.0, 1.0}
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -395,10 +427,11 @@ def test_omniglot_mat_split_orientation_binarisation(omniglot_file):
     ({"data": np.zeros((784, 4))}, "no variable 'testdata'"),
     ({"data": np.full((784, 4), 2.0), "testdata": np.zeros((784, 2))}, "values outside [0, 1]"),
 ])
-def test_omniglot_bad_file(tmp_path, content, expected):
+def test_omniglot_bad_file(tmp_path, monkeypatch, content, expected):
     path = omniglot.FILES["chardata"].path(tmp_path)
     path.parent.mkdir()
     scipy.io.savemat(path, content)
+    pin_blob(monkeypatch, omniglot, "chardata", path.read_bytes())  # past the hash: the format check speaks
     with pytest.raises(DatasetCorrupt) as e:
         datasets.load("omniglot", tmp_path, download=False)
     msg = one_line_message(e.value)
@@ -574,7 +607,7 @@ def histo_dict() -> dict:
     return d
 
 
-def test_histopathology_pkl_and_tar_gz(tmp_path):
+def test_histopathology_pkl_and_tar_gz(tmp_path, monkeypatch):
     d = histo_dict()
     raw = py2_pickle(d, 2)
     folder = tmp_path / "histopathology"
@@ -583,9 +616,10 @@ def test_histopathology_pkl_and_tar_gz(tmp_path):
         info = tarfile.TarInfo("histopathologyGray/histopathology.pkl")
         info.size = len(raw)
         tar.addfile(info, io.BytesIO(raw))
+    pin_blob(monkeypatch, histopathology, "tar", (folder / "histopathology.pkl.tar.gz").read_bytes())
     s = datasets.load("histopathology", tmp_path, download=False)
     assert s.sizes() == {"train": 7, "val": 3, "test": 2} and s.train.shape[1:] == (1, 28, 28)
-    assert s.info["files"]["histopathology.pkl.tar.gz"]["verified_by"] == "format"
+    assert s.info["files"]["histopathology.pkl.tar.gz"]["verified_by"] == "git blob id"
     assert float(s.train.min()) == pytest.approx(1 / 512) and float(s.train.max()) == pytest.approx(1 - 1 / 512)
     expected = np.clip(d["training"][0].reshape(28, 28), 1 / 512, 1 - 1 / 512).astype(np.float32)
     np.testing.assert_array_equal(s.train[0, 0].numpy(), expected)  # row-major, not transposed
@@ -742,6 +776,31 @@ def real_data(name: str) -> Path:
             pytest.fail(f"GLOSSY_REQUIRE_REAL_DATA=1 but {why}")
         pytest.skip(why)
     return SHARED
+
+
+def test_a_git_blob_id_is_gits_own_and_a_file_that_differs_is_refused(tmp_path):
+    """The ids that verify chardata.mat and histopathology.pkl.tar.gz (files no copy of which was here to hash):
+    the id git itself computes for the same bytes, and a file one byte off is refused in one line."""
+    data = np.random.default_rng(0).bytes(3000)
+    path = omniglot.FILES["chardata"].path(tmp_path)
+    path.parent.mkdir()
+    path.write_bytes(data)
+    git = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True).stdout
+    assert download.git_blob_id(path) == git.strip()
+    good = dataclasses.replace(omniglot.FILES["chardata"], git_blob=git.strip())
+    assert download.checksum_problem(path, good)[0] is None and good.verified_by == "git blob id"
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    problem, _ = download.checksum_problem(path, good)
+    assert problem.startswith(f"git blob id mismatch: got {download.git_blob_id(path)}, expected {git.strip()}")
+    with pytest.raises(DatasetCorrupt, match="git blob id mismatch"):
+        datasets.load("omniglot", tmp_path, download=False)  # the recorded id of the real chardata.mat
+    assert omniglot.FILES["chardata"].git_blob == "016a3536ffe5e1d38e42563a18d7a78bfaf643ec"
+    assert histopathology.FILES["tar"].git_blob == "40e100f65969106cbcf3c0f6f29e70e8e7e14fe3"
+
+
+def test_the_real_freyfaces_pkl_has_its_repositorys_git_blob_id():
+    path = frey.FILES["pkl"].path(real_data("frey"))
+    assert download.git_blob_id(path) == frey.FILES["pkl"].git_blob == "032cd9c159728cd43e28041eb2bc547d278c3b80"
 
 
 def test_real_mnist():
