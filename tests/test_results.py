@@ -27,3 +27,19 @@ def test_every_committed_interval_contains_its_estimate(path):
         assert lo <= estimate <= hi, f"{path.parent.name}: {key} = [{lo}, {hi}] does not contain {estimate}"
     # an interval's method and level are named in the file
     assert "interval_method" in r and 0 < r["interval_level"] < 1
+
+
+@pytest.mark.parametrize("path", RESULTS, ids=[p.parent.name for p in RESULTS])
+def test_every_committed_config_says_what_its_result_was_made_with(path):
+    """config.yaml beside a result.json names the same run (dataset, model, prior, seed) and the same eval.*
+    settings that the result's numbers were computed with (eval_config), so a reader of either is told the same."""
+    from omegaconf import OmegaConf
+
+    config = path.parent / "config.yaml"
+    assert config.is_file(), f"{path.parent.name}: no config.yaml"
+    cfg, r = OmegaConf.to_container(OmegaConf.load(config)), json.loads(path.read_text())
+    assert (cfg["dataset"]["name"], cfg["model"]["name"], cfg["prior"]["name"], cfg["seed"]) == \
+        (r["dataset"], r["model"], r["prior"], r["seed"]), path.parent.name
+    assert cfg["eval"] == r["eval_config"], {k: (cfg["eval"].get(k), r["eval_config"].get(k))
+                                             for k in {*cfg["eval"], *r["eval_config"]}
+                                             if cfg["eval"].get(k) != r["eval_config"].get(k)}
