@@ -22,6 +22,22 @@ NAMES = {"mnist": "Static MNIST", "omniglot": "OMNIGLOT", "caltech101": "Caltech
          "histopathology": "Histopathology", "cifar10": "CIFAR-10"}
 MODELS = {"vae": "VAE", "hvae": "HVAE", "pixelhvae": "PixelHVAE"}
 PRIORS = {"standard": "standard", "vamp": "VampPrior"}
+# the reference splits' training images (docs/results.md): a row whose glossy matrix used fewer training
+# candidates says so in its settings cell
+TRAIN_IMAGES = {"mnist": 50000, "omniglot": 23000, "caltech101": 4100, "frey": 1565, "histopathology": 6800,
+                "cifar10": 40000}
+
+
+def _settings(r: dict) -> str:
+    """The row's settings: the reference's (S = 5000 on every test image, every training image a candidate)
+    or what differs from them."""
+    got = []
+    if int(r["is_samples"]) != 5000:
+        got.append(f"S = {int(r['is_samples'])}")
+    m, n = r.get("n_candidates_train"), TRAIN_IMAGES[r["dataset"]]
+    if m is not None and m == m and int(m) < n:
+        got.append(f"{int(m)} of {n} training candidates")
+    return "reference" + "".join(f", {g}" for g in got)
 
 
 def readme_table(csv: Path) -> str:
@@ -32,7 +48,7 @@ def readme_table(csv: Path) -> str:
     columns = [
         ("data (test N)", lambda r: f"{NAMES[r['dataset']]} ({int(r['n_points'])})" if r["_first"] else ""),
         ("model", lambda r: MODELS[r["model"]]), ("prior", lambda r: PRIORS[r["prior"]]),
-        ("seeds", lambda r: str(int(r["n_seeds"]))),
+        ("seeds", lambda r: str(int(r["n_seeds"]))), ("settings", _settings),
         ("NLL here", lambda r: _pm(r, "nll")), ("paper", lambda r: _fmt(r["nll_paper"])),
         ("within 2 sd of the paper", lambda r: _verdicts(r) or "one seed"),
         ("p (nll, max, std)", _p_cell),
