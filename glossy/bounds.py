@@ -22,10 +22,12 @@ from .storage import (
     PRUNE_EVERY,
     PRUNE_LOG_WEIGHT,
     ba_step_exp,
+    ba_step_streamed,
     exp_capacity,
     exp_log_c,
     exp_rows_into,
     row_block,
+    stream_rows,
 )
 
 
@@ -114,8 +116,9 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
     every step, nll(w) - max_i log c_w(z_i) <= min_w nll(w) <= nll(w); stops when that gap < tol.
 
     When exp(L - column max) of the atoms in play fits in `max_bytes` (as float64, else as float32), each
-    step is two matrix-vector products on it; otherwise, and at any step where a column's mixture would
-    underflow, the step is done exactly in the log domain on all of L.
+    step is two matrix-vector products on it; otherwise the same products on it recomputed in float32 row
+    blocks at every step (`storage.ba_step_streamed`); at any step where a column's mixture would underflow,
+    or where not one row fits max_bytes (max_bytes=0), the step is done exactly in the log domain on all of L.
 
     active_set: atoms whose weight has fallen below e^-69 get weight 0 and leave the products (their rows
     are compacted out of the exp-matrix, which is built as soon as the remaining atoms fit `max_bytes`), so
@@ -164,6 +167,7 @@ class _ActiveSet:
         if keep is not None:
             self.stays[keep] = True
         self.rows = row_block(L, block_rows)
+        self.stream = stream_rows(self.n, max_bytes)  # rows of the streamed step's block (None: log domain)
         self.E = self.build()
 
     def build(self) -> torch.Tensor | None:
@@ -176,11 +180,18 @@ class _ActiveSet:
         return out
 
     def step(self):
-        """(log p_w(x_j) [N], log c_w of the atoms in play, how the step was made): on the exp-matrix, or exactly
-        in the log domain on every row of L (left-out atoms have weight 0 there too) where it is absent or a
-        column's mixture would underflow. The last is ("log", log c of every atom) or ("exp", (inv_s, shift))."""
-        step = ba_step_exp(self.E[: len(self.idx)], self.col_max, self.log_w[self.idx]) \
-            if self.E is not None else None
+        """(log p_w(x_j) [N], log c_w of the atoms in play, how the step was made): on the exp-matrix, or on its
+        rows recomputed block by block where it does not fit, or exactly in the log domain on every row of L
+        (left-out atoms have weight 0 there too) where not one row fits or a column's mixture would underflow.
+        The last is ("log", log c of every atom) or ("exp", (inv_s, shift))."""
+        lw = self.log_w[self.idx]
+        if self.E is not None:
+            step = ba_step_exp(self.E[: len(self.idx)], self.col_max, lw)
+        elif self.stream is not None:
+            whole = len(self.idx) == self.m and bool((self.idx[1:] > self.idx[:-1]).all())  # L itself, in order
+            step = ba_step_streamed(self.L, None if whole else self.idx, self.col_max, lw, self.stream)
+        else:
+            step = None
         if step is None:
             lpw, lc_all = _ba_step_log(self.L, self.log_w, self.block_rows)
             return lpw, lc_all[self.idx], ("log", lc_all)
@@ -194,7 +205,8 @@ class _ActiveSet:
         if exact[0] == "log":
             lc_out = exact[1][out]
         else:
-            lc_out = exp_log_c(self.L, out, self.col_max, *exact[1], self.E.dtype, self.block_rows)
+            dtype = self.E.dtype if self.E is not None else torch.float32  # the streamed step's
+            lc_out = exp_log_c(self.L, out, self.col_max, *exact[1], dtype, self.block_rows)
         gap = max(gap, lc_out.max().item())
         back = out[lc_out >= tol]
         if gap >= tol and bring_back and len(back):
@@ -205,7 +217,7 @@ class _ActiveSet:
             if self.E is not None and k + len(back) <= self.E.shape[0]:
                 exp_rows_into(self.E[k:], self.L, back, self.col_max, self.rows)
             else:
-                self.E = None  # no room: the log domain until the atoms in play fit again
+                self.E = None  # no room: streamed (or the log domain) until the atoms in play fit again
             self.idx = torch.cat([self.idx, back])
             self.log_w = self.log_w - torch.logsumexp(self.log_w, 0)
             lc = torch.cat([lc, lc_out[lc_out >= tol]])

@@ -75,16 +75,57 @@ def exp_log_c(L: torch.Tensor, rows: torch.Tensor, col_max, inv_s, shift, dtype,
 
 
 LOG_DOMAIN = "log domain (blocked)"
+STREAMED = "float32 recomputed in row blocks"
+STREAM_BYTES = 32 * 2**20  # the streamed step's block of exp(L - column max): large enough for fast products
 
 
 def ba_storage(m: int, n: int, max_bytes: int) -> str:
     """How `blahut_arimoto` holds exp(L - column max) for an [m, n] matrix within `max_bytes`: float64 for
     small matrices (exact to ~1e-15, cheap); float32 for large ones or when float64 does not fit (half the
     memory traffic of these memory-bound products, each entry exact to ~5e-6 relative, far below any
-    useful tol); the log domain in row blocks when not even float32 fits."""
-    if 4 * m * n > max_bytes:
+    useful tol); when not even float32 fits, recomputed in float32 row blocks at every step (`ba_step_streamed`:
+    the same products, two exps an entry a step); the log domain in row blocks only when not one row fits."""
+    if 4 * n > max_bytes:
         return LOG_DOMAIN
+    if 4 * m * n > max_bytes:
+        return STREAMED
     return "float64" if 8 * m * n <= max_bytes and m * n <= FLOAT64_BA_ENTRIES else "float32"
+
+
+def stream_rows(n: int, max_bytes: int) -> int | None:
+    """Rows of the streamed step's float32 block within max_bytes (at most STREAM_BYTES); None: not one fits."""
+    rows = min(max_bytes, STREAM_BYTES) // (4 * max(1, n))
+    return rows if rows >= 1 else None
+
+
+def ba_step_streamed(L: torch.Tensor, idx: torch.Tensor | None, col_max, log_w, rows: int):
+    """`ba_step_exp` for the atoms in play `idx` of L (None: all of L) without their exp-matrix: exp(L - column
+    max) recomputed in float32 blocks of `rows` rows, once for the mixture and once for log c. The same
+    returns (and None where a column's mixture is too small for float32, as there)."""
+    m, n = (L.shape[0] if idx is None else len(idx)), L.shape[1]
+    shift = log_w.max()
+    w = torch.exp(log_w - shift).to(torch.float32)
+    buf = torch.empty(min(rows, m), n, dtype=torch.float32, device=L.device)
+    cm = col_max.to(torch.float32)
+    floor = EXP_FLOOR[torch.float32]
+
+    def blocks():  # three passes a block: the difference, the floor, the exp (entries under the floor count as
+        # e^-87.3 rather than 0: under M e^-87.3 < 1e-33 in a column's sum, which is at least 1e-27 here)
+        for i in range(0, m, rows):
+            src = L[i : i + rows] if idx is None else L[idx[i : i + rows]]
+            blk = torch.sub(src, cm, out=buf[: len(src)]) if src.dtype == torch.float32 else \
+                buf[: len(src)].copy_(src - col_max)
+            yield i, blk.clamp_min_(floor).exp_()
+
+    s = torch.zeros(n, dtype=torch.float64, device=L.device)
+    for i, blk in blocks():
+        s += (w[i : i + len(blk)] @ blk).to(torch.float64)
+    if s.min().item() < 1e-27:
+        return None
+    inv_s = (1.0 / s).to(torch.float32)
+    c = torch.cat([(blk @ inv_s).to(torch.float64) for _, blk in blocks()])
+    lpw = col_max + shift + torch.log(s)
+    return lpw, torch.log(c) - shift - math.log(n), inv_s, shift
 
 
 PRUNE_LOG_WEIGHT = -69.0  # an atom whose weight falls below e^-69 (~1e-30) leaves the active set...
@@ -97,7 +138,7 @@ def exp_capacity(k: int, n: int, max_bytes: int, m: int) -> tuple[torch.dtype, i
     """The dtype and the row capacity of an exp-matrix for k active atoms of m on n points within max_bytes
     (see `ba_storage`): room for up to m rows, so that atoms can come back; None if not even k rows fit."""
     storage = ba_storage(k, n, max_bytes)
-    if storage == LOG_DOMAIN:
+    if storage in (LOG_DOMAIN, STREAMED):
         return None
     dtype = getattr(torch, storage)
     cap = max_bytes // (dtype.itemsize * n)

@@ -366,8 +366,8 @@ def test_resampled_log_c_is_exact_where_a_resample_leaves_out_the_only_large_ter
 
 
 def test_active_set_moves_to_the_matrix_products_once_the_atoms_in_play_fit_the_budget(monkeypatch):
-    # the budget holds 100 of the 400 rows in float64 (200 in float32): the first steps run in the log domain
-    # on all of L, then the surviving atoms' exp-matrix is built and the products take over, with the same
+    # the budget holds 100 of the 400 rows in float64 (200 in float32): the first steps recompute the rows in
+    # float32 blocks, then the surviving atoms' exp-matrix is built and the products take over, with the same
     # certified answer
     L = _sparse_problem(3)
     full = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, active_set=False)
@@ -375,7 +375,7 @@ def test_active_set_moves_to_the_matrix_products_once_the_atoms_in_play_fit_the_
     real = storage.ba_step_exp
     monkeypatch.setattr(bounds, "ba_step_exp", lambda E, *a: sizes.append(E.shape[0]) or real(E, *a))
     tight = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, max_bytes=8 * 100 * L.shape[1])
-    assert sizes and max(sizes) <= 200 and tight.iterations + 1 - len(sizes) >= 1  # some log-domain steps first
+    assert sizes and max(sizes) <= 200 and tight.iterations + 1 - len(sizes) >= 1  # some streamed steps first
     assert tight.converged and tight.nll == pytest.approx(full.nll, abs=2e-7)
     assert _certified_gap(L, tight.log_w) == pytest.approx(tight.gap, abs=1e-5)  # float32 rows: ~5e-6 relative
 
@@ -443,3 +443,31 @@ def test_jackknife_intervals_cover_the_expected_glossy_std_at_n():
     rate = np.mean([lo <= target <= hi for lo, hi in ivs])
     assert all(lo <= e <= hi for e, (lo, hi) in zip(est, ivs))
     assert 0.84 <= rate <= 0.96, rate  # 300 replications: the rate's sd is 0.017
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_matrix_that_does_not_fit_is_streamed_to_the_same_certified_optimum(seed, monkeypatch):
+    """No room for the exp-matrix (a budget of 3 rows): every step recomputes exp(L - column max) in float32
+    row blocks, without the active set and with it (atoms left out too early, brought back out of order), and
+    reaches the optimum of the float64 matrix and of the exact log domain, its gap certified over every atom."""
+    L = _sparse_problem(seed, m=300, n=40)
+    exact = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, max_bytes=0, active_set=False)  # log domain
+    full = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, active_set=False)  # float64 matrix
+    assert full.nll == pytest.approx(exact.nll, abs=1e-9)
+    logs = []
+    real = bounds._ba_step_log
+    monkeypatch.setattr(bounds, "_ba_step_log", lambda *a: logs.append(1) or real(*a))
+    for active_set in (False, True):
+        streamed = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, max_bytes=3 * 4 * L.shape[1],
+                                         active_set=active_set)
+        assert streamed.converged and streamed.nll == pytest.approx(exact.nll, abs=1e-5)
+        assert _certified_gap(L, streamed.log_w) == pytest.approx(streamed.gap, abs=1e-5) and streamed.gap < 1e-7
+    assert logs == []  # every step streamed
+    # far too eager: atoms come back, out of order (a column whose mixture the atoms in play cannot carry in
+    # float32 takes its exact log-domain step); a tolerance float32's rows resolve (the default is 1e-4)
+    monkeypatch.setattr(bounds, "PRUNE_LOG_WEIGHT", -3.5)
+    eager = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-5, max_bytes=3 * 4 * L.shape[1])
+    assert eager.converged and eager.nll == pytest.approx(exact.nll, abs=1e-5)
+    assert _certified_gap(L, eager.log_w) == pytest.approx(eager.gap, abs=1e-5)
+    assert storage.ba_storage(300, 40, 3 * 4 * 40) == storage.STREAMED
+    assert storage.ba_storage(300, 40, 4 * 40 - 1) == storage.LOG_DOMAIN

@@ -282,8 +282,8 @@ def test_bad_candidate_sources_are_refused_clearly():
 
 
 def test_blahut_arimoto_stays_inside_the_memory_budget_with_the_same_numbers(monkeypatch, caplog):
-    # a budget that holds the kept matrices and importance sampling but not BA's exp-matrix: BA runs in the
-    # log domain (row blocks) within what is left, with the numbers of an unconstrained run
+    # a budget that holds the kept matrices and importance sampling but not BA's exp-matrix: BA recomputes its
+    # rows in float32 blocks within what is left, with the numbers of an unconstrained run
     import logging
 
     from glossy import bounds as bounds_module
@@ -316,7 +316,7 @@ def test_blahut_arimoto_stays_inside_the_memory_budget_with_the_same_numbers(mon
     assert len(seen) == 2  # the in-sample sandwich and the held-out fit
     for shape, max_bytes in seen:
         assert max_bytes <= budget - reserved < 4 * shape[0] * shape[1]  # its exp-matrix did not fit
-    assert "log domain" in caplog.text
+    assert "float32 recomputed in row blocks" in caplog.text
     for k in ("nll_ba", "ba_gap", "nll_ba_heldout", "ba_heldout_fit_nll"):
         assert tight[k] == pytest.approx(free[k], abs=1e-5), k  # the same up to blocked float32 products
 
