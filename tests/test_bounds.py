@@ -84,7 +84,7 @@ def test_theorem2_bound_never_exceeds_min_over_priors_and_meets_it_at_the_optimu
 @pytest.mark.parametrize("seed", range(3))
 def test_blahut_arimoto_is_monotone_and_sandwiches_the_optimum(seed):
     L, _ = _random_problem(seed, m=10, n=60)
-    ba = bounds.blahut_arimoto(L, max_iter=300, tol=0)
+    ba = bounds.blahut_arimoto(L, max_iter=300, tol=0, speedups=bounds.Speedups(squarem=False))  # plain steps
     nlls = [h[0] for h in ba.history]
     assert all(b <= a + 1e-12 for a, b in zip(nlls, nlls[1:]))
     opt = bounds.blahut_arimoto(L, max_iter=50000, tol=1e-11).nll
@@ -110,8 +110,8 @@ def test_blahut_arimoto_finds_the_known_optimum():
 def test_ba_matrix_path_equals_log_path_at_large_magnitudes():
     g = torch.Generator().manual_seed(3)
     L = torch.randn(50, 70, generator=g, dtype=torch.float64) * 40 - 1e4
-    a = bounds.blahut_arimoto(L, max_iter=50, tol=0, active_set=False)
-    b = bounds.blahut_arimoto(L, max_iter=50, tol=0, max_bytes=0, active_set=False)
+    a = bounds.blahut_arimoto(L, max_iter=50, tol=0, speedups=bounds.PLAIN)
+    b = bounds.blahut_arimoto(L, max_iter=50, tol=0, max_bytes=0, speedups=bounds.PLAIN)
     assert a.nll == pytest.approx(b.nll, abs=1e-8)
     np.testing.assert_allclose(a.log_w.numpy(), b.log_w.numpy(), atol=1e-6)
 
@@ -298,7 +298,8 @@ def _certified_gap(L: torch.Tensor, log_w: torch.Tensor) -> float:
 def test_active_set_reaches_the_same_fit_with_the_gap_certified_over_every_atom(seed, storage_bytes):
     L = _sparse_problem(seed)
     mb = 2 * 2**30 if storage_bytes is None else 4 * L.numel()
-    off = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, max_bytes=mb, active_set=False)
+    off = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, max_bytes=mb,
+                                speedups=bounds.Speedups(active_set=False))
     on = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, max_bytes=mb)
     assert off.converged and on.converged
     assert (~torch.isfinite(on.log_w)).sum().item() > L.shape[0] // 2  # most atoms really left the products
@@ -311,12 +312,12 @@ def test_active_set_brings_back_atoms_left_out_too_early(monkeypatch):
     # a threshold far too eager leaves out atoms the optimum needs: the certificate over the left-out atoms
     # must find them, bring them back and go on to the same optimum
     L = _sparse_problem(7)
-    off = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, active_set=False)
+    off = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, speedups=bounds.Speedups(active_set=False))
     calls = []
     real = storage.exp_log_c
     monkeypatch.setattr(bounds, "exp_log_c", lambda *a: calls.append(1) or real(*a))
     monkeypatch.setattr(bounds, "PRUNE_LOG_WEIGHT", -3.5)
-    on = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7)
+    on = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, speedups=bounds.Speedups(squarem=False))
     assert len(calls) >= 2  # at least one round of atoms brought back before the certificate held
     assert on.converged and on.nll == pytest.approx(off.nll, abs=2e-7)
     assert _certified_gap(L, on.log_w) == pytest.approx(on.gap, abs=1e-10) and on.gap < 1e-7
@@ -370,7 +371,7 @@ def test_active_set_moves_to_the_matrix_products_once_the_atoms_in_play_fit_the_
     # float32 blocks, then the surviving atoms' exp-matrix is built and the products take over, with the same
     # certified answer
     L = _sparse_problem(3)
-    full = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, active_set=False)
+    full = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, speedups=bounds.Speedups(active_set=False))
     sizes = []
     real = storage.ba_step_exp
     monkeypatch.setattr(bounds, "ba_step_exp", lambda E, *a: sizes.append(E.shape[0]) or real(E, *a))
@@ -451,15 +452,16 @@ def test_a_matrix_that_does_not_fit_is_streamed_to_the_same_certified_optimum(se
     row blocks, without the active set and with it (atoms left out too early, brought back out of order), and
     reaches the optimum of the float64 matrix and of the exact log domain, its gap certified over every atom."""
     L = _sparse_problem(seed, m=300, n=40)
-    exact = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, max_bytes=0, active_set=False)  # log domain
-    full = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, active_set=False)  # float64 matrix
+    plain_steps = bounds.Speedups(active_set=False)
+    exact = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, max_bytes=0, speedups=plain_steps)  # log domain
+    full = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, speedups=plain_steps)  # float64 matrix
     assert full.nll == pytest.approx(exact.nll, abs=1e-9)
     logs = []
     real = bounds._ba_step_log
     monkeypatch.setattr(bounds, "_ba_step_log", lambda *a: logs.append(1) or real(*a))
     for active_set in (False, True):
         streamed = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-7, max_bytes=3 * 4 * L.shape[1],
-                                         active_set=active_set)
+                                         speedups=bounds.Speedups(active_set=active_set))
         assert streamed.converged and streamed.nll == pytest.approx(exact.nll, abs=1e-5)
         assert _certified_gap(L, streamed.log_w) == pytest.approx(streamed.gap, abs=1e-5) and streamed.gap < 1e-7
     assert logs == []  # every step streamed
@@ -471,3 +473,23 @@ def test_a_matrix_that_does_not_fit_is_streamed_to_the_same_certified_optimum(se
     assert _certified_gap(L, eager.log_w) == pytest.approx(eager.gap, abs=1e-5)
     assert storage.ba_storage(300, 40, 3 * 4 * 40) == storage.STREAMED
     assert storage.ba_storage(300, 40, 4 * 40 - 1) == storage.LOG_DOMAIN
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_squarem_reaches_the_plain_iterations_optimum_in_fewer_steps_with_every_step_certified(seed):
+    """The extrapolated iteration converges to the optimum the plain one reaches (and brute force finds), to the
+    same tolerance, in fewer steps; every accepted point descends, and every step's sandwich holds."""
+    L, _ = _random_problem(seed, m=12, n=60)
+    plain = bounds.blahut_arimoto(L, max_iter=50000, tol=1e-8, speedups=bounds.PLAIN)
+    fast = bounds.blahut_arimoto(L, max_iter=50000, tol=1e-8, speedups=bounds.Speedups(active_set=False))
+    assert plain.converged and fast.converged and fast.gap < 1e-8
+    assert fast.nll == pytest.approx(plain.nll, abs=1e-8) and fast.nll == pytest.approx(brute_min_nll(L), abs=1e-3)
+    assert fast.iterations < plain.iterations / 2, (fast.iterations, plain.iterations)
+    for nll_w, lower in fast.history:
+        assert lower <= plain.nll + 1e-8 <= nll_w + 2e-8
+    L2 = _sparse_problem(seed)  # with the active set, streamed or not
+    for mb in (2 * 2**30, 3 * 4 * L2.shape[1]):
+        ref = bounds.blahut_arimoto(L2, max_iter=50000, tol=1e-6, max_bytes=mb, speedups=bounds.PLAIN)
+        got = bounds.blahut_arimoto(L2, max_iter=50000, tol=1e-6, max_bytes=mb)
+        assert got.converged and got.nll == pytest.approx(ref.nll, abs=2e-6)
+        assert _certified_gap(L2, got.log_w) == pytest.approx(got.gap, abs=1e-5) and got.gap < 1e-6
