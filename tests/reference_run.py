@@ -26,6 +26,9 @@ VOLATILE = {"run_dir", "train_time_s", "timing_s", "written", "checkpoint", "see
 # (differences of two numbers near 87). A float passes within 1e-4 relative or 1e-3 nats absolute: ten times the
 # largest difference seen, and a hundred times below these numbers' Monte Carlo error (over 0.1 nats at S = 20).
 REL, ABS = 1e-4, 1e-3
+# where an iterative solver stopped: Blahut-Arimoto's accelerated steps are accepted or not by comparing two NLLs,
+# so other low bits can take another path to the same optimum (within its certified gap)
+SOLVER_PATH = {"ba_iterations", "ba_heldout_iterations", "ba_converged", "ba_heldout_converged"}
 
 
 def quick_run(env: dict | None = None) -> dict:
@@ -46,13 +49,15 @@ def leaves(value, path: str = "") -> dict:
     return {path: value}
 
 
-def differences(got: dict, want: dict) -> list[tuple[str, float, float]]:
+def differences(got: dict, want: dict, strict: bool = True) -> list[tuple[str, float, float]]:
     """(key, relative difference, absolute difference) of every float of `want` (nested ones included) that `got`
     does not reproduce bit for bit, largest first; a missing key or a different non-float raises."""
     got, out = leaves(got), []
     for k, v in leaves(want).items():
         assert k in got, f"{k} is missing"
         if not isinstance(v, float):
+            if got[k] != v and k in SOLVER_PATH and not strict:
+                continue
             assert got[k] == v, (k, got[k], v)
         elif got[k] != v:
             out.append((k, abs(got[k] - v) / max(abs(v), 1e-300), abs(got[k] - v)))

@@ -8,7 +8,10 @@ Adam steps that glossy is made of). A machine's model name does not say it: two 
 gave different low bits. Forcing another kernel path on one machine (ATEN_CPU_CAPABILITY=avx2,
 MKL_ENABLE_INSTRUCTIONS=AVX2, both) changed the fingerprint each time, and the run's floats each time too, by at
 most 1.2e-5 relative and 3.5e-4 nats absolute (docs/robustness.md, "Determinism"). Elsewhere every float agrees to
-`reference_run.REL` relative or `reference_run.ABS` nats absolute, and every other value exactly.
+`reference_run.REL` relative or `reference_run.ABS` nats absolute, and every other value exactly except where
+Blahut-Arimoto stopped (`reference_run.SOLVER_PATH`: its accelerated steps are accepted by comparing two NLLs, so
+other low bits may take another path to the same optimum; measured under ATEN_CPU_CAPABILITY=avx2: 89 steps,
+converged, against the reference's 100, nll_ba 4.5e-6 nats apart).
 
 The reference may be regenerated only in a commit that says which fields change and why, after checking that every
 estimate agrees with the old reference within its solver tolerance or Monte Carlo error.
@@ -25,8 +28,9 @@ from tests.reference_run import ABS, REFERENCE, REL, differences, quick_run
 @pytest.mark.slow  # a training and its evaluation through the console script
 def test_the_quick_synthetic_run_reproduces_the_reference_result():
     ref = json.loads(REFERENCE.read_text())
-    diffs = differences(quick_run(), ref["result"])  # non-floats are compared exactly inside
-    if fingerprint_of_a_run() == ref["environment"]:
+    same = fingerprint_of_a_run() == ref["environment"]
+    diffs = differences(quick_run(), ref["result"], strict=same)  # non-floats are compared exactly inside
+    if same:
         assert diffs == [], diffs[:10]  # the same arithmetic: bit for bit
     else:
         assert all(rel <= REL or absolute <= ABS for _, rel, absolute in diffs), diffs[:10]
@@ -53,7 +57,7 @@ def test_on_other_arithmetic_the_run_differs_in_its_low_bits_only():
     if fingerprint_of_a_run(lower) == here:
         pytest.skip("this CPU has no second kernel set to dispatch to")
     own = quick_run()
-    diffs = differences(quick_run(lower), own)
+    diffs = differences(quick_run(lower), own, strict=False)
     assert diffs, "another kernel set gave the same bits: the fingerprint would call it different arithmetic"
     assert all(rel <= REL or absolute <= ABS for _, rel, absolute in diffs), diffs[:10]
-    assert all(rel <= REL or absolute <= ABS for _, rel, absolute in differences(own, ref["result"]))
+    assert all(rel <= REL or absolute <= ABS for _, rel, absolute in differences(own, ref["result"], strict=False))
