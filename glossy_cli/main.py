@@ -103,7 +103,7 @@ def full_float32() -> None:
 
 
 def _train_command(cfg, cmd):
-    from .preempt import deferred
+    from .signals import deferred
 
     with deferred():  # a SLURM job's pre-emption signal during the set-up waits for the training loop
         return _train_in_run_dir(cfg, cmd)

@@ -6,7 +6,7 @@ Hydra would print that with a traceback. `glossy_cli.main` lets it through Hydra
 sweep) and prints `describe_failure` of it instead: the job, its state, the glossy error it printed (or the
 last line of its error stream) and where its log is, then exit status 1. Runs are resumable: the
 same command again resumes every unfinished run from its last checkpoint, and finished runs are not redone.
-Pre-emption and the time limit are handled in the job (glossy_cli/train.py, `interrupted`): submitit's SIGUSR2
+Pre-emption and the time limit are handled in the job (glossy_cli/signals.py, `interrupted`): submitit's SIGUSR2
 is taken between training steps, once the last epoch is saved, and the job requeued.
 """
 

@@ -13,7 +13,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from glossy.importance import forked_rng
 from glossy.memory import check_budget
 from glossy.settings import EvalSettings, candidate_list
 
-from . import preempt
 from .eval_cmd import (
     candidate_images,
     check_eval_budget,
@@ -52,75 +50,9 @@ from .runs import (
     same_model,
 )
 from .schema import check
+from .signals import catch_signals, interrupted, stop_on_signals
 
 log = logging.getLogger("glossy")
-
-
-class TrainingInterrupted(GlossyError):
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-# the signal a SLURM job gets ahead of its time limit or pre-emption under submitit (--signal=USR2@<delay>)
-PREEMPT_SIGNAL = preempt.PREEMPT_SIGNAL
-
-
-@contextmanager
-def _catch_signals():
-    """SIGINT/SIGTERM set a flag that the loop checks after every step (never mid-write). So does the pre-emption
-    signal (SIGUSR2) where a handler is installed for it (submitit's, in a SLURM job): `interrupted` then hands
-    it to that handler, between steps, once the last epoch's state is on disk."""
-    caught: dict = dict(preempt.take_over())  # a pre-emption signal noted before the loop is taken at its first step
-
-    def handler(signum, _frame):
-        caught.setdefault("signum", signum)
-
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    if PREEMPT_SIGNAL is not None and callable(signal.getsignal(PREEMPT_SIGNAL)):
-        old[PREEMPT_SIGNAL] = caught["hand_over"] = signal.getsignal(PREEMPT_SIGNAL)
-    for s in old:
-        signal.signal(s, handler)
-    try:
-        yield caught
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def interrupted(caught: dict, message: str) -> TrainingInterrupted:
-    """The error that stops training for the signal in `caught`. The pre-emption signal of a SLURM job is first
-    handed to the launcher's handler (submitit: checkpoint the job, `scontrol requeue` it, exit; the requeued
-    job resumes from last.pt); where it declines to requeue (the time limit reached more often than
-    hydra.launcher.max_num_timeout allows), training stops with the state saved, as for SIGTERM."""
-    signum = caught["signum"]
-    hand_over = caught.get("hand_over")
-    if signum == PREEMPT_SIGNAL and hand_over is not None:
-        log.warning("%s; the SLURM job is pre-empted or near its time limit: handing over to submitit to requeue "
-                    "it", message)
-        try:
-            hand_over(signum, None)  # requeues and exits (SystemExit) when it can
-        except Exception as e:  # submitit's UncompletedJobError: not requeued
-            return TrainingInterrupted(f"{message} (the job was not requeued: {e})", signum)
-    return TrainingInterrupted(message, signum)
-
-
-@contextmanager
-def _stop_on_signals(what: str):
-    """After training there is no state left to save (every file is written atomically): SIGINT/SIGTERM
-    stop at once with a message and exit code 128 + signum, instead of a traceback or a silent death."""
-
-    def handler(signum, _frame):
-        raise TrainingInterrupted(f"{signal.Signals(signum).name} during {what}", signum)
-
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in old:
-        signal.signal(s, handler)
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def epochs_left(epoch: int, es_counter: int, warmup: int, patience: int, max_epochs: int) -> tuple[int, int]:
@@ -383,7 +315,7 @@ def train(cfg: DictConfig, run_dir: str | Path, show_progress: bool = True, cmd=
         state, record = run.begin()
         if record is not None:
             return record
-        with _catch_signals() as caught:
+        with catch_signals() as caught:
             recent: deque[float] = deque(maxlen=20)  # wall seconds of the last epochs, for the time-left estimate
             while not state["done"]:
                 run.epoch(state, caught, recent)
@@ -526,7 +458,7 @@ class TrainRun:
 
     def finish(self, state: dict) -> dict:
         """The evaluation of the best checkpoint into result.json (SIGINT/SIGTERM stop it with a message)."""
-        with _stop_on_signals(f"the evaluation: training is complete and saved in {self.last}; re-run the same "
+        with stop_on_signals(f"the evaluation: training is complete and saved in {self.last}; re-run the same "
                               f"command to evaluate (its importance sampling goes on from the points already "
                               f"finished)"):
             _write_tables(self.run_dir, state)  # from last.pt, in case a kill -9 came between it and the csv files

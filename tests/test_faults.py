@@ -27,8 +27,9 @@ import glossy_models.vae as vae_module
 from glossy import __version__
 from glossy.errors import GlossyError
 from glossy_cli.runs import read_checkpoint
+from glossy_cli.signals import TrainingInterrupted
 from glossy_cli.table import read_results
-from glossy_cli.train import TrainingInterrupted, train
+from glossy_cli.train import train
 from tests.helpers import compose, glossy_exe, run_glossy, tiny
 
 # long enough epochs (200 steps, ~0.6 s) that a signal lands mid-epoch

@@ -78,7 +78,7 @@ def test_the_preemption_signal_is_handed_to_submitit_only_once_the_state_is_save
     hands it over; where submitit declines to requeue, training stops with its state saved, in one line."""
     import signal
 
-    from glossy_cli import train
+    from glossy_cli import signals
 
     calls = []
 
@@ -88,26 +88,26 @@ def test_the_preemption_signal_is_handed_to_submitit_only_once_the_state_is_save
 
     old = signal.signal(signal.SIGUSR2, requeue)
     try:
-        with train._catch_signals() as caught:
+        with signals.catch_signals() as caught:
             signal.raise_signal(signal.SIGUSR2)
             assert caught["signum"] == signal.SIGUSR2 and calls == []  # only noted: nothing runs mid-step
             with pytest.raises(SystemExit):
-                train.interrupted(caught, "SIGUSR2 during epoch 2: the state after epoch 1 is saved")
+                signals.interrupted(caught, "SIGUSR2 during epoch 2: the state after epoch 1 is saved")
         assert calls == [signal.SIGUSR2] and signal.getsignal(signal.SIGUSR2) is requeue
 
         def declines(signum, frame):
             raise RuntimeError("Job not requeued because: timed-out too many times.")
 
         signal.signal(signal.SIGUSR2, declines)
-        with train._catch_signals() as caught:
+        with signals.catch_signals() as caught:
             signal.raise_signal(signal.SIGUSR2)
-            e = train.interrupted(caught, "SIGUSR2 during epoch 2: the state after epoch 1 is saved")
-        assert isinstance(e, train.TrainingInterrupted) and e.exit_code == 128 + signal.SIGUSR2
+            e = signals.interrupted(caught, "SIGUSR2 during epoch 2: the state after epoch 1 is saved")
+        assert isinstance(e, signals.TrainingInterrupted) and e.exit_code == 128 + signal.SIGUSR2
         assert "not requeued: Job not requeued because: timed-out too many times." in str(e)
     finally:
         signal.signal(signal.SIGUSR2, old)
     signal.signal(signal.SIGUSR2, signal.SIG_DFL)
-    with train._catch_signals() as caught:  # outside SLURM nobody handles SIGUSR2: training leaves it alone
+    with signals.catch_signals() as caught:  # outside SLURM nobody handles SIGUSR2: training leaves it alone
         assert "hand_over" not in caught and signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
     signal.signal(signal.SIGUSR2, old)
 
@@ -121,7 +121,7 @@ def test_a_preemption_signal_in_the_set_up_or_the_loop_stops_with_the_state_save
     state after epoch 1 saved. Either way the same command then resumes from it and finishes."""
     import signal
 
-    from glossy_cli import preempt, train
+    from glossy_cli import signals, train
     from tests.helpers import assert_stopped_with_state_saved, glossy_in_process
 
     calls = []
@@ -152,7 +152,7 @@ def test_a_preemption_signal_in_the_set_up_or_the_loop_stops_with_the_state_save
         else:
             monkeypatch.setattr(train, "train_one_epoch", signal_in_epoch_2)
         code, _, err = glossy_in_process(args, capsys, monkeypatch, tmp_path)
-        assert signal.getsignal(signal.SIGUSR2) is declines and preempt.PENDING == {}
+        assert signal.getsignal(signal.SIGUSR2) is declines and signals.PENDING == {}
     finally:
         signal.signal(signal.SIGUSR2, old)
     assert code == 128 + signal.SIGUSR2 and calls == [signal.SIGUSR2], err
@@ -171,17 +171,17 @@ def test_a_preemption_signal_in_the_set_up_or_the_loop_stops_with_the_state_save
 def test_a_preemption_signal_noted_where_no_loop_takes_it_goes_to_the_launcher_when_the_window_closes():
     import signal
 
-    from glossy_cli import preempt
+    from glossy_cli import signals
 
     calls = []
     old = signal.signal(signal.SIGUSR2, lambda s, f: calls.append(s))
     try:
-        with preempt.deferred():
+        with signals.deferred():
             signal.raise_signal(signal.SIGUSR2)
             assert calls == []
-        assert calls == [signal.SIGUSR2] and preempt.PENDING == {}
+        assert calls == [signal.SIGUSR2] and signals.PENDING == {}
         signal.signal(signal.SIGUSR2, signal.SIG_DFL)  # outside SLURM: nothing deferred, nothing changed
-        with preempt.deferred():
+        with signals.deferred():
             assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
     finally:
         signal.signal(signal.SIGUSR2, old)
