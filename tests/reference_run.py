@@ -26,8 +26,8 @@ VOLATILE = {"run_dir", "train_time_s", "timing_s", "written", "checkpoint", "see
 # (differences of two numbers near 87). A float passes within 1e-4 relative or 1e-3 nats absolute: ten times the
 # largest difference seen, and a hundred times below these numbers' Monte Carlo error (over 0.1 nats at S = 20).
 REL, ABS = 1e-4, 1e-3
-# where an iterative solver stopped: Blahut-Arimoto's accelerated steps are accepted or not by comparing two NLLs,
-# so other low bits can take another path to the same optimum (within its certified gap)
+# where an iterative solver stopped: other low bits can cross its tolerance a step earlier or later (and with
+# Blahut-Arimoto's SQUAREM jumps, kept by comparing two NLLs, take another path to the same optimum)
 SOLVER_PATH = {"ba_iterations", "ba_heldout_iterations", "ba_converged", "ba_heldout_converged"}
 
 

@@ -481,7 +481,7 @@ def test_squarem_reaches_the_plain_iterations_optimum_in_fewer_steps_with_every_
     same tolerance, in fewer steps; every accepted point descends, and every step's sandwich holds."""
     L, _ = _random_problem(seed, m=12, n=60)
     plain = bounds.blahut_arimoto(L, max_iter=50000, tol=1e-8, speedups=bounds.PLAIN)
-    fast = bounds.blahut_arimoto(L, max_iter=50000, tol=1e-8, speedups=bounds.Speedups(active_set=False))
+    fast = bounds.blahut_arimoto(L, max_iter=50000, tol=1e-8, speedups=bounds.Speedups(active_set=False, squarem=True))
     assert plain.converged and fast.converged and fast.gap < 1e-8
     assert fast.nll == pytest.approx(plain.nll, abs=1e-8) and fast.nll == pytest.approx(brute_min_nll(L), abs=1e-3)
     assert fast.iterations < plain.iterations / 2, (fast.iterations, plain.iterations)
@@ -490,6 +490,6 @@ def test_squarem_reaches_the_plain_iterations_optimum_in_fewer_steps_with_every_
     L2 = _sparse_problem(seed)  # with the active set, streamed or not
     for mb in (2 * 2**30, 3 * 4 * L2.shape[1]):
         ref = bounds.blahut_arimoto(L2, max_iter=50000, tol=1e-6, max_bytes=mb, speedups=bounds.PLAIN)
-        got = bounds.blahut_arimoto(L2, max_iter=50000, tol=1e-6, max_bytes=mb)
+        got = bounds.blahut_arimoto(L2, max_iter=50000, tol=1e-6, max_bytes=mb, speedups=bounds.ACCELERATED)
         assert got.converged and got.nll == pytest.approx(ref.nll, abs=2e-6)
         assert _certified_gap(L2, got.log_w) == pytest.approx(got.gap, abs=1e-5) and got.gap < 1e-6

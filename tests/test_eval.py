@@ -317,12 +317,8 @@ def test_blahut_arimoto_stays_inside_the_memory_budget_with_the_same_numbers(mon
     for shape, max_bytes in seen:
         assert max_bytes <= budget - reserved < 4 * shape[0] * shape[1]  # its exp-matrix did not fit
     assert "float32 recomputed in row blocks" in caplog.text
-    # the same optimum: each fit's NLL lies within its own certified gap above it (float32 rows: ~5e-6 more)
-    for k, gap in (("nll_ba", "ba_gap"), ("ba_heldout_fit_nll", "ba_heldout_gap")):
-        assert abs(tight[k] - free[k]) <= tight[gap] + free[gap] + 1e-5, (k, tight[k], free[k])
-    # the held-out score of two such fits (weights each within 1e-4 nats of the fit's optimum): no certificate of
-    # its own
-    assert tight["nll_ba_heldout"] == pytest.approx(free["nll_ba_heldout"], abs=1e-3)
+    for k in ("nll_ba", "ba_gap", "nll_ba_heldout", "ba_heldout_fit_nll"):
+        assert tight[k] == pytest.approx(free[k], abs=1e-5), k  # the same up to blocked float32 products
 
 
 # --- the fast paths give the plain paths' numbers (on GLOSSY_TEST_DEVICE: scripts/device_check.sh) ---------

@@ -9,9 +9,9 @@ gave different low bits. Forcing another kernel path on one machine (ATEN_CPU_CA
 MKL_ENABLE_INSTRUCTIONS=AVX2, both) changed the fingerprint each time, and the run's floats each time too, by at
 most 1.2e-5 relative and 3.5e-4 nats absolute (docs/robustness.md, "Determinism"). Elsewhere every float agrees to
 `reference_run.REL` relative or `reference_run.ABS` nats absolute, and every other value exactly except where
-Blahut-Arimoto stopped (`reference_run.SOLVER_PATH`: its accelerated steps are accepted by comparing two NLLs, so
-other low bits may take another path to the same optimum; measured under ATEN_CPU_CAPABILITY=avx2: 89 steps,
-converged, against the reference's 100, nll_ba 4.5e-6 nats apart).
+Blahut-Arimoto stopped (`reference_run.SOLVER_PATH`: other low bits may cross its tolerance a step earlier or
+later; with its SQUAREM jumps on, which are kept by comparing two NLLs, they did: 89 steps, converged, against
+100 under ATEN_CPU_CAPABILITY=avx2).
 
 The reference may be regenerated only in a commit that says which fields change and why, after checking that every
 estimate agrees with the old reference within its solver tolerance or Monte Carlo error.
