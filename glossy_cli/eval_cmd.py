@@ -103,11 +103,44 @@ def evaluate_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, ext
         "split": ecfg["split"], "run_dir": str(run_dir), **extra, **result, "eval_config": ecfg,
         "device": str(device), "versions": {"glossy": __version__, "torch": str(torch.__version__),
                                             "python": platform.python_version()},
+        "stamp": stamp(result, ecfg),
         "written": _dt.datetime.now().isoformat(timespec="seconds"), "complete": True,
     }
     atomic_write_json(run_dir / RESULT, record)
     journal.discard()
     return record
+
+
+def stamp(result: dict, ecfg: dict) -> dict:
+    """What made a result's numbers: the code (glossy's version, the commit of the checkout it runs from where there
+    is one) and, of what moves an estimate, the version of the evaluation's numerics, the Blahut-Arimoto solver
+    and its stopping rule, the interval method and the held-out fit. `glossy table` averages seeds only where
+    the parts of their stamps that move an estimate (`table.STAMP_ESTIMATES`) agree."""
+    from glossy.evaluation import NUMERICS
+
+    heldout = {"atoms": result["n_heldout_atoms"], "fit_images": result["n_heldout_fit"],
+               "is_samples": ecfg["is_samples"]} if "n_heldout_atoms" in result else None
+    return {"glossy": __version__, "commit": _commit(), "numerics": NUMERICS,
+            "solver": f"Blahut-Arimoto, plain steps, active set; tol {ecfg['ba_tol']}, "
+                      f"at most {ecfg['ba_iters']} steps",
+            "interval_method": result.get("interval_method"), "heldout": heldout}
+
+
+def _commit() -> str | None:
+    """The git commit of the checkout glossy runs from (`+` when it has changes), None outside one."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
 def evaluate_checkpoint(cfg, device, show_progress: bool | str = True) -> dict:

@@ -95,12 +95,18 @@ def settings_of(r: dict) -> str:
 
 # settings that change no estimate: the intervals' (and their older bootstrap names) and the memory budget's chunking
 NOT_ESTIMATES = ("jackknife", "interval_level", "bootstrap", "bootstrap_level", "memory_budget_gb")
+# the parts of a result's stamp (eval_cmd.stamp) that move an estimate; its code version and commit do not
+STAMP_ESTIMATES = ("numerics", "solver", "heldout")
 
 
 def eval_settings_of(r: dict) -> str:
     """The evaluation settings of a result as one short, stable label (a hash of its eval_config without the
-    settings that change no estimate, NOT_ESTIMATES)."""
+    settings that change no estimate, NOT_ESTIMATES, and of its stamp's parts that move one, STAMP_ESTIMATES,
+    where it has a stamp (eval_cmd.stamp): results of older code, unstamped, keep their label and are never
+    averaged with stamped ones)."""
     ecfg = {k: v for k, v in (r.get("eval_config") or {}).items() if k not in NOT_ESTIMATES}
+    if r.get("stamp"):
+        ecfg["stamp"] = {k: r["stamp"].get(k) for k in STAMP_ESTIMATES}
     cfg = json.dumps(ecfg, sort_keys=True)
     return hashlib.sha1(cfg.encode()).hexdigest()[:8]
 

@@ -44,6 +44,16 @@ def test_train_writes_a_complete_run_directory(trained):
         assert math.isfinite(r[k]), k
     assert r["glossy_std_train"] ** 2 == pytest.approx(r["glossy_var_train"])
     assert r["n_heldout_fit"] == 200 and r["n_heldout_atoms"] == 600  # validation images, capped by eval.max_points
+    # what made its numbers
+    from glossy.evaluation import NUMERICS
+
+    st = r["stamp"]
+    assert st["numerics"] == NUMERICS and st["glossy"] == r["versions"]["glossy"]
+    assert st["solver"] == f"Blahut-Arimoto, plain steps, active set; tol {r['eval_config']['ba_tol']}, at most " \
+                           f"{r['eval_config']['ba_iters']} steps"
+    assert st["interval_method"] == r["interval_method"] and st["heldout"] == {"atoms": 600, "fit_images": 200,
+                                                                               "is_samples": 20}
+    assert st["commit"] is None or len(st["commit"].rstrip("+")) == 12
     traj = pd.read_csv(run / "trajectory.csv")
     for k in ("glossy_max_train", "glossy_std_train", "lower_bound_train", "nll_ba_heldout"):
         assert traj[k].notna().all(), k

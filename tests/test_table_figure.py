@@ -239,3 +239,29 @@ def test_the_paper_p_value_is_calibrated_where_the_two_sd_verdict_is_not():
                               "glossy_max_diff": [None, None], "glossy_max_train_sd": [None, None],
                               "glossy_std_diff": [None, None], "glossy_std_train_sd": [None, None]}))
     assert one.nll_p[0] == pytest.approx(1 - 1.9359 / (2 + 1.9359**2) ** 0.5, abs=1e-3) and np.isnan(one.nll_p[1])
+
+
+def test_seeds_are_averaged_only_where_their_stamps_agree_on_what_moves_an_estimate(tmp_path):
+    """Three seeds: one from older code (no stamp), two stamped alike but for their commit (which moves no
+    estimate): the two are averaged, the unstamped one is kept apart; a stamp with other numerics splits again."""
+    root = tmp_path / "runs"
+    ecfg = {"is_samples": 5000, "ba_tol": 1e-4, "ba_iters": 500}
+    stamp = {"glossy": "0.1.0", "numerics": 1, "solver": "Blahut-Arimoto, plain steps, active set; tol 0.0001, "
+             "at most 500 steps", "interval_method": "x", "heldout": {"atoms": 4100, "fit_images": 2264,
+                                                                      "is_samples": 5000}}
+    stamps = {0: None, 1: {**stamp, "commit": "aaaaaaaaaaaa"}, 2: {**stamp, "commit": "bbbbbbbbbbbb+"}}
+    for seed, st in stamps.items():
+        r = result("caltech101", "vae", "standard", 128.0 + seed, 60.0, 150.0, seed=seed, eval_config=ecfg,
+                   run_dir=f"/x/caltech101-vae-standard-seed{seed}", **({"stamp": st} if st else {}))
+        d = root / f"caltech101-vae-standard-seed{seed}"
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps(r))
+    df = make_table(root, tmp_path / "a")[0]
+    rows = df[(df.dataset == "caltech101") & (df.model == "vae") & (df.prior == "standard") & (df.n_seeds > 0)]
+    assert sorted(rows.n_seeds) == [1, 2] and rows[rows.n_seeds == 2].iloc[0].nll == pytest.approx(129.5)
+    r = json.loads((root / "caltech101-vae-standard-seed2" / "result.json").read_text())
+    r["stamp"]["numerics"] = 2
+    (root / "caltech101-vae-standard-seed2" / "result.json").write_text(json.dumps(r))
+    df = make_table(root, tmp_path / "b")[0]
+    rows = df[(df.dataset == "caltech101") & (df.model == "vae") & (df.prior == "standard") & (df.n_seeds > 0)]
+    assert sorted(rows.n_seeds) == [1, 1, 1]
