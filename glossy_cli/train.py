@@ -135,7 +135,7 @@ def _trajectory_settings(cmd) -> EvalSettings:
     train.trajectory_samples importance samples, no intervals, a shorter Blahut-Arimoto."""
     e = cmd.eval
     return EvalSettings(is_samples=cmd.train.trajectory_samples, max_points=cmd.train.trajectory_points,
-                        candidates=list(candidate_list(e.candidates)), heldout=e.heldout,
+                        candidates=candidate_list(e.candidates), heldout=e.heldout,
                         autoregressive_max_candidates=e.autoregressive_max_candidates,
                         prior_candidates=e.prior_candidates, memory_budget_gb=e.memory_budget_gb,
                         jackknife=0, ba_iters=100, ba_tol=1e-3, seed=e.seed)
