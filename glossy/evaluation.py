@@ -29,6 +29,13 @@ CHECKED = ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba", "
 NUMERICS = 1
 
 
+def as_latent_variable_model(model):
+    """model itself, or a pythae model adapted (glossy.adapters)."""
+    from .adapters import from_pythae, is_pythae_model
+
+    return from_pythae(model) if is_pythae_model(model) else model
+
+
 def evaluate(model, x: torch.Tensor, settings: EvalSettings | None = None, *, train_x: torch.Tensor | None = None,
              valid_x: torch.Tensor | None = None, true_model=None, run: RunOptions | None = None,
              **overrides) -> dict:
@@ -50,9 +57,11 @@ def evaluate(model, x: torch.Tensor, settings: EvalSettings | None = None, *, tr
 
     run: a `RunOptions` (device, show_progress, keep, journal: how it runs and what it leaves beside the
     numbers); its fields may be given as keywords too (`evaluate(model, x, device="cuda", show_progress=False)`).
+    model: a `LatentVariableModel`, or a pythae model object (adapted by `glossy.adapters.from_pythae`).
     keep receives the per-point and per-candidate tensors (log_px, elbo, and log_c_<source>,
     candidates_<source>: the indices of the images the candidates came from)."""
     named, overrides = RunOptions.split(overrides)
+    model = as_latent_variable_model(model)
     ctx = EvalContext.build(model, x, settings, train_x, valid_x, run or named, overrides)
     ctx.describe()
     with ctx.timer("total"):

@@ -32,7 +32,8 @@ def _selection(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
     """[(name, options)]: the one chosen with dataset=<name> (its conf group, overrides applied), else all."""
     ds = cfg.get("dataset")
     if ds is None:
-        return [(n, dataset_options(n)) for n in datasets.DATASETS]
+        # every dataset but `file`, which is one only with its path (dataset=file dataset.options.path=...)
+        return [(n, dataset_options(n)) for n in datasets.DATASETS if n != "file"]
     if not isinstance(ds, DictConfig) or "name" not in ds:
         raise GlossyError(f"dataset={ds!r}: pick one of {', '.join(datasets.DATASETS)}, or leave dataset "
                           f"out for all of them")

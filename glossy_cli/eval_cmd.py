@@ -13,8 +13,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from glossy import __version__
-from glossy.atomic import atomic_torch_save, atomic_write_json, run_lock
+from glossy.atomic import atomic_torch_save, atomic_write_json, atomic_write_text, run_lock
 from glossy.context import RunOptions
+from glossy.errors import GlossyError
 from glossy.evaluation import evaluate
 from glossy.journal import ISJournal
 from glossy.memory import check_budget
@@ -99,7 +100,8 @@ def evaluate_and_save(model, splits, cfg: DictConfig, run_dir: Path, device, ext
     atomic_torch_save(run_dir / POINTS, {"eval_config": ecfg, "split": ecfg["split"],
                                          **{k: v.cpu() for k, v in keep.items()}})
     record = {
-        "dataset": splits.meta.name, "model": cfg.model.name, "prior": cfg.prior.name, "seed": int(cfg.seed),
+        "dataset": splits.meta.name, "model": cfg.model.name, "prior": cfg.prior.name,
+        "seed": None if cfg.get("seed") is None else int(cfg.seed),
         "split": ecfg["split"], "run_dir": str(run_dir), **extra, **result, "eval_config": ecfg,
         "device": str(device), "versions": {"glossy": __version__, "torch": str(torch.__version__),
                                             "python": platform.python_version()},
@@ -145,7 +147,15 @@ def _commit() -> str | None:
 
 def evaluate_checkpoint(cfg, device, show_progress: bool | str = True) -> dict:
     """`glossy eval`: the checkpoint that cfg.checkpoint names (a run directory or a .pt file), with the
-    training's own config except for eval.*, device, data_dir and download, into its run's result.json."""
+    training's own config except for eval.*, device, data_dir and download, into its run's result.json; or a
+    model trained elsewhere (`evaluate_outside`)."""
+    from glossy.adapters import is_pythae_folder
+
+    if cfg.get("factory") or is_pythae_folder(cfg.checkpoint):
+        return evaluate_outside(cfg, device, show_progress)
+    if cfg.get("dataset") is not None:
+        raise GlossyError(f"dataset={cfg.dataset.name}: a glossy run is evaluated on the data it was trained on; "
+                          f"dataset= is for a model trained elsewhere (a pythae model folder, or factory=)")
     path = find_checkpoint(cfg.checkpoint)
     ckpt = read_checkpoint(path)
     tcfg = OmegaConf.create(ckpt["config"])
@@ -161,3 +171,63 @@ def evaluate_checkpoint(cfg, device, show_progress: bool | str = True) -> dict:
             extra = {**training_record(state), **extra}
     with run_lock(path.parent):
         return evaluate_and_save(model, splits, tcfg, path.parent, device, extra, show_progress=show_progress)
+
+
+def evaluate_outside(cfg, device, show_progress: bool | str = True) -> dict:
+    """`glossy eval` of a model trained elsewhere: a pythae model folder (checkpoint=<folder>), or the model a
+    factory returns with its weights (factory=package.module:function checkpoint=<weights file>), on
+    dataset=<name>, into a run directory under runs_root (hydra's run dir: runs.outside_run_name)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from .runs import holds_a_run, remove_unstarted_run
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    fresh = not holds_a_run(run_dir)
+    try:
+        model, splits, tcfg, source = _outside_model(cfg)
+    except GlossyError:
+        if fresh:  # refused before any work: leave no run directory behind
+            remove_unstarted_run(run_dir)
+        raise
+    with run_lock(run_dir):
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        return evaluate_and_save(model.to(device), splits, tcfg, run_dir, device, {"source": source},
+                                 show_progress=show_progress)
+
+
+def _outside_model(cfg):
+    """(the adapted model, its data, the config evaluate_and_save reads, what result.json says of its source)."""
+    from glossy.adapters import from_factory, load_pythae
+
+    if cfg.get("dataset") is None:
+        raise GlossyError(f"checkpoint={cfg.checkpoint} is a model trained elsewhere: name the data to evaluate it "
+                          f"on with dataset=<name> (glossy data lists them)")
+    if cfg.get("factory"):
+        model = from_factory(cfg.factory, cfg.checkpoint)
+        source = {"library": "factory", "factory": cfg.factory, "weights": str(Path(cfg.checkpoint).resolve())}
+        name, prior = "factory-" + cfg.factory.rsplit(":", 1)[-1], "own"
+    else:
+        model = load_pythae(cfg.checkpoint, trust_pickles=bool(cfg.trust_pickles))
+        source = {**model.describe(), "folder": str(Path(cfg.checkpoint).expanduser().resolve())}
+        name, prior = f"pythae-{model.kind.lower()}", model.prior_name
+    splits = load_data(cfg)
+    fit_to_data(model, splits.meta, str(cfg.checkpoint))
+    tcfg = OmegaConf.create({"eval": OmegaConf.to_container(cfg.eval, resolve=True), "model": {"name": name},
+                             "prior": {"name": prior}, "seed": None})
+    return model, splits, tcfg, source
+
+
+def fit_to_data(model, meta, what: str) -> None:
+    """One GlossyError where the model cannot score this dataset's images: another number of pixels, or a
+    Bernoulli likelihood (a density over binary images only) on images that are not binary. A model whose images
+    are the same pixels in another shape ((784,) for (1, 28, 28)) takes the dataset's shape."""
+    import math
+
+    shape = tuple(int(d) for d in model.input_shape)
+    if math.prod(shape) != math.prod(meta.shape):
+        raise GlossyError(f"{what} takes images of shape {list(shape)} ({math.prod(shape)} values), but dataset "
+                          f"{meta.name} has images of shape {list(meta.shape)} ({math.prod(meta.shape)} values)")
+    if getattr(model, "input_type", None) == "binary" and meta.input_type != "binary":
+        raise GlossyError(f"{what} has a Bernoulli likelihood, a density over binary images, but dataset {meta.name} "
+                          f"has {meta.input_type} images")
+    model.input_shape = tuple(meta.shape)

@@ -116,9 +116,24 @@ def _resolve_run_name(dataset: str, model: str, prior: str, seed: Any) -> str:
     return run_name(dataset, model, prior, seed, effective_overrides(list(hc.overrides.task), list(hc.searchpath)))
 
 
-def _resolve_eval_dir(checkpoint: str) -> str:
+def _resolve_eval_dir(checkpoint: str, runs_root: str = "runs", dataset: str = "", factory: str = "") -> str:
+    """Where `glossy eval` writes: a glossy run's own directory; for a model trained elsewhere (a pythae folder,
+    or a factory's weights) a directory under runs_root named after it, never the user's model folder."""
     p = Path(str(checkpoint)).expanduser()
+    dataset, factory = ("" if v is None else str(v) for v in (dataset, factory))  # oc.select's None
+    if factory or (p.is_dir() and (p / "model_config.json").is_file()):  # glossy.adapters.is_pythae_folder
+        return str(Path(str(runs_root)) / outside_run_name(p, str(dataset), str(factory)))
     return str(p.parent if p.suffix == ".pt" else p)
+
+
+def outside_run_name(path: Path, dataset: str, factory: str = "") -> str:
+    """<source>-<model's name>-<dataset>-<hash of where it came from>: the same model and data, the same directory
+    (so that a cut-off evaluation resumes); two folders of one name stay apart."""
+    source = "factory-" + factory.rsplit(":", 1)[-1] if factory else "pythae"
+    where = f"{factory}|{path.resolve()}"
+    digest = hashlib.sha1(where.encode()).hexdigest()[:6]
+    name = re.sub(r"[^A-Za-z0-9_.]+", "_", path.stem if path.suffix == ".pt" else path.name) or "model"
+    return f"{source}-{name}-{dataset or 'nodata'}-{digest}"
 
 
 def default_data_dir() -> str:
@@ -267,7 +282,8 @@ def load_trained(spec: str | Path, data_dir: str | None = None) -> tuple[DictCon
 
 
 # what Hydra and the run lock put into a run directory before glossy writes anything of its own
-_HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", ".hydra", "train.log", ".lock")
+_HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", ".hydra", "train.log", "eval.log",
+                ".lock")
 
 
 def holds_a_run(run_dir: Path) -> bool:

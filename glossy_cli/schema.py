@@ -178,14 +178,22 @@ class TrainCommand:
 
 @dataclass
 class EvalCommand:
+    # a glossy run (its directory or a .pt file), a pythae model folder, or with `factory` a weights file
     checkpoint: str = MISSING
     eval: EvalSettings = field(default_factory=EvalSettings)
+    # a model trained elsewhere is evaluated on dataset=<name> (a glossy run's dataset is its own)
+    dataset: Any = None
+    factory: str | None = None  # package.module:function returning a glossy.LatentVariableModel (or a pythae model)
+    trust_pickles: bool = False  # load a pythae folder's custom networks (pickles, which run code when loaded)
     device: str = "auto"
     data_dir: str = DATA_DIR
     download: bool = True
+    runs_root: str = "runs"  # a model trained elsewhere is evaluated into <runs_root>/<its name>-<dataset>-<hash>
 
     def __post_init__(self):
         _check_device(self.device)
+        if self.factory is not None and ":" not in self.factory:
+            raise ConfigError(f"factory={self.factory}: expected package.module:function")
 
 
 @dataclass

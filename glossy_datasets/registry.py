@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from . import caltech101, cifar10, frey, histopathology, mnist, omniglot, synthetic
+from . import caltech101, cifar10, frey, histopathology, mnist, npzfile, omniglot, synthetic
 from .base import DatasetError, DatasetMeta, OptionError, Splits, Verified, verified_files
 from .download import DatasetCorrupt, DatasetMissing, DigestCache, default_data_dir
 
 _BUILT_IN_MODULES = {"synthetic": synthetic, "mnist": mnist, "omniglot": omniglot, "caltech101": caltech101,
-                     "frey": frey, "histopathology": histopathology, "cifar10": cifar10}
+                     "frey": frey, "histopathology": histopathology, "cifar10": cifar10, "file": npzfile}
 
 DATASETS: dict[str, Callable[..., Splits]] = {name: m.load for name, m in _BUILT_IN_MODULES.items()}
 

@@ -16,6 +16,7 @@ from torch import nn
 # is the same distribution, still normalised, and keeps the pairwise matrix a single matmul.
 LOGIT_MAX = math.log((1 - 1e-5) / 1e-5)
 N_BINS = 256
+LOG_2PI = math.log(2 * math.pi)
 _EDGE = 1.0e4  # stands for +-inf at the outer bins, finite so that gradients stay finite
 
 
@@ -42,6 +43,32 @@ class Bernoulli:
         logits = self.logits.reshape(self.logits.shape[0], -1)
         shift = -F.softplus(logits).sum(-1, keepdim=True)  # [M, 1]
         return torch.addmm(shift, logits, x.reshape(x.shape[0], -1).T.to(logits.dtype))
+
+
+class UnitGaussian:
+    """Independent unit-variance Gaussian pixels with means [..., D]: the density that a model trained with a
+    squared-error reconstruction loss assumes (pythae's `mse`, as its own `get_nll` normalises it)."""
+
+    def __init__(self, mean: torch.Tensor) -> None:
+        self.loc = mean
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.loc
+
+    def sample(self) -> torch.Tensor:
+        return self.loc + torch.randn_like(self.loc)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.loc.shape[-1]
+        return -0.5 * ((x - self.loc) ** 2).sum(-1) - 0.5 * d * LOG_2PI
+
+    def log_prob_pairwise(self, x: torch.Tensor) -> torch.Tensor:
+        # means [M, D], x [N, D] -> [M, N]: -|x - mu|^2 / 2 = mu.x - |mu|^2 / 2 - |x|^2 / 2, one matrix product
+        mu = self.loc.reshape(self.loc.shape[0], -1)
+        xf = x.reshape(x.shape[0], -1).to(mu.dtype)
+        shift = -0.5 * (mu * mu).sum(-1, keepdim=True) - 0.5 * mu.shape[1] * LOG_2PI  # [M, 1]
+        return torch.addmm(shift, mu, xf.T).sub_(0.5 * (xf * xf).sum(-1))
 
 
 def _bin_edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +111,7 @@ class DiscretizedLogistic256:
         self._logits = self._raw_log_scale = None
 
     @classmethod
-    def from_logits(cls, logits: torch.Tensor, raw_log_scale: torch.Tensor) -> "DiscretizedLogistic256":
+    def from_logits(cls, logits: torch.Tensor, raw_log_scale: torch.Tensor) -> DiscretizedLogistic256:
         dist = cls(None, None)
         dist._logits, dist._raw_log_scale = logits, raw_log_scale
         return dist

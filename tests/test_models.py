@@ -144,8 +144,8 @@ def test_logistic256_from_logits_without_gradients_matches_float64_in_every_bin_
     ref = logistic_bin_log_prob_float64(x.expand(300, 8, 32), mean, raw_log_scale.clamp(-4.5, 0.0))
     with torch.no_grad():
         fused = DiscretizedLogistic256.from_logits(logits, raw_log_scale).log_prob(x)
-        per_pixel = torch.stack([DiscretizedLogistic256.from_logits(logits[..., i : i + 1], raw_log_scale[..., i : i + 1])
-                                 .log_prob(x[:, i : i + 1]) for i in range(32)], -1)
+        one = lambda i: DiscretizedLogistic256.from_logits(logits[..., i : i + 1], raw_log_scale[..., i : i + 1])
+        per_pixel = torch.stack([one(i).log_prob(x[:, i : i + 1]) for i in range(32)], -1)
     np.testing.assert_allclose(per_pixel.numpy(), ref.numpy(), rtol=0, atol=2e-5)
     np.testing.assert_allclose(fused.numpy(), ref.sum(-1).numpy(), rtol=1e-6, atol=1e-4)
     plain = DiscretizedLogistic256.from_logits(logits.requires_grad_(), raw_log_scale).log_prob(x)  # with gradients
