@@ -6,6 +6,7 @@ points, progress.py reports. One typed settings object, `EvalSettings` (settings
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -20,6 +21,8 @@ from .importance import forked_rng, importance_sampling
 from .progress import progress_bar
 from .sandwiches import heldout_fit, heldout_score, in_sample, source_stats
 from .settings import EvalSettings
+
+log = logging.getLogger("glossy")
 
 CHECKED = ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba", "nll_ba_heldout"]
 
@@ -151,4 +154,25 @@ def finish(ctx: EvalContext) -> dict:
         raise GlossyError("evaluation produced non-finite values for " + ", ".join(
             f"{k} = {result[k]}" for k in bad) + "; the model's log-likelihoods overflowed or are NaN "
             "(check the checkpoint's training history); nothing was written")
+    result["bound_checks"] = bound_checks(result)
     return result
+
+
+# the NLLs glossy exhibits for the images it evaluates: the model's own and those of its re-weighted priors
+EXHIBITED = ("nll", "nll_ba", "nll_ba_heldout")
+
+
+def bound_checks(result: dict) -> list[str]:
+    """Each number named a lower bound (`lower_bound`, `lower_bound_<source>`) that exceeds an NLL glossy itself
+    exhibits for the same images, as a sentence naming both; each is also a warning in the log. A bound from
+    the max over candidates is a bound only where that max is the sup of log c over the prior's support: one that
+    fails here says so. Empty when every bound holds."""
+    found = []
+    for b in sorted(k for k in result if k.startswith("lower_bound") and not k.endswith("_ci")):
+        for n in EXHIBITED:
+            if isinstance(result.get(b), float) and isinstance(result.get(n), float) and result[b] > result[n]:
+                found.append(f"{b} = {result[b]:.3f} exceeds {n} = {result[n]:.3f}, an NLL glossy exhibits for the "
+                             f"same images: it is not a bound on every prior")
+    for line in found:
+        log.warning("%s", line)
+    return found

@@ -493,3 +493,16 @@ def test_squarem_reaches_the_plain_iterations_optimum_in_fewer_steps_with_every_
         got = bounds.blahut_arimoto(L2, max_iter=50000, tol=1e-6, max_bytes=mb, speedups=bounds.ACCELERATED)
         assert got.converged and got.nll == pytest.approx(ref.nll, abs=2e-6)
         assert _certified_gap(L2, got.log_w) == pytest.approx(got.gap, abs=1e-5) and got.gap < 1e-6
+
+
+def test_bound_checks_name_each_bound_above_an_nll_glossy_exhibits(caplog):
+    from glossy.evaluation import bound_checks
+
+    r = {"nll": 80.0, "nll_ba": 70.0, "nll_ba_heldout": 78.0, "lower_bound": 60.0, "lower_bound_train": 75.0,
+         "lower_bound_train_ci": [74.0, 76.0]}
+    with caplog.at_level("WARNING", logger="glossy"):
+        found = bound_checks(r)
+    assert found == ["lower_bound_train = 75.000 exceeds nll_ba = 70.000, an NLL glossy exhibits for the same "
+                     "images: it is not a bound on every prior"]
+    assert found[0] in caplog.text
+    assert bound_checks({**r, "lower_bound_train": 69.0}) == []

@@ -43,3 +43,14 @@ def test_every_committed_config_says_what_its_result_was_made_with(path):
     assert cfg["eval"] == r["eval_config"], {k: (cfg["eval"].get(k), r["eval_config"].get(k))
                                              for k in {*cfg["eval"], *r["eval_config"]}
                                              if cfg["eval"].get(k) != r["eval_config"].get(k)}
+
+
+@pytest.mark.parametrize("path", RESULTS, ids=[p.parent.name for p in RESULTS])
+def test_no_committed_bound_over_every_prior_exceeds_an_nll_glossy_exhibits(path):
+    """`lower_bound` (NLL minus the max of log c over the test images' own codes, the paper's text) stands for
+    Theorem 2's bound over every prior: it must stay at or below the model's NLL and those of both re-weighted
+    priors on the same images (glossy.evaluation.bound_checks warns where a new evaluation breaks this)."""
+    r = json.loads(path.read_text())
+    for nll in ("nll", "nll_ba", "nll_ba_heldout"):
+        if r.get(nll) is not None:
+            assert r["lower_bound"] <= r[nll], f"{path.parent.name}: lower_bound {r['lower_bound']} > {nll} {r[nll]}"
