@@ -19,7 +19,7 @@ from .context import EvalContext, RunOptions
 from .errors import GlossyError
 from .importance import forked_rng, importance_sampling
 from .progress import progress_bar
-from .sandwiches import heldout_fit, heldout_score, in_sample, source_stats
+from .sandwiches import bound_name, heldout_fit, heldout_score, in_sample, source_stats
 from .settings import EvalSettings
 
 log = logging.getLogger("glossy")
@@ -121,9 +121,9 @@ def other_source(ctx: EvalContext, src: str) -> None:
     ctx.result[f"n_candidates_{src}"] = len(z)
     if lcb is not None:
         reps = intervals.replicate_stats(lcb, ctx.weights, ctx.lpx, paired=False)
-        for k in ("glossy_max", "glossy_std", "lower_bound"):
-            ctx.result[f"{k}_{src}_ci"] = list(intervals.jackknife_interval(ctx.result[f"{k}_{src}"], reps[k],
-                                                                            ctx.level))
+        for k, key in (("glossy_max", f"glossy_max_{src}"), ("glossy_std", f"glossy_std_{src}"),
+                       ("lower_bound", bound_name(f"_{src}"))):
+            ctx.result[f"{key}_ci"] = list(intervals.jackknife_interval(ctx.result[key], reps[k], ctx.level))
     if mix is not None:
         heldout_score(ctx, mix)
 
@@ -148,7 +148,7 @@ def finish(ctx: EvalContext) -> dict:
     result = {**ctx.result, "timing_s": ctx.timer.seconds, "plan": ctx.plan.__dict__}
     if ctx.points is not None:
         result["subset_seed"] = ctx.settings.subset_seed
-    keys = CHECKED + [f"{k}_{c}" for c in ctx.candidates for k in ("glossy_max", "glossy_std", "lower_bound")]
+    keys = CHECKED + [k for c in ctx.candidates for k in (f"glossy_max_{c}", f"glossy_std_{c}", bound_name(f"_{c}"))]
     bad = [k for k in keys if isinstance(result.get(k), float) and not math.isfinite(result[k])]
     if bad:
         raise GlossyError("evaluation produced non-finite values for " + ", ".join(

@@ -20,11 +20,31 @@ from .progress import progress_bar
 log = logging.getLogger("glossy")
 
 
+# the candidate sources other than the test images' own codes: NLL - max log c over one of them bounds only the
+# priors supported on its codes, and is named so (bound_<source>_atoms), never a lower bound over every prior
+ATOM_SOURCES = ("train", "valid", "prior")
+# the names older results used for them (glossy.sandwiches.upgrade reads those files)
+RENAMED = {f"lower_bound_{s}{ci}": f"bound_{s}_atoms{ci}" for s in ATOM_SOURCES for ci in ("", "_ci")}
+
+
+def bound_name(suffix: str) -> str:
+    """The name of NLL - max log c over a source's candidates (suffix "", "_test", "_train", ...): lower_bound for
+    the test images' own codes (the paper's text: it stands for Theorem 2's bound over every prior, the sup of log c
+    taken over candidates), bound_<source>_atoms for another source (a bound over the priors on those codes)."""
+    src = suffix.removeprefix("_")
+    return f"bound_{src}_atoms" if src in ATOM_SOURCES else f"lower_bound{suffix}"
+
+
+def upgrade(record: dict) -> dict:
+    """A result (or a trajectory's columns) with the names of older results replaced by today's (RENAMED)."""
+    return {RENAMED.get(k, k): v for k, v in record.items()}
+
+
 def source_stats(lc: torch.Tensor, nll: float, suffix: str) -> dict:
     st = bounds.glossy_stats(lc)
     return {f"glossy_max{suffix}": st["glossy_max"], f"glossy_std{suffix}": st["glossy_std"],
             f"glossy_var{suffix}": st["glossy_std"] ** 2, f"glossy_mean{suffix}": lc.mean().item(),
-            f"glossy_argmax{suffix}": st["argmax"], f"lower_bound{suffix}": bounds.lower_bound(nll, lc)}
+            f"glossy_argmax{suffix}": st["argmax"], bound_name(suffix): bounds.lower_bound(nll, lc)}
 
 
 def in_sample(ctx: EvalContext) -> None:

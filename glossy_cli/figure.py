@@ -10,6 +10,7 @@ import pandas as pd
 
 from glossy.atomic import atomic_save_figure
 from glossy.errors import GlossyError
+from glossy.sandwiches import RENAMED
 
 
 def load_trajectory(run_dir: Path) -> pd.DataFrame:
@@ -18,6 +19,7 @@ def load_trajectory(run_dir: Path) -> pd.DataFrame:
         raise GlossyError(f"{run_dir} has no trajectory.csv; train with train.trajectory_every > 0")
     try:
         df = pd.read_csv(path)
+        df = df.rename(columns=RENAMED)  # the names of older trajectories
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise GlossyError(f"{path} is not a readable trajectory ({e})") from e
     need = {"epoch", "nll", "lower_bound", "glossy_std"}
@@ -40,9 +42,9 @@ def draw(df: pd.DataFrame, title: str = ""):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(df["epoch"], df["nll"], "-", color="C0", label="upper bound: model NLL (IS)")
     ax.plot(df["epoch"], df["lower_bound"], "-", color="C1", label="glossy lower bound: NLL - glossy max (test)")
-    if _has(df, "lower_bound_train"):
-        ax.plot(df["epoch"], df["lower_bound_train"], "-.", color="C1", alpha=0.7,
-                label="NLL - glossy max (training candidates)")
+    if _has(df, "bound_train_atoms"):
+        ax.plot(df["epoch"], df["bound_train_atoms"], "-.", color="C1", alpha=0.7,
+                label="NLL - glossy max (training codes): a bound on priors over those codes only")
     if _has(df, "exact_lower_bound"):
         ax.plot(df["epoch"], df["exact_lower_bound"], "--", color="C3",
                 label="exact finite-latent lower bound")

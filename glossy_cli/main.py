@@ -58,6 +58,8 @@ def guarded(fn):
 
 def summary(r: dict) -> str:
     """The result in a few lines: NLL, the glossy statistics of each candidate source, the bounds."""
+    from glossy.sandwiches import bound_name
+
     rows = [(f"NLL (importance sampled, S={r['is_samples']}, N={r['n_points']})", r["nll"]),
             ("-ELBO", -r["elbo"] if "elbo" in r else None)]
     for src in r.get("candidates", ["test"]):
@@ -65,7 +67,8 @@ def summary(r: dict) -> str:
         m = r.get(f"n_candidates{sfx}", r.get(f"n_candidates_{src}"))
         rows += [(f"glossy max, {src} candidates (M={m})", r.get(f"glossy_max{sfx}")),
                  (f"glossy std, {src} candidates", r.get(f"glossy_std{sfx}")),
-                 (f"lower bound NLL - max, {src} candidates", r.get(f"lower_bound{sfx}"))]
+                 (f"lower bound NLL - max, {src} candidates" if src == "test" else
+                  f"bound over priors on the {src} codes, NLL - max", r.get(bound_name(sfx)))]
     rows += [("nll_ba (re-weighted prior, in-sample)", r.get("nll_ba")),
              ("nll_ba_heldout (fitted on validation images)", r.get("nll_ba_heldout")),
              ("true NLL", r.get("true_nll")), ("exact finite-latent lower bound", r.get("exact_lower_bound"))]

@@ -146,7 +146,7 @@ def _trajectory_point(model, splits, imgs: dict, cmd, device, subset: torch.Tens
         r = evaluate(model, splits.test[subset], _trajectory_settings(cmd), true_model=splits.meta.true_model,
                      **imgs, run=RunOptions(device, show_progress=False))
     keys = ["nll", "elbo", "glossy_max", "glossy_std", "lower_bound", "nll_ba", "ba_gap", "glossy_max_train",
-            "glossy_std_train", "lower_bound_train", "nll_ba_heldout", "true_nll", "exact_lower_bound"]
+            "glossy_std_train", "bound_train_atoms", "nll_ba_heldout", "true_nll", "exact_lower_bound"]
     return {"epoch": epoch, **{k: r[k] for k in keys if k in r}}
 
 

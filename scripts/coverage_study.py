@@ -35,6 +35,7 @@ from glossy.candidates import likelihood_matrix, posterior_means
 from glossy.evaluation import evaluate
 from glossy.importance import importance_sampling
 from glossy.memory import eval_sizes, plan_within_budget
+from glossy.sandwiches import bound_name
 from glossy.settings import EvalSettings
 from glossy_cli.runs import load_trained
 from glossy_datasets import synthetic
@@ -83,14 +84,15 @@ def one_set(model, x, train_x, settings, fit, device, groups: int, n_boot: int, 
         rb = intervals.replicates(L[src], lpx, boot, paired)
         rj = intervals.replicates(L[src], lpx, jack, paired)
         for k in ("glossy_max", "glossy_std", "lower_bound"):
-            est = res[f"{k}_{src}"]
-            d = {"est": est, "reported": tuple(res.get(f"{k}_{src}_ci", (math.nan, math.nan))),
+            key = bound_name(f"_{src}") if k == "lower_bound" else f"{k}_{src}"
+            est = res[key]
+            d = {"est": est, "reported": tuple(res.get(f"{key}_ci", (math.nan, math.nan))),
                  "percentile bootstrap": intervals.percentile_interval(rb[k], LEVEL),
                  "bootstrap se": normal_from_reps(est, rb[k]),
                  f"jackknife G={groups}": intervals.jackknife_interval(est, rj[k], LEVEL)}
             if k == "glossy_max" and src == "test":
                 d["extreme value (Gumbel)"] = gumbel_interval(keep["log_c_test"])
-            out[f"{k}_{src}"] = d
+            out[key] = d
         if src == "test":
             out["nll"]["percentile bootstrap"] = intervals.percentile_interval(rb["nll"], LEVEL)
             out["nll"]["normal"] = intervals.normal_interval(-lpx, LEVEL)

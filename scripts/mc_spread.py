@@ -25,7 +25,7 @@ from glossy_cli.eval_cmd import candidate_images
 from glossy_cli.runs import load_trained
 
 STATS = ["nll", "glossy_max", "glossy_std", "lower_bound", "glossy_max_train", "glossy_std_train",
-         "lower_bound_train", "nll_ba", "nll_ba_heldout"]
+         "bound_train_atoms", "nll_ba", "nll_ba_heldout"]
 MC_FILE = "mc_spread.json"
 
 

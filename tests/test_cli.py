@@ -39,7 +39,7 @@ def test_train_writes_a_complete_run_directory(trained):
     assert r["lower_bound"] <= r["nll_ba"] <= r["nll"]
     # both candidate sources by default, each under its own names, and the held-out prior
     assert r["candidates"] == ["test", "train"] and r["n_candidates_train"] == 600
-    for k in ("glossy_max_train", "glossy_std_train", "glossy_var_train", "lower_bound_train", "nll_ba_heldout",
+    for k in ("glossy_max_train", "glossy_std_train", "glossy_var_train", "bound_train_atoms", "nll_ba_heldout",
               "ba_heldout_fit_nll", "nll_heldout_fit_model"):
         assert math.isfinite(r[k]), k
     assert r["glossy_std_train"] ** 2 == pytest.approx(r["glossy_var_train"])
@@ -55,7 +55,7 @@ def test_train_writes_a_complete_run_directory(trained):
                                                                                "is_samples": 20}
     assert st["commit"] is None or len(st["commit"].rstrip("+")) == 12
     traj = pd.read_csv(run / "trajectory.csv")
-    for k in ("glossy_max_train", "glossy_std_train", "lower_bound_train", "nll_ba_heldout"):
+    for k in ("glossy_max_train", "glossy_std_train", "bound_train_atoms", "nll_ba_heldout"):
         assert traj[k].notna().all(), k
     pts = torch.load(run / "points.pt", weights_only=True)
     assert len(pts["log_px"]) == 150 and len(pts["log_c_train"]) == 600
@@ -111,7 +111,7 @@ SLOW = pytest.mark.slow  # the console script in a subprocess; tests/test_config
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["train", "dataset=nosuch"], "dataset=nosuch: must be one of caltech101, cifar10, frey"),
+    (["train", "dataset=nosuch"], "dataset=nosuch: must be one of caltech101, cifar10, file, frey"),
     pytest.param(["train", "model.z_dim=abc"], "model.z_dim=abc: must be an integer", marks=SLOW),
     pytest.param(["train", "prior=vamp", "prior.n_components=-5"], "prior.n_components=-5: must be at least 1",
                  marks=SLOW),

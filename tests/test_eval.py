@@ -17,6 +17,7 @@ from glossy.evaluation import evaluate
 from glossy.importance import GROUP_BLOCKS, importance_sampling, is_blocks
 from glossy.journal import ISJournal
 from glossy.memory import Plan, make_plan, plan_chunks
+from glossy.sandwiches import bound_name
 from glossy_models import registry as models
 from glossy_models.base import LatentVariableModel, reparameterize
 from glossy_models.priors import log_normal_diag, log_standard_normal
@@ -226,7 +227,7 @@ def test_every_candidate_source_matches_a_brute_force_log_c_on_synthetic_data(na
         assert r[f"glossy_var_{src}"] == pytest.approx(want.var().item(), abs=2e-3 * want.std().item() + 1e-6)
         assert r[f"glossy_mean_{src}"] == pytest.approx(want.mean().item(), abs=1e-3)
         assert r[f"glossy_argmax_{src}"] == int(want.argmax())
-        assert r[f"lower_bound_{src}"] == pytest.approx(r["nll"] - max(want.max().item(), 0), abs=1e-3)
+        assert r[bound_name(f"_{src}")] == pytest.approx(r["nll"] - max(want.max().item(), 0), abs=1e-3)
     assert r["glossy_max"] == r["glossy_max_test"] and r["lower_bound"] == r["lower_bound_test"]
 
 
@@ -235,8 +236,10 @@ def test_train_candidates_equal_test_candidates_when_the_splits_are_the_same():
     m = models.build("vae", "vamp", (1, 28, 28), "binary", z_dim=4, hidden=16, n_components=3).eval()
     r = evaluate(m, s.test, train_x=s.test.clone(), candidates=["test", "train"], is_samples=10, jackknife=30,
                  show_progress=False)
-    for k in ("glossy_max", "glossy_std", "glossy_mean", "lower_bound"):
+    for k in ("glossy_max", "glossy_std", "glossy_mean"):
         assert r[f"{k}_train"] == pytest.approx(r[f"{k}_test"], abs=1e-6), k
+    # the same number, under the names that say which priors it bounds
+    assert r["bound_train_atoms"] == pytest.approx(r["lower_bound_test"], abs=1e-6)
     assert r["glossy_argmax_train"] == r["glossy_argmax_test"]
     assert r["n_candidates_train"] == r["n_candidates_test"] == len(s.test)
     # the intervals differ by design: the test source resamples candidates with their points
@@ -496,8 +499,9 @@ def test_every_interval_contains_its_estimate_and_names_its_method():
     r = evaluate(m, s.test, train_x=s.train, valid_x=s.val, candidates=["test", "train", "prior"], heldout=True,
                  is_samples=10, jackknife=6, ba_iters=50, show_progress=False)
     cis = [k for k in r if k.endswith("_ci")]
-    want = {"nll_ci", "nll_ba_ci", "nll_ba_heldout_ci"} | {f"{k}{s}_ci" for k in ("glossy_max", "glossy_std",
-            "lower_bound") for s in ("", "_test", "_train", "_prior")}
+    want = {"nll_ci", "nll_ba_ci", "nll_ba_heldout_ci"} | {f"{k}{s}_ci" for k in ("glossy_max", "glossy_std")
+                                                            for s in ("", "_test", "_train", "_prior")}
+    want |= {"lower_bound_ci", "lower_bound_test_ci", "bound_train_atoms_ci", "bound_prior_atoms_ci"}
     assert set(cis) == want
     for k in cis:
         lo, hi = r[k]

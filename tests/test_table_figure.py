@@ -160,17 +160,17 @@ def test_figure_draws_the_training_candidate_bound_and_the_heldout_prior_when_th
 
     epochs = list(range(0, 50, 10))
     df = pd.DataFrame({"epoch": epochs, "nll": [100 - 0.1 * e for e in epochs], "lower_bound": 60.0,
-                       "glossy_std": 5.0, "lower_bound_train": 70.0, "glossy_std_train": 150.0,
+                       "glossy_std": 5.0, "bound_train_atoms": 70.0, "glossy_std_train": 150.0,
                        "nll_ba_heldout": [101 - 0.1 * e for e in epochs]})
 
     def labels(fig):
         return [t.get_text() for ax in fig.axes for leg in [ax.get_legend()] if leg for t in leg.get_texts()]
 
     full = labels(draw(df))
-    assert "NLL - glossy max (training candidates)" in full
+    assert "NLL - glossy max (training codes): a bound on priors over those codes only" in full
     assert "held-out BA prior (fitted on validation images)" in full
     assert "glossy std, training candidates (right axis)" in full
-    old = labels(draw(df.drop(columns=["lower_bound_train", "glossy_std_train", "nll_ba_heldout"])))
+    old = labels(draw(df.drop(columns=["bound_train_atoms", "glossy_std_train", "nll_ba_heldout"])))
     assert len(old) == len(full) - 3 and not any("training candidates" in t for t in old)
 
 
@@ -265,3 +265,16 @@ def test_seeds_are_averaged_only_where_their_stamps_agree_on_what_moves_an_estim
     df = make_table(root, tmp_path / "b")[0]
     rows = df[(df.dataset == "caltech101") & (df.model == "vae") & (df.prior == "standard") & (df.n_seeds > 0)]
     assert sorted(rows.n_seeds) == [1, 1, 1]
+
+
+def test_an_older_result_is_read_with_todays_name_for_the_bound_over_the_training_codes(tmp_path):
+    # older result.json files called NLL - max over the training codes lower_bound_train, as if it bounded every prior
+    run = tmp_path / "runs" / "mnist-vae-standard-seed0"
+    run.mkdir(parents=True)
+    old = result("mnist", "vae", "standard", 80.0, 3.0, 1.0, lower_bound_train_ci=[40.0, 60.0])
+    (run / "result.json").write_text(json.dumps(old))
+    df, problems = make_table(tmp_path / "runs", tmp_path / "out")
+    row = df[df["run"].notna()].iloc[0]
+    assert not problems and row["bound_train_atoms"] == 50.0 and row["bound_train_atoms_ci_lo"] == 40.0
+    assert not any(c.startswith("lower_bound_train") for c in df.columns)
+    assert "lower_bound_train" not in (tmp_path / "out" / "table1.csv").read_text()
