@@ -16,6 +16,7 @@ from .candidates import fail_if_not_finite, likelihood_matrix, stream_source, su
 from .context import EvalContext
 from .importance import importance_sampling
 from .progress import progress_bar
+from .search import search_sup, searched_stats
 
 log = logging.getLogger("glossy")
 
@@ -52,9 +53,11 @@ def in_sample(ctx: EvalContext) -> None:
     in-sample Blahut-Arimoto sandwich and the paired jackknife, built inside the sandwich's augmented matrix
     (one more row: the model's prior) so that L is never copied."""
     s, z = ctx.settings, ctx.codes("test")
-    with ctx.timer("glossy_matrix"):
-        aug = torch.empty(len(z) + 1, ctx.n, dtype=torch.float32, device=ctx.device)
-        L = aug[:-1]
+    k = min(s.sup_search_starts, len(z)) if s.sup_search_steps and not getattr(ctx.model, "autoregressive", False) \
+        else 0
+    with ctx.timer("glossy_matrix"):  # the candidates, the searched codes (k), then p(z)
+        aug = torch.empty(len(z) + k + 1, ctx.n, dtype=torch.float32, device=ctx.device)
+        L = aug[: len(z)]
         with progress_bar(ctx.run.show_progress, len(z), "glossy matrix (test candidates)", "candidates") as bar:
             likelihood_matrix(ctx.model, ctx.x, z, ctx.plan, ctx.device, bar, out=L)
         aug[-1] = ctx.lpx.to(torch.float32)
@@ -65,6 +68,8 @@ def in_sample(ctx: EvalContext) -> None:
     fields = {**st, **{k.removesuffix("_test"): v for k, v in st.items()
                        if k.startswith(("glossy_max", "glossy_std", "lower_bound"))},
               "n_candidates": len(z), "n_candidates_test": len(z)}
+    if k:  # the searched codes join the in-sample prior's atoms
+        fields.update(sup_search(ctx, z, lc, aug[len(z) : len(z) + k], fields["glossy_max"]))
     with ctx.timer("sandwich"):
         fields.update(bounds.sandwich(L, ctx.lpx, max_iter=s.ba_iters, tol=s.ba_tol, max_bytes=ctx.ba_bytes,
                                       augmented=aug, level=ctx.level if ctx.weights is not None else None))
@@ -78,6 +83,18 @@ def in_sample(ctx: EvalContext) -> None:
         log.info("intervals of the test candidates skipped: the jackknife leaves out points with their candidates "
                  "(needs M = N)")
     ctx.result.update(fields)
+
+
+def sup_search(ctx: EvalContext, z: torch.Tensor, lc: torch.Tensor, rows: torch.Tensor, candidate_max: float) -> dict:
+    """Gradient ascent on log c from the len(rows) best candidates (glossy.search); the found codes' glossy rows
+    written into `rows` (those of the sandwich's matrix), their statistics returned."""
+    s = ctx.settings
+    top = torch.topk(lc, len(rows)).indices.to(z.device)
+    with ctx.timer("sup_search"):
+        found = search_sup(ctx.model, ctx.x.to(ctx.device), ctx.lpx, z[top].to(ctx.device), s.sup_search_steps)
+        likelihood_matrix(ctx.model, ctx.x, found, ctx.plan, ctx.device, out=rows)
+    fail_if_not_finite(rows, "the searched codes' glossy rows", ("code", "point"), allow_minus_inf=True)
+    return searched_stats(bounds.log_c(rows, ctx.lpx), candidate_max, ctx.nll, s.sup_search_steps, len(rows))
 
 
 def heldout_fit(ctx: EvalContext) -> None:

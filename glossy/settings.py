@@ -55,12 +55,17 @@ class EvalSettings:
     interval_level: float = 0.95
     ba_iters: int = 500  # Blahut-Arimoto iterations at most
     ba_tol: float = 1.0e-4  # stop when the BA duality gap (nats) is below this
+    # the sup of log c searched by gradient ascent from the best test candidates (0: off): its bound
+    # (lower_bound_searched) and the found codes as atoms of the in-sample prior (nll_ba)
+    sup_search_steps: int = 0
+    sup_search_starts: int = 8
 
     def __post_init__(self):
         at_least(self, "eval", 1, "is_samples")
         at_least(self, "eval", 1, "max_points", "max_candidates", "prior_candidates",
                   "autoregressive_max_candidates", optional=True)
-        at_least(self, "eval", 0, "jackknife", "ba_iters", "subset_seed", "seed")
+        at_least(self, "eval", 0, "jackknife", "ba_iters", "subset_seed", "seed", "sup_search_steps")
+        at_least(self, "eval", 1, "sup_search_starts")
         positive(self, "eval", "memory_budget_gb")
         if not (self.ba_tol >= 0 and math.isfinite(self.ba_tol)):
             raise ConfigError(f"eval.ba_tol={self.ba_tol}: must be at least 0")

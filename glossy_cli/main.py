@@ -69,7 +69,9 @@ def summary(r: dict) -> str:
                  (f"glossy std, {src} candidates", r.get(f"glossy_std{sfx}")),
                  (f"lower bound NLL - max, {src} candidates" if src == "test" else
                   f"bound over priors on the {src} codes, NLL - max", r.get(bound_name(sfx)))]
-    rows += [("nll_ba (re-weighted prior, in-sample)", r.get("nll_ba")),
+    rows += [("glossy max, searched sup (gradient ascent)", r.get("glossy_max_searched")),
+             ("lower bound NLL - searched sup", r.get("lower_bound_searched")),
+             ("nll_ba (re-weighted prior, in-sample)", r.get("nll_ba")),
              ("nll_ba_heldout (fitted on validation images)", r.get("nll_ba_heldout")),
              ("true NLL", r.get("true_nll")), ("exact finite-latent lower bound", r.get("exact_lower_bound"))]
     rows = [(k, v) for k, v in rows if v is not None]

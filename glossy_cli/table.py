@@ -35,7 +35,7 @@ COMPARED = {"nll": "nll", "glossy_max": f"glossy_max_{PAPER_MATCH}", "glossy_std
 # called it lower_bound_train: glossy.sandwiches.upgrade reads them)
 OURS = ["glossy_max", "glossy_std", "lower_bound", f"bound_{PAPER_MATCH}_atoms", "nll_ba", "ba_prior_weight",
         "ba_gap", "nll_ba_heldout", "ba_heldout_prior_weight", "ba_heldout_fit_nll", "nll_heldout_fit_model",
-        "true_nll", "exact_lower_bound", f"n_candidates_{PAPER_MATCH}"]
+        "true_nll", "exact_lower_bound", f"n_candidates_{PAPER_MATCH}", "glossy_max_searched", "lower_bound_searched"]
 CIS = ["nll_ci", "glossy_max_ci", "glossy_std_ci", "lower_bound_ci", "nll_ba_ci", "nll_ba_heldout_ci",
        f"glossy_max_{PAPER_MATCH}_ci", f"glossy_std_{PAPER_MATCH}_ci", f"bound_{PAPER_MATCH}_atoms_ci"]
 REQUIRED = ["dataset", "model", "prior", "nll"]
@@ -100,6 +100,9 @@ def settings_of(r: dict) -> str:
 
 # settings that change no estimate: the intervals' (and their older bootstrap names) and the memory budget's chunking
 NOT_ESTIMATES = ("jackknife", "interval_level", "bootstrap", "bootstrap_level", "memory_budget_gb")
+# settings added after results were made, at the value that reproduces those results: absent and at that value are
+# the same evaluation (the sup search off)
+ADDED_LATER = {"sup_search_steps": 0, "sup_search_starts": 8}
 # the parts of a result's stamp (eval_cmd.stamp) that move an estimate; its code version and commit do not
 STAMP_ESTIMATES = ("numerics", "solver", "heldout")
 
@@ -109,7 +112,8 @@ def eval_settings_of(r: dict) -> str:
     settings that change no estimate, NOT_ESTIMATES, and of its stamp's parts that move one, STAMP_ESTIMATES,
     where it has a stamp (eval_cmd.stamp): results of older code, unstamped, keep their label and are never
     averaged with stamped ones)."""
-    ecfg = {k: v for k, v in (r.get("eval_config") or {}).items() if k not in NOT_ESTIMATES}
+    ecfg = {k: v for k, v in (r.get("eval_config") or {}).items()
+            if k not in NOT_ESTIMATES and ADDED_LATER.get(k, object()) != v}
     if r.get("stamp"):
         ecfg["stamp"] = {k: r["stamp"].get(k) for k in STAMP_ESTIMATES}
     cfg = json.dumps(ecfg, sort_keys=True)

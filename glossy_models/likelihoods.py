@@ -166,6 +166,7 @@ class DiscretizedLogistic256:
         k = torch.clamp(torch.floor(x.reshape(n, d).to(loc.dtype) * N_BINS), 0, N_BINS - 1).long()
         edges = _edges(loc)
         out = torch.empty(m, n, dtype=loc.dtype, device=loc.device)
+        blocks: list[torch.Tensor] = []
         for i in range(0, m, PAIRWISE_CANDIDATES):
             loc_t = loc[i : i + PAIRWISE_CANDIDATES].T.contiguous()  # [D, mb]
             inv_t = inv[i : i + PAIRWISE_CANDIDATES].T.contiguous()
@@ -175,9 +176,12 @@ class DiscretizedLogistic256:
                 table = _bin_table_slice(edges, loc_t[d0:d1], inv_t[d0:d1])  # [(d1 - d0) * 256, mb]
                 idx = k[:, d0:d1] + torch.arange(d1 - d0, device=k.device) * N_BINS  # [N, d1 - d0]
                 part = F.embedding_bag(idx, table, mode="sum")  # [N, mb]: sum over the slice's pixels
-                acc = part if acc is None else acc.add_(part)
-            out[i : i + loc_t.shape[1]] = acc.T
-        return out
+                acc = part if acc is None else acc + part if part.requires_grad else acc.add_(part)
+            if out.requires_grad or acc.requires_grad:  # with gradients (glossy.search): no in-place writes
+                blocks.append(acc.T)
+            else:
+                out[i : i + loc_t.shape[1]] = acc.T
+        return torch.cat(blocks) if blocks else out
 
 
 # Block sizes of DiscretizedLogistic256.log_prob_pairwise: a table slice of 8 pixels x 256 bins x 128
@@ -200,6 +204,14 @@ def _bin_table_slice(edges: torch.Tensor, loc_t: torch.Tensor, inv_t: torch.Tens
     = log sigmoid(c_{k+1}) - softplus(c_k) + log(1 - exp(c_k - c_{k+1})), where the last term is
     log(-expm1(-1 / (256 s))) for the inner bins and 0 for the two outer ones (an infinite edge): one
     exp and one log per edge instead of four transcendentals per bin."""
+    if torch.is_grad_enabled() and (loc_t.requires_grad or inv_t.requires_grad):  # the same, out of place
+        c = (edges.view(1, -1, 1) - loc_t.unsqueeze(1)) * inv_t.unsqueeze(1)
+        h = c.abs()
+        lg = torch.log1p(torch.exp(-h))
+        inner = torch.log(-torch.expm1(-inv_t / N_BINS)).unsqueeze(1)
+        table = ((c[:, 1:] - h[:, 1:]) - (c[:, :-1] + h[:, :-1])) * 0.5 - lg[:, 1:] - lg[:, :-1]
+        table = torch.cat([table[:, :1], table[:, 1:-1] + inner, table[:, -1:]], 1)
+        return table.reshape(-1, table.shape[-1])
     c = (edges.view(1, -1, 1) - loc_t.unsqueeze(1)).mul_(inv_t.unsqueeze(1))  # [P, 257, C]
     # log sigmoid(c) = (c - |c|)/2 - L and softplus(c) = (c + |c|)/2 + L with L = log(1 + e^-|c|): one exp
     # and one log per edge (softplus is not vectorised on the CPU)
