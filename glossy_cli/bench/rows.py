@@ -114,6 +114,40 @@ def bench_is(name, prior, sz, device, peak, seed) -> dict:
                      f"naive: {len(xn)} point(s), chunks of {chunk}")
 
 
+def bench_pythae(sz, device, peak, seed) -> dict | None:
+    """glossy's importance sampling of a pythae VAE (default networks, bce) through glossy.adapters against pythae's
+    own `get_nll` (one batch of S samples an image, its fastest setting) on the same images at the same S; None
+    without pythae (an optional extra)."""
+    try:
+        from pythae.models import VAE, VAEConfig
+    except ImportError:
+        log.info("pythae is not installed: no pythae row (pip install -e '.[pythae]')")
+        return None
+    from glossy.adapters import from_pythae
+    from glossy.importance import importance_sampling
+    from glossy.memory import make_plan
+
+    torch.manual_seed(seed)
+    net = VAE(VAEConfig(input_dim=SHAPE, latent_dim=16, reconstruction_loss="bce")).to(device)
+    model, s, x = from_pythae(net), sz["is_samples"], _binary(sz["naive_points"], seed + 1)
+    plan = make_plan(model, len(x), len(x), s, 4 * 2**30)
+
+    def fast():
+        with model.frozen():
+            importance_sampling(model, x, s, plan, device)
+
+    def theirs():
+        with torch.no_grad():
+            net.get_nll(x.to(device), n_samples=s, batch_size=s)
+
+    t_fast = best_time(fast, sz["repeats"], device, warmup=lambda: fast())
+    t_theirs = best_time(theirs, max(1, sz["repeats"] - 1), device)
+    costs = model_costs(model, device)
+    return _row("importance_sampling_pythae", ("pythae-vae", "standard", "binary", "samples/s"), (len(x) * s, t_fast),
+                2 * (costs.sample + costs.point / s), peak, (len(x) * s, t_theirs),
+                note=f"S = {s}, {len(x)} points; baseline: pythae's VAE.get_nll on the same images (batch_size = S)")
+
+
 def bench_matrix(input_type, sz, device, peak, seed) -> dict:
     from glossy.candidates import likelihood_matrix, posterior_means
     from glossy.memory import make_plan
