@@ -96,7 +96,7 @@ def study(run: Path, data_dir: str | None, scales, settings: EvalSettings) -> pd
     rows = []
     for s in scales:
         r = evaluate(ScaledPrior(model, s), splits.test, settings, true_model=splits.meta.true_model,
-                     show_progress="log", **candidate_images(splits, settings.seed))
+                     show_progress=False, **candidate_images(splits, settings.seed))
         row = {"dataset": splits.meta.name, "model": cfg.model.name, "prior": cfg.prior.name, "prior_scale": s,
                "n_points": r["n_points"], "is_samples": r["is_samples"]}
         for c in COLUMNS:
@@ -147,11 +147,14 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--runs-root", default="runs", help="where --synthetic trains its model")
     ap.add_argument("--is-samples", type=int, default=1000)
+    ap.add_argument("--max-points", type=int, default=None, help="test images (a seeded subset; default: all)")
+    ap.add_argument("--max-candidates", type=int, default=None, help="training candidates (default: all)")
     ap.add_argument("--scales", type=float, nargs="+", default=list(SCALES))
     ap.add_argument("--results", default="results")
     a = ap.parse_args()
     run = quick_synthetic_run(Path(a.runs_root)) if a.synthetic else Path(a.run)
-    settings = EvalSettings(is_samples=a.is_samples, candidates=["test", "train"], heldout=True)
+    settings = EvalSettings(is_samples=a.is_samples, candidates=["test", "train"], heldout=True,
+                            max_points=a.max_points, max_candidates=a.max_candidates)
     df = study(run, a.data_dir, a.scales, settings)
     out = Path(a.results) / f"mismatch_{df['dataset'][0]}.csv"
     with open(out, "w") as f:
