@@ -221,3 +221,12 @@ def test_glossys_nll_of_a_pythae_model_is_pythaes_own_get_nll_within_monte_carlo
     sd = float((runs[0] - runs[1]).std()) / len(x) ** 0.5
     assert abs(ours - theirs) <= 4 * sd, (ours, theirs, sd)
     assert abs(float(runs[1].mean()) - theirs) <= 4 * sd
+
+
+def test_without_pythae_a_pythae_folder_is_one_error_naming_the_install(tmp_path, monkeypatch):
+    import sys
+
+    pythae_model().save(str(tmp_path / "m"))
+    monkeypatch.setitem(sys.modules, "pythae.models", None)  # as if pythae were not installed
+    with pytest.raises(GlossyError, match=r'pythae, which is not installed here .*pip install -e "\.\[pythae\]"'):
+        load_pythae(tmp_path / "m")
