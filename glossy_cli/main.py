@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     register()
     try:
         if any(a in ("--help", "-h") for a in rest):
-            precheck(cmd, [a for a in rest if a not in ("--help", "-h")])
+            precheck(cmd, [a for a in rest if a not in ("--help", "-h")], for_help=True)
             text = command_help(cmd, rest)
             try:
                 print(text)

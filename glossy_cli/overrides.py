@@ -11,7 +11,9 @@ from glossy.errors import GlossyError
 
 COMMANDS = {
     "train": "train a model (dataset=, model=, prior=, train=quick, ...), then evaluate it",
-    "eval": "re-evaluate a saved model: glossy eval checkpoint=<run dir or .pt> [eval.is_samples=...]",
+    "eval": "re-evaluate a saved model: glossy eval checkpoint=<run dir or .pt> [eval.is_samples=...]; a model trained "
+            "elsewhere: checkpoint=<pythae folder> dataset=<name>, or factory=<pkg.module:function> "
+            "checkpoint=<weights> dataset=<name>",
     "table": "gather every result.json under runs_root into results/table1.{csv,md,tex}",
     "figure": "draw Figure 1 (bounds over epochs) from a run: glossy figure checkpoint=<run dir> [out=...]",
     "data": "list the datasets and their status; download one ahead of a job: glossy data fetch dataset=<name>",
@@ -68,14 +70,14 @@ def command_help(cmd: str, args: list[str]) -> str:
     return "\n".join(lines)
 
 
-def precheck(cmd: str, args: list[str]) -> None:
+def precheck(cmd: str, args: list[str], for_help: bool = False) -> None:
     """Checks that must happen before Hydra creates any directory: every override is composed against the
     schema (each combination of a multirun's sweeps, up to MAX_SWEEP_CHECKS) and checked."""
     if any(a in ("--hydra-help", "--info", "-i") or a.startswith("--info") for a in args):
         return
     _check_launcher(args)
     for combo in _sweep_combinations(_task_overrides(args)):
-        _check_overrides(cmd, combo)
+        _check_overrides(cmd, combo, for_help)
     if cmd == "eval":
         spec = next((a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")), None)
         if spec is not None and not Path(spec).expanduser().exists():
@@ -161,8 +163,9 @@ def _missing_option_message(text: str) -> str:
     return f"{group}={value}: must be one of {', '.join(options)}"
 
 
-def _check_overrides(cmd: str, overrides: list[str]) -> None:
-    """Compose `cmd`'s config with these overrides and run the schema's checks: one ConfigError line."""
+def _check_overrides(cmd: str, overrides: list[str], for_help: bool = False) -> None:
+    """Compose `cmd`'s config with these overrides and run the schema's checks: one ConfigError line. for_help: a
+    required value not given yet (`glossy eval --help` without checkpoint=) is no error."""
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -186,4 +189,10 @@ def _check_overrides(cmd: str, overrides: list[str]) -> None:
                 valid = None
             raise ConfigError(not_a_setting(key, valid)) from e
         raise ConfigError(override_message(e)) from e
+    if for_help:
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            for key in [k for k in cfg if OmegaConf.is_missing(cfg, k)]:
+                cfg[key] = "<required>"
     check(cfg)

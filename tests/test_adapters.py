@@ -230,3 +230,10 @@ def test_without_pythae_a_pythae_folder_is_one_error_naming_the_install(tmp_path
     monkeypatch.setitem(sys.modules, "pythae.models", None)  # as if pythae were not installed
     with pytest.raises(GlossyError, match=r'pythae, which is not installed here .*pip install -e "\.\[pythae\]"'):
         load_pythae(tmp_path / "m")
+
+
+def test_eval_help_needs_no_checkpoint_and_names_the_outside_model_settings(tmp_path):
+    p = run_glossy(["eval", "--help"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    for key in ("checkpoint: str", "factory: str or null", "trust_pickles: bool", "dataset: any", "runs_root: str"):
+        assert key in p.stdout, key
