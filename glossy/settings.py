@@ -59,6 +59,10 @@ class EvalSettings:
     # (lower_bound_searched) and the found codes as atoms of the in-sample prior (nll_ba)
     sup_search_steps: int = 0
     sup_search_starts: int = 8
+    # the held-out fit's cost: how many validation images it is fitted on (a seeded subset; null: all, or max_points)
+    # and their importance samples (null: is_samples)
+    heldout_fit_points: int | None = None
+    heldout_is_samples: int | None = None
 
     def __post_init__(self):
         at_least(self, "eval", 1, "is_samples")
@@ -66,6 +70,7 @@ class EvalSettings:
                   "autoregressive_max_candidates", optional=True)
         at_least(self, "eval", 0, "jackknife", "ba_iters", "subset_seed", "seed", "sup_search_steps")
         at_least(self, "eval", 1, "sup_search_starts")
+        at_least(self, "eval", 1, "heldout_fit_points", "heldout_is_samples", optional=True)
         positive(self, "eval", "memory_budget_gb")
         if not (self.ba_tol >= 0 and math.isfinite(self.ba_tol)):
             raise ConfigError(f"eval.ba_tol={self.ba_tol}: must be at least 0")

@@ -121,7 +121,8 @@ def stamp(result: dict, ecfg: dict) -> dict:
     from glossy.evaluation import NUMERICS
 
     heldout = {"atoms": result["n_heldout_atoms"], "fit_images": result["n_heldout_fit"],
-               "is_samples": ecfg["is_samples"]} if "n_heldout_atoms" in result else None
+               "is_samples": ecfg.get("heldout_is_samples") or ecfg["is_samples"]} \
+        if "n_heldout_atoms" in result else None
     return {"glossy": __version__, "commit": _commit(), "numerics": NUMERICS,
             "solver": f"Blahut-Arimoto, plain steps, active set; tol {ecfg['ba_tol']}, "
                       f"at most {ecfg['ba_iters']} steps",

@@ -102,7 +102,7 @@ def settings_of(r: dict) -> str:
 NOT_ESTIMATES = ("jackknife", "interval_level", "bootstrap", "bootstrap_level", "memory_budget_gb")
 # settings added after results were made, at the value that reproduces those results: absent and at that value are
 # the same evaluation (the sup search off)
-ADDED_LATER = {"sup_search_steps": 0, "sup_search_starts": 8}
+ADDED_LATER = {"sup_search_steps": 0, "sup_search_starts": 8, "heldout_fit_points": None, "heldout_is_samples": None}
 # the parts of a result's stamp (eval_cmd.stamp) that move an estimate; its code version and commit do not
 STAMP_ESTIMATES = ("numerics", "solver", "heldout")
 

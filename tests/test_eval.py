@@ -508,3 +508,15 @@ def test_every_interval_contains_its_estimate_and_names_its_method():
         assert lo <= r[k.removesuffix("_ci")] <= hi and lo < hi, (k, r[k], r[k.removesuffix("_ci")])
     assert r["interval_level"] == 0.95 and "jackknife, 6 groups" in r["interval_method"]
     assert not any(k.endswith("_ci") for k in evaluate(m, s.test, is_samples=5, jackknife=0, show_progress=False))
+
+
+def test_the_heldout_fits_cost_settings_cap_its_images_and_samples():
+    s = _tiny_synthetic(n_train=40, n_val=30, n_test=25)
+    m = models.build("vae", "standard", (1, 28, 28), "binary", z_dim=4, hidden=16).eval()
+    common = {"candidates": ["train"], "heldout": True, "is_samples": 10, "jackknife": 0, "ba_iters": 50,
+              "show_progress": False, "train_x": s.train, "valid_x": s.val}
+    full = evaluate(m, s.test, **common)
+    capped = evaluate(m, s.test, heldout_fit_points=12, heldout_is_samples=7, **common)
+    assert full["n_heldout_fit"] == 30 and capped["n_heldout_fit"] == 12
+    assert capped["nll"] == full["nll"]  # the test images' own draws do not change
+    assert capped["nll_ba_heldout"] != full["nll_ba_heldout"]

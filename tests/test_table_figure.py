@@ -278,3 +278,14 @@ def test_an_older_result_is_read_with_todays_name_for_the_bound_over_the_trainin
     assert not problems and row["bound_train_atoms"] == 50.0 and row["bound_train_atoms_ci_lo"] == 40.0
     assert not any(c.startswith("lower_bound_train") for c in df.columns)
     assert "lower_bound_train" not in (tmp_path / "out" / "table1.csv").read_text()
+
+
+def test_settings_added_later_at_their_default_do_not_split_a_seed_group():
+    from glossy_cli.table import eval_settings_of
+
+    old = {"eval_config": {"is_samples": 5000, "candidates": ["test", "train"]}}
+    new = {"eval_config": {**old["eval_config"], "sup_search_steps": 0, "sup_search_starts": 8,
+                           "heldout_fit_points": None, "heldout_is_samples": None}}
+    assert eval_settings_of(old) == eval_settings_of(new)
+    searched = {"eval_config": {**new["eval_config"], "sup_search_steps": 300}}
+    assert eval_settings_of(searched) != eval_settings_of(new)
