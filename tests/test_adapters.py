@@ -16,7 +16,7 @@ from glossy.adapters import from_pythae, load_pythae
 from glossy.errors import GlossyError
 from glossy_datasets.base import DatasetError
 from glossy_datasets.registry import load
-from tests.helpers import REPO, run_glossy
+from tests.helpers import REPO, glossy_in_process, run_glossy
 from tests.tiny_factory import make
 
 EVAL = ["eval.is_samples=20", "eval.jackknife=0", "eval.ba_iters=50", "eval.candidates=[test,train]"]
@@ -89,13 +89,14 @@ def test_a_factory_model_is_evaluated_from_the_command_line_as_the_library_evalu
     ("tests.tiny_factory:make", "other.pt", "does not load into the model"),
     ("tiny_factory", "w.pt", "expected package.module:function")])
 def test_a_factory_that_cannot_give_a_model_is_one_line_and_exit_2_with_nothing_written(tmp_path, factory, weights,
-                                                                                         words):
+                                                                                         words, capsys, monkeypatch):
     write_npz(tmp_path / "d.npz")
     torch.save(make().state_dict(), tmp_path / "w.pt")
     torch.save({"x": torch.zeros(3)}, tmp_path / "other.pt")
-    p = run_glossy(["eval", f"factory={factory}", f"checkpoint={tmp_path / weights}", "dataset=file",
-                    f"dataset.options.path={tmp_path / 'd.npz'}", f"runs_root={tmp_path / 'runs'}"], cwd=REPO)
-    assert p.returncode == 2 and words in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    code, _, err = glossy_in_process(["eval", f"factory={factory}", f"checkpoint={tmp_path / weights}", "dataset=file",
+                                      f"dataset.options.path={tmp_path / 'd.npz'}", f"runs_root={tmp_path / 'runs'}"],
+                                     capsys, monkeypatch, REPO)
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -136,7 +137,8 @@ def test_a_pythae_models_densities_are_pythaes_own_normalised(kind, loss):
                                    rtol=1e-5, atol=1e-3)
 
 
-def test_a_pythae_folder_is_evaluated_into_runs_root_and_a_model_in_memory_by_the_library(tmp_path):
+def test_a_pythae_folder_is_evaluated_into_runs_root_and_a_model_in_memory_by_the_library(tmp_path, capsys,
+                                                                                         monkeypatch):
     net = pythae_model("VAMP")
     net.save(str(tmp_path / "model"))
     write_npz(tmp_path / "d.npz")
@@ -153,11 +155,11 @@ def test_a_pythae_folder_is_evaluated_into_runs_root_and_a_model_in_memory_by_th
     lib = glossy.evaluate(net, s.test, glossy.EvalSettings(**r["eval_config"]), train_x=s.train, valid_x=s.val,
                           show_progress=False)  # the pythae object itself
     assert lib["nll"] == pytest.approx(r["nll"], abs=1e-6)
-    again = run_glossy([*args, "eval.is_samples=21"], cwd=tmp_path, check=True)  # the same directory again
-    assert again.returncode == 0 and len(list((tmp_path / "runs").iterdir())) == 1
+    code, _, err = glossy_in_process([*args, "eval.is_samples=21"], capsys, monkeypatch, tmp_path)  # again
+    assert code == 0 and len(list((tmp_path / "runs").iterdir())) == 1, err  # the same run directory
 
 
-def test_pythae_refusals_are_one_line_and_exit_2(tmp_path):
+def test_pythae_refusals_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     write_npz(tmp_path / "d.npz")
     data = ["dataset=file", f"dataset.options.path={tmp_path / 'd.npz'}", f"runs_root={tmp_path / 'runs'}"]
     pythae_model().save(str(tmp_path / "ok"))
@@ -176,8 +178,8 @@ def test_pythae_refusals_are_one_line_and_exit_2(tmp_path):
              ([f"checkpoint={tmp_path / 'rhvae'}"], "holds a pythae RHVAE model", data),
              ([f"checkpoint={tmp_path / 'custom'}"], "trust_pickles=true", data)]
     for args, words, more in cases:
-        p = run_glossy(["eval", *args, *more], cwd=tmp_path)
-        assert p.returncode == 2 and words in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        code, _, err = glossy_in_process(["eval", *args, *more], capsys, monkeypatch, tmp_path)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     # trusted, the custom network loads (its pickle is code: only on the explicit opt-in)
     assert load_pythae(tmp_path / "custom", trust_pickles=True).net.encoder is not None

@@ -54,9 +54,9 @@ def test_the_search_finds_the_sup_that_an_exhaustive_grid_finds_on_a_two_dimensi
     with torch.no_grad():
         x = (torch.randn(150, 2) @ m.W.T + 0.5**0.5 * torch.randn(150, 6)).view(150, 1, 1, 6)
         lpx = m.log_marginal(x)
-        step = 0.01
+        step = 0.02
         axis = torch.arange(-4, 4 + step / 2, step)
-        grid = torch.cartesian_prod(axis, axis)  # 641 x 641 codes
+        grid = torch.cartesian_prod(axis, axis)  # 401 x 401 codes
         grid_lc = torch.cat([bounds.log_c(m.log_likelihood_matrix(x, grid[i : i + 20000]), lpx)
                              for i in range(0, len(grid), 20000)])
         # as glossy starts: from the best candidates (here each image's least-squares code, as posterior means
@@ -70,7 +70,7 @@ def test_the_search_finds_the_sup_that_an_exhaustive_grid_finds_on_a_two_dimensi
     with torch.no_grad():
         found_lc = bounds.log_c(m.log_likelihood_matrix(x, found), lpx)
     assert (found_lc >= start_lc - 1e-9).all()  # never worse than where it started
-    # the grid's max is within one grid cell of the sup: log c is smooth, so at most a few 1e-4 below it
+    # the grid's max is within half a grid cell of the sup: log c is smooth, so at most a few 1e-4 below it
     assert found_lc.max().item() == pytest.approx(grid_lc.max().item(), abs=1e-3)
     assert found_lc.max().item() >= grid_lc.max().item() - 1e-4
     assert found_lc.max().item() > start_lc.max().item() + 0.05  # it did climb
