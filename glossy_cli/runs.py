@@ -121,7 +121,9 @@ def _resolve_eval_dir(checkpoint: str, runs_root: str = "runs", dataset: str = "
     or a factory's weights) a directory under runs_root named after it, never the user's model folder."""
     p = Path(str(checkpoint)).expanduser()
     dataset, factory = ("" if v is None else str(v) for v in (dataset, factory))  # oc.select's None
-    if factory or (p.is_dir() and (p / "model_config.json").is_file()):  # glossy.adapters.is_pythae_folder
+    from glossy.adapters import is_pythae_folder
+
+    if factory or is_pythae_folder(p):
         return str(Path(str(runs_root)) / outside_run_name(p, str(dataset), str(factory)))
     return str(p.parent if p.suffix == ".pt" else p)
 

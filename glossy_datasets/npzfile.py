@@ -33,18 +33,19 @@ def _images(arrays, key_options: tuple[str, ...], path: Path) -> np.ndarray:
 
 
 def _input_type(option: str, arrays, parts: list[np.ndarray], path: Path) -> str:
-    if option != "auto":
-        return option
-    if "input_type" in arrays.files:
-        found = str(arrays["input_type"])
-        if found not in INPUT_TYPES[1:]:
-            raise DatasetError(f"dataset file: {path}'s input_type is {found!r}; expected one of "
-                               f"{', '.join(INPUT_TYPES[1:])}")
-        return found
-    if all(np.isin(p, (0.0, 1.0)).all() for p in parts):
-        return "binary"
-    raise DatasetError(f"dataset file: {path} holds non-binary images and says nothing of their type: add "
-                       f"dataset.options.input_type=gray (256 levels) or continuous")
+    """The input type the option or the file's entry says (a binary one checked against the values), else binary
+    where every value is 0 or 1."""
+    said = option if option != "auto" else str(arrays["input_type"]) if "input_type" in arrays.files else None
+    if said is not None and said not in INPUT_TYPES[1:]:
+        raise DatasetError(f"dataset file: {path}'s input_type is {said!r}; expected one of "
+                           f"{', '.join(INPUT_TYPES[1:])}")
+    binary = said in (None, "binary") and all(np.isin(p, (0.0, 1.0)).all() for p in parts)
+    if said == "binary" and not binary:
+        raise DatasetError(f"dataset file: {path} is said to be binary but holds values other than 0 and 1")
+    if said is None and not binary:
+        raise DatasetError(f"dataset file: {path} holds non-binary images and says nothing of their type: add "
+                           f"dataset.options.input_type=gray (256 levels) or continuous")
+    return said or "binary"
 
 
 def load(data_dir: Path | None = None, download: bool = True, *, path: str = "", input_type: str = "auto",
@@ -69,8 +70,6 @@ def load(data_dir: Path | None = None, download: bool = True, *, path: str = "",
     if len(shapes) != 1:
         raise DatasetError(f"dataset file: {p}'s splits have images of different shapes: "
                            f"{', '.join(str(list(s)) for s in sorted(shapes))}")
-    if kind == "binary" and not all(np.isin(a, (0.0, 1.0)).all() for a in parts):
-        raise DatasetError(f"dataset file: {p} is said to be binary but holds values other than 0 and 1")
     train, val, test = (torch.from_numpy(np.ascontiguousarray(a)) for a in parts)
     meta = DatasetMeta(name=NAME, input_type=kind, shape=tuple(train.shape[1:]), source=f"the file {p.resolve()}")
     checked = "its arrays read and checked (splits, shapes, values in [0, 1], input type)"
