@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import working_set
 from .storage import (
     EXP_FLOOR,
     PRUNE_EVERY,
@@ -98,6 +99,7 @@ class BAResult:
     # (nll, lower) per iteration; while atoms are left out (active_set), a step's lower end is over the atoms in
     # play only, so it is certified at the last step (over every atom) and at steps with none left out
     history: list[tuple[float, float]] = field(default_factory=list)
+    solver: str = "Blahut-Arimoto"  # or "working set" (`best_prior`)
 
     @property
     def lower(self) -> float:
@@ -124,6 +126,7 @@ class Speedups:
 
     active_set: bool = True
     squarem: bool = False
+    working_set: bool = True  # `best_prior` only: glossy.working_set's solver, Blahut-Arimoto where it cannot run
 
 
 PLAIN = Speedups(active_set=False, squarem=False)
@@ -174,6 +177,24 @@ def blahut_arimoto(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter
         it += 1
         if speedups.active_set and (ba.E is None or it % PRUNE_EVERY == 0) and not (sq and sq.pending):
             ba.prune()  # without E, every step: E may fit now
+
+
+def best_prior(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter: int = 1000, tol: float = 1e-6,
+               block_rows: int | None = None, max_bytes: int = 2 * 2**30, speedups: Speedups = Speedups(),
+               keep: int | None = None) -> BAResult:
+    """The best prior on the atoms (rows) of L, with Blahut-Arimoto's certificate: by `glossy.working_set` (a
+    working set and sequential quadratic steps, which ends at the optimum itself, gap at float32's rounding of
+    its last pass, in a few passes over L; max_iter counts its quadratic steps) where speedups.working_set and
+    the working set fits max_bytes, else `blahut_arimoto` (max_iter its steps). Either way nll - gap <= the
+    best prior's NLL on the atoms <= nll, and converged says gap < tol."""
+    if speedups.working_set:
+        m = L.shape[0]
+        lw0 = torch.full((m,), -math.log(m), dtype=torch.float64) if log_w0 is None else log_w0
+        got = working_set.fit(L, lw0, max_iter, tol, max_bytes, keep)
+        if got is not None:
+            return BAResult(*got, solver="working set")
+    return blahut_arimoto(L, log_w0, max_iter=max_iter, tol=tol, block_rows=block_rows, max_bytes=max_bytes,
+                          speedups=speedups, keep=keep)
 
 
 class _Squarem:
@@ -324,13 +345,13 @@ class _ActiveSet:
 
 
 def prior_fit(L: torch.Tensor, log_px: torch.Tensor, max_iter: int = 500, tol: float = 1e-4,
-              block_rows: int | None = None, max_bytes: int = 2 * 2**30) -> dict:
+              block_rows: int | None = None, max_bytes: int = 2 * 2**30, speedups: Speedups = Speedups()) -> dict:
     """Blahut-Arimoto weights on atoms z_1..z_M plus the model's own prior (atom M, whose likelihood
     column is p^(x_j)), fitted on the sample of L [M, N] = log l(x_j | z_i) and log_px [N] from equal
     mass on the prior and the atoms. Returns the log weights [M + 1] (`log_w`, the prior's last) and what
     the fit reached on that sample; `sandwich` reports it in-sample, `heldout_nll` scores it on other data."""
     aug = torch.cat([L, log_px.to(device=L.device, dtype=L.dtype).unsqueeze(0)], 0)
-    return prior_fit_augmented(aug, max_iter, tol, block_rows, max_bytes)
+    return prior_fit_augmented(aug, max_iter, tol, block_rows, max_bytes, speedups)
 
 
 def prior_fit_augmented(aug: torch.Tensor, max_iter: int = 500, tol: float = 1e-4, block_rows: int | None = None,
@@ -340,10 +361,10 @@ def prior_fit_augmented(aug: torch.Tensor, max_iter: int = 500, tol: float = 1e-
     m = aug.shape[0] - 1
     log_w0 = torch.full((m + 1,), -math.log(2 * max(m, 1)), dtype=torch.float64)
     log_w0[m] = -math.log(2) if m else 0.0
-    res = blahut_arimoto(aug, log_w0, max_iter=max_iter, tol=tol, block_rows=block_rows, max_bytes=max_bytes,
-                         speedups=speedups, keep=m)
+    res = best_prior(aug, log_w0, max_iter=max_iter, tol=tol, block_rows=block_rows, max_bytes=max_bytes,
+                     speedups=speedups, keep=m)
     return {"log_w": res.log_w, "fit_nll": res.nll, "fit_gap": res.gap, "iterations": res.iterations,
-            "converged": res.converged, "prior_weight": math.exp(res.log_w[m].item())}
+            "converged": res.converged, "prior_weight": math.exp(res.log_w[m].item()), "solver": res.solver}
 
 
 def sandwich(L: torch.Tensor, log_px: torch.Tensor, max_iter: int = 500, tol: float = 1e-4,
@@ -362,7 +383,7 @@ def sandwich(L: torch.Tensor, log_px: torch.Tensor, max_iter: int = 500, tol: fl
         fit = prior_fit(L, log_px, max_iter=max_iter, tol=tol, block_rows=block_rows, max_bytes=max_bytes)
     base = nll(log_px)
     out = {"ba_gap": fit["fit_gap"], "ba_best_prior_lower": fit["fit_nll"] - fit["fit_gap"],
-           "ba_iterations": fit["iterations"], "ba_converged": fit["converged"]}
+           "ba_iterations": fit["iterations"], "ba_converged": fit["converged"], "ba_solver": fit["solver"]}
     if fit["fit_nll"] > base:  # the prior alone (w = e_M) reaches `base`; never report worse than it
         out.update(nll_ba=base, ba_prior_weight=1.0)
         scores = -log_px.to(torch.float64)

@@ -124,6 +124,7 @@ def heldout_fit(ctx: EvalContext) -> None:
     ctx.result.update(ba_heldout_prior_weight=ho["prior_weight"], ba_heldout_fit_nll=ho["fit_nll"],
                       nll_heldout_fit_model=bounds.nll(lpx_fit), ba_heldout_gap=ho["fit_gap"],
                       ba_heldout_iterations=ho["iterations"], ba_heldout_converged=ho["converged"],
+                      ba_heldout_solver=ho["solver"],
                       n_heldout_fit=len(fit), n_heldout_atoms=len(za))
     if "train" not in ctx.candidates:  # score the atoms on the evaluated images alone
         _, _, mix = stream_source(ctx.model, ctx.x, za, ctx.lpx, ctx.plan, log_w_atoms=ctx.log_w[:-1])

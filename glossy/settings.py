@@ -53,7 +53,7 @@ class EvalSettings:
     memory_budget_gb: float = 4.0  # block sizes keep the evaluation's arrays under this budget
     jackknife: int = 20  # groups of the delete-a-group jackknife behind the intervals (0: no intervals)
     interval_level: float = 0.95
-    ba_iters: int = 500  # Blahut-Arimoto iterations at most
+    ba_iters: int = 500  # passes over a best prior's matrix at most (working-set pricing passes or BA steps)
     ba_tol: float = 1.0e-4  # stop when the BA duality gap (nats) is below this
     # the sup of log c searched by gradient ascent from the best test candidates (0: off): its bound
     # (lower_bound_searched) and the found codes as atoms of the in-sample prior (nll_ba)

@@ -124,8 +124,8 @@ def stamp(result: dict, ecfg: dict) -> dict:
                "is_samples": ecfg.get("heldout_is_samples") or ecfg["is_samples"]} \
         if "n_heldout_atoms" in result else None
     return {"glossy": __version__, "commit": _commit(), "numerics": NUMERICS,
-            "solver": f"Blahut-Arimoto, plain steps, active set; tol {ecfg['ba_tol']}, "
-                      f"at most {ecfg['ba_iters']} steps",
+            "solver": f"working set, sequential quadratic steps (Blahut-Arimoto, plain steps, active set where "
+                      f"it does not fit); tol {ecfg['ba_tol']}, at most {ecfg['ba_iters']} passes",
             "interval_method": result.get("interval_method"), "heldout": heldout}
 
 

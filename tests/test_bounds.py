@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from glossy import bounds, intervals, storage
+from glossy import bounds, intervals, storage, working_set
 
 
 def brute_log_c(L, log_px):
@@ -334,8 +334,13 @@ def test_active_set_stopped_by_max_iter_still_reports_the_gap_over_every_atom(mo
 def test_prior_fit_never_leaves_out_the_prior():
     L = _sparse_problem(9, m=200)
     log_px = L.max(0).values - 200.0  # a prior far worse than the best atoms: its weight vanishes
-    fit = bounds.prior_fit(L, log_px, max_iter=2000, tol=1e-9)
+    fit = bounds.prior_fit(L, log_px, max_iter=2000, tol=1e-9, speedups=bounds.Speedups(working_set=False))
     assert -math.inf < fit["log_w"][-1].item() < bounds.PRUNE_LOG_WEIGHT
+    # the working set keeps it in S, at the optimum's weight: exactly 0 here, its log c certified below 0
+    ws = bounds.prior_fit(L, log_px, max_iter=2000, tol=1e-9)
+    assert ws["converged"] and ws["prior_weight"] == 0.0
+    aug = torch.cat([L, log_px[None]])
+    assert bounds.log_c(aug, bounds.mixture_log_marginal(aug, ws["log_w"]))[-1].item() < -100
 
 
 def test_blocked_logsumexp_matches_torch_with_infinities_and_far_tails():
@@ -510,3 +515,82 @@ def test_bound_checks_name_each_bound_above_an_nll_glossy_exhibits(caplog):
     assert bound_checks({"nll_ba": 70.0, "lower_bound": 75.0, "lower_bound_test": 75.0}) == [
         "lower_bound = 75.000 exceeds nll_ba = 70.000, an NLL glossy exhibits for the same images: it is not a bound "
         "on every prior"]
+
+
+# --- the working set (glossy.working_set): Blahut-Arimoto's optimum by sequential quadratic steps ---------------
+
+def _bigger_problem(seed: int, m: int = 3000, n: int = 1500, d: int = 8) -> torch.Tensor:
+    """Gaussian likelihoods of n points under m atoms in d dimensions (float32, m n > 2^22: the pricing pass in
+    float32, as on a real held-out fit): the optimum puts weight on tens of atoms."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(m, d, generator=g)
+    x = torch.randn(n, d, generator=g) * 1.2
+    return (-0.5 * torch.cdist(z, x) ** 2).float()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_working_set_reaches_the_plain_iterations_optimum_with_its_certificate_over_every_atom(seed):
+    """Small problems (float64 throughout): the same optimum as Blahut-Arimoto run to 1e-10 and as brute force,
+    the returned gap equal to the gap recomputed from scratch over every atom, and every pricing pass's sandwich
+    around the optimum."""
+    L, _ = _random_problem(seed, m=12, n=60)
+    plain = bounds.blahut_arimoto(L, max_iter=100000, tol=1e-9, speedups=bounds.Speedups(squarem=True))
+    ws = bounds.best_prior(L, max_iter=500, tol=1e-10)
+    assert plain.converged and ws.converged and ws.iterations < 100
+    assert ws.nll == pytest.approx(plain.nll, abs=1e-9) and ws.nll == pytest.approx(brute_min_nll(L), abs=1e-3)
+    assert _certified_gap(L, ws.log_w) == pytest.approx(ws.gap, abs=1e-12)
+    for nll_w, lower in ws.history:
+        assert lower <= plain.nll + 1e-9 <= nll_w + 2e-9
+    L2 = _sparse_problem(seed)  # 400 atoms on 30 points: the optimum on a few of them
+    ref = bounds.blahut_arimoto(L2, max_iter=100000, tol=1e-9, speedups=bounds.PLAIN)
+    got = bounds.best_prior(L2, max_iter=500, tol=1e-9)
+    assert got.converged and got.nll == pytest.approx(ref.nll, abs=1e-8)
+    assert _certified_gap(L2, got.log_w) == pytest.approx(got.gap, abs=1e-12) and got.gap < 1e-9
+
+
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
+def test_working_set_on_a_float32_problem_ends_at_the_optimum_whatever_the_budget_and_start(seed):
+    """A problem whose pricing pass runs in float32: the optimum (to float32's rounding of the pass) that plain
+    Blahut-Arimoto approaches, in a few passes; the same weights, hence the same mixture on other points, from
+    another start and under a budget that streams the pass in small blocks (the answer does not depend on the
+    path, unlike an iteration stopped at its tolerance)."""
+    L = _bigger_problem(seed)
+    assert working_set.pricing_dtype(L) == torch.float32
+    ws = bounds.best_prior(L, max_iter=500, tol=1e-4)
+    assert ws.converged and ws.gap < 1e-5 and len(ws.history) < 20
+    assert _certified_gap(L.double(), ws.log_w) == pytest.approx(ws.gap, abs=1e-5)
+    plain = bounds.blahut_arimoto(L, max_iter=300, tol=1e-6)
+    assert plain.nll - plain.gap <= ws.nll <= plain.nll  # at least as good as any BA iterate: it is the optimum
+    g = torch.Generator().manual_seed(seed + 10)
+    other = bounds.best_prior(L, torch.randn(L.shape[0], generator=g, dtype=torch.float64), max_iter=500,
+                              tol=1e-4, max_bytes=50 * 2**20)
+    assert other.converged and other.nll == pytest.approx(ws.nll, abs=1e-9)
+    x_other = _bigger_problem(seed + 100)[:, :200]  # the two priors' mixtures on points neither was fitted on
+    mix = [bounds.mixture_log_marginal(x_other, r.log_w).mean().item() for r in (ws, other)]
+    assert mix[0] == pytest.approx(mix[1], abs=1e-6)
+
+
+def test_working_set_gives_way_to_blahut_arimoto_where_it_does_not_fit_the_budget():
+    L = _sparse_problem(3)
+    small = 16 * L.shape[1] * 100  # room for fewer rows than the working set starts with
+    assert working_set.fit(L, torch.zeros(len(L), dtype=torch.float64), 500, 1e-6, small, None) is None
+    got = bounds.best_prior(L, max_iter=20000, tol=1e-6, max_bytes=small)
+    ref = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-6, max_bytes=small)
+    assert got.log_w.equal(ref.log_w) and got.iterations == ref.iterations
+
+
+def test_nonnegative_quadratic_program_against_brute_force_over_the_active_sets():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        A = torch.randn(6, 9, generator=g, dtype=torch.float64)
+        H, b = A @ A.T + 1e-3 * torch.eye(6, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+        got = working_set._nonneg_qp(H, b, torch.rand(6, generator=g, dtype=torch.float64), 200)
+        best = math.inf
+        for mask in range(1, 64):  # every positive set: the unconstrained optimum there, if feasible
+            idx = [i for i in range(6) if mask >> i & 1]
+            y = torch.zeros(6, dtype=torch.float64)
+            y[idx] = torch.linalg.solve(H[idx][:, idx], -b[idx])
+            if (y >= 0).all():
+                best = min(best, (0.5 * y @ H @ y + b @ y).item())
+        best = min(best, 0.0)  # y = 0
+        assert (got >= 0).all() and (0.5 * got @ H @ got + b @ got).item() == pytest.approx(best, abs=1e-10)
