@@ -571,9 +571,15 @@ def test_working_set_on_a_float32_problem_ends_at_the_optimum_whatever_the_budge
 
 
 def test_working_set_gives_way_to_blahut_arimoto_where_it_does_not_fit_the_budget():
+    """Where the optimum's support outgrows what the budget lets S hold, the working set gives up (None) and
+    best_prior is Blahut-Arimoto, step for step; with room for that support, the working set finishes."""
     L = _sparse_problem(3)
-    small = 16 * L.shape[1] * 100  # room for fewer rows than the working set starts with
+    support = int(torch.isfinite(bounds.best_prior(L, max_iter=500, tol=1e-9).log_w).sum())
+    small = 6400  # S's matrices get half of it: room for 6 atoms on 30 points
+    assert working_set.capacity(L.shape[1], small // 2) == 6 < support
     assert working_set.fit(L, torch.zeros(len(L), dtype=torch.float64), 500, 1e-6, small, None) is None
+    roomy = 4 * (16 * L.shape[1] * support + 8 * support**2)  # room for the support, twice over
+    assert working_set.fit(L, torch.zeros(len(L), dtype=torch.float64), 500, 1e-6, roomy, None) is not None
     got = bounds.best_prior(L, max_iter=20000, tol=1e-6, max_bytes=small)
     ref = bounds.blahut_arimoto(L, max_iter=20000, tol=1e-6, max_bytes=small)
     assert got.log_w.equal(ref.log_w) and got.iterations == ref.iterations
