@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import working_set
+from .working_set import fit as working_set_fit
 from .storage import (
     EXP_FLOOR,
     PRUNE_EVERY,
@@ -184,13 +184,13 @@ def best_prior(L: torch.Tensor, log_w0: torch.Tensor | None = None, max_iter: in
                keep: int | None = None) -> BAResult:
     """The best prior on the atoms (rows) of L, with Blahut-Arimoto's certificate: by `glossy.working_set` (a
     working set and sequential quadratic steps, which ends at the optimum itself, gap at float32's rounding of
-    its last pass, in a few passes over L; max_iter counts its quadratic steps) where speedups.working_set and
+    its last pass, in a few passes over L; max_iter counts its pricing passes) where speedups.working_set and
     the working set fits max_bytes, else `blahut_arimoto` (max_iter its steps). Either way nll - gap <= the
     best prior's NLL on the atoms <= nll, and converged says gap < tol."""
     if speedups.working_set:
         m = L.shape[0]
         lw0 = torch.full((m,), -math.log(m), dtype=torch.float64) if log_w0 is None else log_w0
-        got = working_set.fit(L, lw0, max_iter, tol, max_bytes, keep)
+        got = working_set_fit(L, lw0, max_iter, tol, max_bytes, keep)
         if got is not None:
             return BAResult(*got, solver="working set")
     return blahut_arimoto(L, log_w0, max_iter=max_iter, tol=tol, block_rows=block_rows, max_bytes=max_bytes,

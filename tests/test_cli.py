@@ -49,8 +49,10 @@ def test_train_writes_a_complete_run_directory(trained):
 
     st = r["stamp"]
     assert st["numerics"] == NUMERICS and st["glossy"] == r["versions"]["glossy"]
-    assert st["solver"] == f"Blahut-Arimoto, plain steps, active set; tol {r['eval_config']['ba_tol']}, at most " \
-                           f"{r['eval_config']['ba_iters']} steps"
+    assert st["solver"] == "working set, sequential quadratic steps (Blahut-Arimoto, plain steps, active set where " \
+                           f"it does not fit); tol {r['eval_config']['ba_tol']}, at most " \
+                           f"{r['eval_config']['ba_iters']} passes"
+    assert r["ba_solver"] == r["ba_heldout_solver"] == "working set"  # both fit the default budget at this size
     assert st["interval_method"] == r["interval_method"] and st["heldout"] == {"atoms": 600, "fit_images": 200,
                                                                                "is_samples": 20}
     assert st["commit"] is None or len(st["commit"].rstrip("+")) == 12
