@@ -60,7 +60,13 @@ def subset(n: int, cap: int | None, seed: int) -> torch.Tensor | None:
 
 def fail_if_not_finite(values: torch.Tensor, what: str, index_names: tuple[str, ...],
                         allow_minus_inf: bool = False) -> None:
-    """Stop with a clear message when an intermediate quantity holds NaN (or inf), before anything is written."""
+    """Stop with a clear message when an intermediate quantity holds NaN (or inf), before anything is written.
+    One reduction where all is well (max, and min unless -inf is allowed, propagate NaN); the entries are
+    searched only to say which are not."""
+    if not values.numel():
+        return
+    if bool(values.amax() < math.inf) and (allow_minus_inf or bool(values.amin() > -math.inf)):
+        return
     bad = torch.isnan(values) | (values == math.inf)
     if not allow_minus_inf:
         bad |= values == -math.inf
@@ -86,12 +92,17 @@ def stream_source(model, x: torch.Tensor, z: torch.Tensor, log_px: torch.Tensor,
     for i in range(0, z.shape[0], plan.matrix_rows):
         Lb = likelihood_matrix(model, x, z[i : i + plan.matrix_rows], plan, device)  # [rows, N]
         fail_if_not_finite(Lb, "the glossy matrix log l(x_j | z_i)", ("candidate", "point"), allow_minus_inf=True)
-        lc.append(bounds.log_c(Lb, lpx))
-        if counts is not None:
-            lcb.append(intervals.resampled_log_c(Lb, lpx, counts))
+        if counts is not None:  # log c and its replicates from one exp-matrix
+            lc_b, lcb_b = intervals.log_c_and_replicates(Lb, lpx, counts)
+            lc.append(lc_b)
+            lcb.append(lcb_b)
+        else:
+            lc.append(bounds.log_c(Lb, lpx))
         if log_w_atoms is not None:
             lw = log_w_atoms[i : i + Lb.shape[0]].to(device=device, dtype=torch.float64)
-            mix = torch.logaddexp(mix, bounds.mixture_log_marginal(Lb, lw))
+            on = torch.isfinite(lw)  # the atoms of weight 0 add nothing (a best prior has a few hundred others)
+            if bool(on.any()):
+                mix = torch.logaddexp(mix, bounds.mixture_log_marginal(Lb[on], lw[on]))
         if progress is not None:
             progress.update(Lb.shape[0])
     return torch.cat(lc), (torch.cat(lcb) if counts is not None else None), \

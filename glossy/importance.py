@@ -60,6 +60,17 @@ def is_block_bytes(model, device: torch.device) -> int:
     return _CALIBRATED[key]
 
 
+def reseed(seed: int, device: torch.device) -> None:
+    """`torch.manual_seed(seed)` for the generators that draws on `device` use (the CPU's, and that GPU's): the
+    same streams, at a hundredth of the cost. On a CUDA build of torch with CUDA not (yet) initialised,
+    torch.manual_seed queues its GPU seeding with a recorded stack trace, 0.1-0.3 ms a call: once per data point,
+    seconds of an evaluation."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.default_generators[index].manual_seed(seed)
+
+
 def forked_rng(device: torch.device):
     """torch's random state (the CPU's, and the device's on CUDA) saved and restored around a block."""
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
@@ -118,14 +129,14 @@ def _posterior_draws(model, xg: torch.Tensor, s: int, dims, seeds: list[int] | N
         eps: list[list[torch.Tensor]] = [[] for _ in dims]
         for i in range(len(xg)):
             if seeds:
-                torch.manual_seed(seeds[i])
+                reseed(seeds[i], xg.device)
             for k, d in enumerate(dims):
                 eps[k].append(torch.randn(s, 1, d, device=xg.device, dtype=xg.dtype))
         return model.sample_posterior_given(xg, [torch.cat(e, 1) for e in eps])
     zs, lqs = [], []
     for i in range(len(xg)):
         if seeds:
-            torch.manual_seed(seeds[i])
+            reseed(seeds[i], xg.device)
         z, lq = model.sample_posterior(xg[i : i + 1], s)
         zs.append(z)
         lqs.append(lq)
@@ -223,7 +234,7 @@ def _sample_group(model, xg: torch.Tensor, chunks, seeds: list[int], dims, block
         first = seeds if c == 0 else None
         if block is None:
             if first:
-                torch.manual_seed(first[0])
+                reseed(first[0], xg.device)
             lw = model.log_importance_weights(xg, s)  # [s, 1]
         else:
             z, lq = _posterior_draws(model, xg, s, dims, first)

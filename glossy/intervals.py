@@ -53,13 +53,43 @@ def resampled_log_c(L: torch.Tensor, log_px: torch.Tensor, counts: torch.Tensor)
     counts = counts.to(L.device)
     a = L - lpx  # [m, N] float64
     r = a.amax(1, keepdim=True)
-    s = a.sub_(r).clamp_min_(EXP_FLOOR[torch.float64]).exp_() @ counts.T  # [m, R]; the floor: see _logsumexp_
+    return _replicates_from_exp(a.sub_(r).clamp_min_(EXP_FLOOR[torch.float64]).exp_(), r, L, lpx, counts)
+
+
+def _replicates_from_exp(E: torch.Tensor, r: torch.Tensor, L: torch.Tensor, lpx: torch.Tensor,
+                         counts: torch.Tensor) -> torch.Tensor:
+    """`resampled_log_c` from E = exp(L - lpx - r) (floored as there) and the row maxima r [m, 1]."""
+    s = E @ counts.T  # [m, R]; the floor: see bounds._logsumexp_
     out = r + torch.log(s)
     bad = s < 1e-250
     if bad.any():
         rows, cols = bad.nonzero(as_tuple=True)
         out[rows, cols] = torch.logsumexp(L[rows].to(torch.float64) - lpx + torch.log(counts[cols]), 1)
     return out - torch.log(counts.sum(1))
+
+
+def log_c_and_replicates(L: torch.Tensor, log_px: torch.Tensor, counts: torch.Tensor,
+                         block_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log c [M], the replicates' log c [M, R]) of L [M, N]: `bounds.log_c` and `resampled_log_c` from one
+    float64 exp(L - lpx - row max) per cache-sized row block instead of one each. Both exponentiate that matrix
+    the same way (the same shift, floor and row blocks as `bounds.log_c`), so each number is the one the
+    function apart gives; a row whose entries are all -inf gets -inf for both (its terms are all floored,
+    so the replicates take the exact fallback)."""
+    n = L.shape[1]
+    lpx = log_px.to(device=L.device, dtype=torch.float64)
+    counts = counts.to(L.device)
+    step = row_block(L, block_rows)
+    buf = torch.empty(min(step, L.shape[0]), n, dtype=torch.float64, device=L.device)
+    lc, lcb = [], []
+    for i in range(0, L.shape[0], step):
+        Lb = L[i : i + step]
+        a = torch.sub(Lb, lpx, out=buf[: len(Lb)])
+        r = a.amax(1, keepdim=True)
+        finite = torch.isfinite(r)
+        E = a.sub_(torch.where(finite, r, 0.0)).clamp_min_(EXP_FLOOR[torch.float64]).exp_()
+        lc.append(torch.where(finite, r + torch.log(E.sum(1, keepdim=True)), r).squeeze(1))
+        lcb.append(_replicates_from_exp(E, r, Lb, lpx, counts))
+    return torch.cat(lc) - math.log(n), torch.cat(lcb)
 
 
 def resampled_nll(counts: torch.Tensor, log_px: torch.Tensor) -> torch.Tensor:

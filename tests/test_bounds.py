@@ -371,6 +371,30 @@ def test_resampled_log_c_is_exact_where_a_resample_leaves_out_the_only_large_ter
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)
 
 
+def test_log_c_and_its_replicates_from_one_exp_matrix_are_the_two_functions_numbers():
+    """log c bit for bit (the same shift, floor and row blocks as bounds.log_c), the replicates to float64
+    rounding (their matrix product runs on other row blocks), a resample that leaves out a row's only sizeable
+    term exact, and a row that is -inf everywhere -inf in both (resampled_log_c alone gives NaN there)."""
+    g = torch.Generator().manual_seed(0)
+    n = 300
+    L = (torch.randn(700, n, generator=g) * 30 - 200).float()
+    L[5] = -math.inf
+    L[6] = -1500.0
+    L[6, 0] = -150.0  # resamples without point 0 take the exact path
+    lpx = torch.randn(n, generator=g, dtype=torch.float64) * 5 - 150
+    counts = intervals.group_weights(n, 20, seed=1)
+    lc, lcb = intervals.log_c_and_replicates(L, lpx, counts, block_rows=64)
+    assert lc.equal(bounds.log_c(L, lpx, block_rows=64))
+    apart = intervals.resampled_log_c(L, lpx, counts)
+    keep = torch.ones(len(L), dtype=torch.bool)
+    keep[5] = False
+    np.testing.assert_allclose(lcb[keep].numpy(), apart[keep].numpy(), rtol=1e-14, atol=1e-12)
+    assert torch.isnan(apart[5]).all() and (lcb[5] == -math.inf).all() and lc[5] == -math.inf
+    want6 = torch.stack([torch.logsumexp(L[6].double() - lpx + torch.log(counts[k]), 0) - math.log(counts[k].sum())
+                         for k in range(20)])
+    np.testing.assert_allclose(lcb[6].numpy(), want6.numpy(), rtol=1e-12)
+
+
 def test_active_set_moves_to_the_matrix_products_once_the_atoms_in_play_fit_the_budget(monkeypatch):
     # the budget holds 100 of the 400 rows in float64 (200 in float32): the first steps recompute the rows in
     # float32 blocks, then the surviving atoms' exp-matrix is built and the products take over, with the same

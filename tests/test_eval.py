@@ -357,6 +357,17 @@ def test_fast_importance_sampling_equals_the_plain_path_with_a_shared_seed(name,
         np.testing.assert_allclose(a.cpu().numpy(), b.cpu().numpy(), rtol=1e-6, atol=1e-5)
 
 
+def test_reseeding_a_point_draws_what_torch_manual_seed_draws():
+    from glossy.importance import reseed
+
+    for seed in (0, 7, 2**62 + 5):
+        torch.manual_seed(seed)
+        want = (torch.randn(5, 3, device=DEVICE), torch.rand(4))
+        torch.manual_seed(seed + 1)
+        reseed(seed, DEVICE)
+        assert torch.equal(torch.randn(5, 3, device=DEVICE), want[0]) and torch.equal(torch.rand(4), want[1])
+
+
 def test_fast_importance_sampling_groups_points_and_blocks_samples():
     m = models.build("vae", "standard", FAST_SHAPE, "binary").to(DEVICE).eval()
     x = images(11, "binary", FAST_SHAPE)
