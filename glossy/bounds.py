@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .working_set import fit as working_set_fit
 from .storage import (
     EXP_FLOOR,
     PRUNE_EVERY,
@@ -30,6 +29,7 @@ from .storage import (
     row_block,
     stream_rows,
 )
+from .working_set import fit as working_set_fit
 
 
 def _logsumexp_(a: torch.Tensor, dim: int) -> torch.Tensor:
