@@ -178,7 +178,7 @@ def fit(L: torch.Tensor, log_w0: torch.Tensor, max_iter: int, tol: float, max_by
     dev = L.device
     half = max_bytes // 2  # half for the pricing pass's blocks, half for S's matrices
     cap = capacity(n, half)
-    start = min(START_ATOMS, cap // 2)
+    start = min(START_ATOMS, cap // 2, max(1, n // 2))  # a Hessian of full rank (it has rank <= n)
     col_max = L.amax(0).to(torch.float64)
     if start < 1 or not bool(torch.isfinite(col_max).all()):
         return None

@@ -196,6 +196,48 @@ def bench_intervals(sz, device, peak, seed) -> dict:
                      f"(100 resamples, the baseline) {t_boot:.3f} s; nll_ba_ci's mixture pass {t_mix:.3f} s")
 
 
+def bench_best_prior(sz, device, peak, seed) -> dict:
+    """The held-out fit's solve at its default size and budget: the best prior on heldout_atoms atoms plus one (the
+    model's prior, kept in play) for heldout_points points, a float32 matrix beside which the default 4 GiB budget
+    leaves 1.76 GiB (so Blahut-Arimoto streams it), by glossy's working set; the baseline is the plain
+    Blahut-Arimoto that ran before it, `best_prior_steps` of its streamed steps timed and scaled to eval.ba_iters
+    (500). The problem: Gaussian likelihoods of the points under the atoms in 8 dimensions (an optimum on a few
+    hundred atoms, as on a trained model's held-out fit). Floor: one matrix-vector product over L per pass
+    (2 M N flop; the exponentials are not counted)."""
+    from glossy import bounds
+
+    m, n, d = int(sz["heldout_atoms"]) + 1, int(sz["heldout_points"]), 8
+    g = torch.Generator().manual_seed(seed)
+    z, x = torch.randn(m, d, generator=g), torch.randn(n, d, generator=g) * 1.2
+    L = torch.empty(m, n)
+    for i in range(0, m, 4096):  # in blocks: cdist's temporaries of the whole matrix would double it
+        L[i : i + 4096] = -0.5 * torch.cdist(z[i : i + 4096], x) ** 2
+    L = L.to(device)
+    lw0 = torch.full((m,), -math.log(2 * (m - 1)), dtype=torch.float64)
+    lw0[-1] = -math.log(2)
+    budget = int(1.76 * 2**30)
+    kw = {"max_iter": 500, "tol": 1e-4, "max_bytes": budget, "keep": m - 1}
+    res = {}
+
+    def working_set():
+        res["ws"] = bounds.best_prior(L, lw0, **kw)
+
+    t_ws = best_time(working_set, max(1, int(sz["repeats"]) - 1), device)
+    steps = int(sz["best_prior_steps"])
+    t0 = time.perf_counter()
+    ba = bounds.blahut_arimoto(L, lw0, **{**kw, "max_iter": steps})
+    t_step = (time.perf_counter() - t0) / ba.iterations
+    ws = res["ws"]
+    passes = len(ws.history)
+    return _row("best_prior_heldout", ("any", "any", "any", "solves/s"), (1, t_ws), passes * 2.0 * m * n, peak,
+                (1, t_step * 500),
+                note=f"M = {m} atoms, N = {n} points, budget {budget / 2**30:.2f} GiB: working set ({ws.solver}) "
+                     f"{t_ws:.2f} s, {passes} pricing passes, gap {ws.gap:.1e}, support "
+                     f"{int(torch.isfinite(ws.log_w).sum())}; plain Blahut-Arimoto {t_step:.3f} s a step "
+                     f"({ba.iterations} timed), 500 steps (eval.ba_iters) {500 * t_step:.1f} s: the baseline; "
+                     f"its gap after {ba.iterations} steps {ba.gap:.1e}")
+
+
 def e2e_child(n: int, s: int, threads: int | None, device: str, jackknife: int = 20) -> dict:
     """`glossy eval` on one VAE in this (fresh) process: wall time, evaluate()'s own timings and the
     process's peak resident memory."""

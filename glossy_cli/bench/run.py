@@ -16,7 +16,16 @@ import torch
 
 from .measure import matmul_peak
 from .report import COLUMNS, machine_facts, to_markdown
-from .rows import bench_e2e, bench_intervals, bench_is, bench_matrix, bench_pythae, bench_train, e2e_child
+from .rows import (
+    bench_best_prior,
+    bench_e2e,
+    bench_intervals,
+    bench_is,
+    bench_matrix,
+    bench_pythae,
+    bench_train,
+    e2e_child,
+)
 from .settings import QUICK_SIZES, parse_settings
 
 log = logging.getLogger("glossy.bench")
@@ -75,7 +84,8 @@ def _rows_at(sz: dict, device, peak: float, seed: int, quick: bool) -> list[dict
         rows += [pair["standard"], pair["vamp"]]
     pythae = bench_pythae(sz, device, peak, seed)
     return rows + [bench_matrix("binary", sz, device, peak, seed), bench_matrix("gray", sz, device, peak, seed),
-                   bench_intervals(sz, device, peak, seed)] + ([pythae] if pythae else [])
+                   bench_intervals(sz, device, peak, seed), bench_best_prior(sz, device, peak, seed)] + (
+        [pythae] if pythae else [])
 
 
 def _at(rows: list[dict], t: int) -> list[dict]:
