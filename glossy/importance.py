@@ -66,9 +66,9 @@ def reseed(seed: int, device: torch.device) -> None:
     torch.manual_seed queues its GPU seeding with a recorded stack trace, 0.1-0.3 ms a call: once per data point,
     seconds of an evaluation."""
     torch.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        torch.cuda.default_generators[index].manual_seed(seed)
+    if device.type == "cuda":  # CUDA is initialised by then (the model is on the device): no stack is recorded
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
 
 
 def forked_rng(device: torch.device):
