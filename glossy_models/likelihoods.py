@@ -35,6 +35,11 @@ class Bernoulli:
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         # x [..., D] broadcast against logits [..., D] -> [...]
+        if not torch.is_grad_enabled() and torch.broadcast_shapes(x.shape, self.logits.shape) == self.logits.shape:
+            # without gradients, in place: -(softplus(l) - x l) summed, the same bits (a - b = -(b - a) exactly,
+            # and a sum of negated terms is the negated sum) for two fewer temporaries of [..., D]
+            t = F.softplus(self.logits)
+            return t.sub_(torch.mul(self.logits, x)).sum(-1).neg_()
         return (x * self.logits - F.softplus(self.logits)).sum(-1)
 
     def log_prob_pairwise(self, x: torch.Tensor) -> torch.Tensor:
@@ -292,6 +297,8 @@ class BernoulliHead(nn.Module):
         self.mean = nn.Linear(n_in, n_out)
 
     def forward(self, h: torch.Tensor) -> Bernoulli:
+        if not torch.is_grad_enabled():  # the same values, in place on the product's output
+            return Bernoulli(self.mean(h).clamp_(-LOGIT_MAX, LOGIT_MAX))
         return Bernoulli(torch.clamp(self.mean(h), -LOGIT_MAX, LOGIT_MAX))
 
 

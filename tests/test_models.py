@@ -320,3 +320,26 @@ def test_vampprior_density_at_the_logvar_clamps_matches_float64(logvar, where):
     per = -0.5 * (dim * math.log(2 * math.pi) + dim * logvar + (d * d).sum(-1) / math.exp(logvar))
     want = torch.logsumexp(per, -1) - math.log(k)
     assert ((got - want).abs() <= 1e-3 + 1e-6 * want.abs()).all()  # cancellation was 0.044 at |log p| ~ 70
+
+
+@pytest.mark.parametrize("name,input_type", [("vae", "binary"), ("hvae", "binary"), ("vae", "continuous"),
+                                             ("pixelhvae", "binary")])
+def test_without_gradients_the_in_place_layers_give_the_same_bits(name, input_type):
+    """The gated layers, the Bernoulli head and its log-probability run in place when no gradient is asked for
+    (importance sampling, the glossy matrices): the same numbers bit for bit as the differentiable forms."""
+    m = models.build(name, "standard", (1, 28, 28), input_type).eval()
+    x = images(3, input_type, (1, 28, 28))
+    torch.manual_seed(1)
+    with_grad = m.log_importance_weights(x[:1], 9)
+    assert with_grad.requires_grad
+    torch.manual_seed(1)
+    with torch.no_grad():
+        assert torch.equal(m.log_importance_weights(x[:1], 9), with_grad.detach())
+        z = m.sample_prior(4)
+        assert torch.equal(m.log_likelihood_matrix(x, z), m.log_likelihood_matrix(x, z))
+    g = torch.Generator().manual_seed(2)
+    logits, xs = torch.randn(5, 7, generator=g), (torch.rand(3, 5, 7, generator=g) < 0.5).float()
+    want = (xs * logits - torch.nn.functional.softplus(logits)).sum(-1)  # x broader than the logits...
+    with torch.no_grad():
+        assert torch.equal(Bernoulli(logits.clone()).log_prob(xs), want)  # ...keeps the broadcasting form
+        assert torch.equal(Bernoulli(logits.clone()).log_prob(xs[0]), want[0])  # the in-place form, same bits
