@@ -83,7 +83,7 @@ def test_quick_mode_writes_its_table(tmp_path):
     df = pd.read_csv(tmp_path / "res" / "bench.csv")
     ops = set(df["operation"])
     assert {"train_step", "importance_sampling", "glossy_matrix_bernoulli", "glossy_matrix_logistic",
-            "e2e_eval"} <= ops
+            "e2e_eval", "train_step_logistic", "importance_sampling_logistic"} <= ops
     assert set(df[df["operation"] == "importance_sampling"]["prior"]) == {"standard", "vamp"}
     own = ~df["operation"].isin(["intervals_jackknife", "importance_sampling_pythae", "best_prior_heldout"])
     assert set(df[own]["model"]) == {"vae", "hvae", "pixelhvae"}
@@ -98,7 +98,7 @@ def test_quick_mode_writes_its_table(tmp_path):
     twins = df[(df["operation"] == "importance_sampling") & (df["prior"] == "vamp")]["vs_standard_twin"]
     assert len(twins) == 6 and twins.map(lambda v: math.isfinite(v) and v > 0).all()
     scaling = df[(df["threads"] == 2) & (df["operation"] != "e2e_eval")]["vs_1_thread"]
-    assert len(scaling) == 14 and scaling.map(lambda v: math.isfinite(v) and v > 0).all()
+    assert len(scaling) == 16 and scaling.map(lambda v: math.isfinite(v) and v > 0).all()
     e2e = df[df["operation"] == "e2e_eval"].iloc[0]
     assert e2e["predicted_s"] > 0 and math.isfinite(e2e["prediction_error_pct"])
     assert set(df["matmul_peak_gflops"].map(lambda v: v > 0)) == {True}

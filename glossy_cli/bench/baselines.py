@@ -80,23 +80,24 @@ def naive_likelihood_matrix(model, x: torch.Tensor, z: torch.Tensor, chunk: int,
 
 
 def train_steps(model, x: torch.Tensor, batch: int, steps: int, device, naive: bool, seed: int = 0,
-                fused: bool = False) -> float:
+                fused: bool = False, binarize: bool = True) -> float:
     """Seconds for `steps` full optimiser steps (Adam, loss = -ELBO at beta 1, dynamic binarisation).
     naive: a DataLoader over a TensorDataset (per-item collation), each batch copied to the device,
     the loss read back to the host after every step (the reference's `loss.data[0]`).
     fast: what glossy train runs (train.train_one_epoch): the data as one tensor on the device, indexed per batch
     through a permutation, binarised on the device, the loss terms summed on the device, one sync an epoch.
-    fused: the fast path with torch's fused Adam kernel (one pass over all parameters)."""
+    fused: the fast path with torch's fused Adam kernel (one pass over all parameters).
+    binarize False: the images as they are (grey levels, the logistic decoder)."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=5e-4, **({"fused": True} if fused else {}))
     _sync(device)
     t0 = time.perf_counter()
     if naive:
-        _naive_steps(model, opt, x, batch, steps, device, seed)
+        _naive_steps(model, opt, x, batch, steps, device, seed, binarize)
     else:
         xd = x.to(device)
         plan = EpochPlan(model, opt, elbo_step(model), xd, batch, 0, torch.Generator().manual_seed(seed),
-                         dynamic_binarization=True)
+                         dynamic_binarization=binarize)
         done = 0
         while done < steps:  # epochs of at most the batches the data holds
             plan.n_batches = min(steps - done, max(1, len(xd) // batch))
@@ -106,11 +107,12 @@ def train_steps(model, x: torch.Tensor, batch: int, steps: int, device, naive: b
     return time.perf_counter() - t0
 
 
-def _naive_steps(model, opt, x: torch.Tensor, batch: int, steps: int, device, seed: int) -> None:
+def _naive_steps(model, opt, x: torch.Tensor, batch: int, steps: int, device, seed: int,
+                 binarize: bool = True) -> None:
     done, total = 0, 0.0
     while done < steps:
         for (xb,) in _loader(x, batch, shuffle=True, seed=seed):
-            xb = torch.bernoulli(xb.to(device))
+            xb = torch.bernoulli(xb.to(device)) if binarize else xb.to(device)
             opt.zero_grad()
             loss = model.elbo(xb, 1.0)["loss"].mean()
             loss.backward()

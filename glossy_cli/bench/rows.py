@@ -18,23 +18,24 @@ from .measure import _pseudo_macs, best_time, model_costs
 log = logging.getLogger("glossy.bench")
 
 SHAPE = (1, 28, 28)  # MNIST-shaped
+CIFAR = (3, 32, 32)  # the logistic rows: CIFAR-10-shaped grey levels
 
 
 def _binary(n: int, seed: int, p: float = 0.3) -> torch.Tensor:
     return torch.bernoulli(torch.full((n, *SHAPE), p), generator=torch.Generator().manual_seed(seed))
 
 
-def _gray(n: int, seed: int) -> torch.Tensor:
+def _gray(n: int, seed: int, shape: tuple = SHAPE) -> torch.Tensor:
     """Every one of the 256 levels equally likely: the worst case for the logistic table's cache."""
     g = torch.Generator().manual_seed(seed)
-    return (torch.randint(0, 256, (n, *SHAPE), generator=g).float() + 0.5) / 256
+    return (torch.randint(0, 256, (n, *shape), generator=g).float() + 0.5) / 256
 
 
-def _build(name: str, prior: str, input_type: str = "binary", seed: int = 0):
+def _build(name: str, prior: str, input_type: str = "binary", seed: int = 0, shape: tuple = SHAPE):
     from glossy_models import registry as models
 
     torch.manual_seed(seed)
-    return models.build(name, prior, SHAPE, input_type)
+    return models.build(name, prior, shape, input_type)
 
 
 def _row(op: str, subject: tuple[str, str, str, str], fast: tuple[int, float], flop_per_item: float, peak: float,
@@ -112,6 +113,48 @@ def bench_is(name, prior, sz, device, peak, seed) -> dict:
                 note=f"S = {s_fast}, {len(xf)} points (plan: {plan.samples} samples per chunk; decoder blocks of "
                      f"{block // model.eval_bytes_per_sample()} samples, {block / 2**20:.1f} MiB, chosen at run time); "
                      f"naive: {len(xn)} point(s), chunks of {chunk}")
+
+
+def bench_logistic(sz, device, peak, seed) -> list[dict]:
+    """The logistic-256 decoder at CIFAR-10's shape (a VAE, standard prior, untrained): training steps (the
+    baseline: the naive loop, as in train_step) and importance sampling of `logistic_is_points` images at S =
+    is_samples (the baseline: the reference's way, as in importance_sampling), each beside its matrix-product
+    floor."""
+    from glossy.importance import importance_sampling, is_block_bytes
+    from glossy.memory import make_plan
+
+    model = _build("vae", "standard", "continuous", seed=seed, shape=CIFAR).to(device)
+    costs = model_costs(model, device)
+    x = _gray(max(sz["train_points"] // 4, sz["train_batch"]), seed, CIFAR)
+    steps, batch = sz["train_steps"], sz["train_batch"]
+    t_fast, t_naive = math.inf, math.inf
+    for r in range(sz["repeats"]):
+        t_fast = min(t_fast, train_steps(model, x, batch, steps, device, naive=False, seed=seed + r, binarize=False))
+        t_naive = min(t_naive, train_steps(model, x, batch, steps, device, naive=True, seed=seed + r, binarize=False))
+    train = _row("train_step_logistic", ("vae", "standard", "gray 3x32x32", "images/s"), (steps * batch, t_fast),
+                 2 * 3 * costs.train_image, peak, (steps * batch, t_naive), batch=batch,
+                 note=f"CIFAR-10's shape, batch {batch}, Adam as glossy train runs it; floor = 3 x forward")
+    model.eval()
+    s, n = sz["is_samples"], sz["logistic_is_points"]
+    xf, xn = _gray(n, seed + 1, CIFAR), _gray(sz["naive_points"], seed + 1, CIFAR)
+    plan = make_plan(model, n, n, s, 4 * 2**30)
+    chunk = min(sz["naive_chunk"], s)
+
+    def fast():
+        with model.frozen():
+            importance_sampling(model, xf, s, plan, device)
+
+    t_is = best_time(fast, sz["repeats"], device, warmup=lambda: fast())
+    with model.frozen():
+        block = is_block_bytes(model, device)
+    t_ref = best_time(lambda: naive_importance_sampling(model, xn, s, chunk, device), max(1, sz["repeats"] - 1),
+                      device)
+    is_row = _row("importance_sampling_logistic", ("vae", "standard", "gray 3x32x32", "samples/s"), (n * s, t_is),
+                  2 * (costs.sample + costs.point / s), peak, (len(xn) * s, t_ref), samples=s,
+                  note=f"CIFAR-10's shape, S = {s}, {n} images, {t_is / n:.3f} s an image (decoder blocks of "
+                       f"{block // model.eval_bytes_per_sample()} samples); naive: {len(xn)} image(s), chunks of "
+                       f"{chunk}")
+    return [train, is_row]
 
 
 def bench_pythae(sz, device, peak, seed) -> dict | None:

@@ -21,6 +21,7 @@ from .rows import (
     bench_e2e,
     bench_intervals,
     bench_is,
+    bench_logistic,
     bench_matrix,
     bench_pythae,
     bench_train,
@@ -84,8 +85,8 @@ def _rows_at(sz: dict, device, peak: float, seed: int, quick: bool) -> list[dict
         rows += [pair["standard"], pair["vamp"]]
     pythae = bench_pythae(sz, device, peak, seed)
     return rows + [bench_matrix("binary", sz, device, peak, seed), bench_matrix("gray", sz, device, peak, seed),
-                   bench_intervals(sz, device, peak, seed), bench_best_prior(sz, device, peak, seed)] + (
-        [pythae] if pythae else [])
+                   bench_intervals(sz, device, peak, seed), bench_best_prior(sz, device, peak, seed),
+                   *bench_logistic(sz, device, peak, seed)] + ([pythae] if pythae else [])
 
 
 def _at(rows: list[dict], t: int) -> list[dict]:

@@ -39,6 +39,7 @@ class BenchSettings:
     heldout_atoms: int = 50000  # the held-out fit's solve: training atoms (and the model's prior)...
     heldout_points: int = 10000  # ...on this many validation points, at the default budget
     best_prior_steps: int = 10  # plain Blahut-Arimoto steps timed for its baseline
+    logistic_is_points: int = 2  # importance sampling at CIFAR-10's shape: images (at is_samples each)
     notes: list[str] = field(default_factory=list)  # free-text lines appended to bench.md
 
 
@@ -50,7 +51,7 @@ QUICK_SIZES = {
     "is_points": 2, "is_samples": 20, "pixel_is_points": 1, "pixel_is_samples": 2, "naive_points": 1, "naive_chunk": 10,
     "matrix_n": 48, "naive_matrix_rows": 2, "logistic_n": 24, "e2e_points": 40, "e2e_samples": 10,
     "e2e_jackknife": 5, "interval_groups": 5, "e2e": True, "heldout_atoms": 300, "heldout_points": 60,
-    "best_prior_steps": 3,
+    "best_prior_steps": 3, "logistic_is_points": 1,
 }
 
 
