@@ -80,14 +80,15 @@ def naive_likelihood_matrix(model, x: torch.Tensor, z: torch.Tensor, chunk: int,
 
 
 def train_steps(model, x: torch.Tensor, batch: int, steps: int, device, naive: bool, seed: int = 0,
-                fused: bool = False, binarize: bool = True) -> float:
+                fused: bool = False) -> float:
     """Seconds for `steps` full optimiser steps (Adam, loss = -ELBO at beta 1, dynamic binarisation).
     naive: a DataLoader over a TensorDataset (per-item collation), each batch copied to the device,
     the loss read back to the host after every step (the reference's `loss.data[0]`).
     fast: what glossy train runs (train.train_one_epoch): the data as one tensor on the device, indexed per batch
     through a permutation, binarised on the device, the loss terms summed on the device, one sync an epoch.
     fused: the fast path with torch's fused Adam kernel (one pass over all parameters).
-    binarize False: the images as they are (grey levels, the logistic decoder)."""
+    A model of grey levels (the logistic decoder) takes the images as they are."""
+    binarize = model.input_type == "binary"
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=5e-4, **({"fused": True} if fused else {}))
     _sync(device)

@@ -129,8 +129,8 @@ def bench_logistic(sz, device, peak, seed) -> list[dict]:
     steps, batch = sz["train_steps"], sz["train_batch"]
     t_fast, t_naive = math.inf, math.inf
     for r in range(sz["repeats"]):
-        t_fast = min(t_fast, train_steps(model, x, batch, steps, device, naive=False, seed=seed + r, binarize=False))
-        t_naive = min(t_naive, train_steps(model, x, batch, steps, device, naive=True, seed=seed + r, binarize=False))
+        t_fast = min(t_fast, train_steps(model, x, batch, steps, device, naive=False, seed=seed + r))
+        t_naive = min(t_naive, train_steps(model, x, batch, steps, device, naive=True, seed=seed + r))
     train = _row("train_step_logistic", ("vae", "standard", "gray 3x32x32", "images/s"), (steps * batch, t_fast),
                  2 * 3 * costs.train_image, peak, (steps * batch, t_naive), batch=batch,
                  note=f"CIFAR-10's shape, batch {batch}, Adam as glossy train runs it; floor = 3 x forward")
