@@ -75,4 +75,10 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from glossy.errors import GlossyError
+
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except (GlossyError, FileNotFoundError, KeyError) as e:  # no run, no result.json, or one without its fields
+        print(f"eval_floor: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+
+from tests.helpers import REPO
 
 
 @pytest.mark.slow  # a trained run and a measurement script
@@ -167,3 +172,10 @@ def test_device_rows_trains_both_priors_with_every_candidate_and_brings_back_no_
     assert not [n for n in brought if n.endswith(".pt")], brought
     assert "finished: " in (out / "summary.md").read_text()
     assert len(list(runs.rglob("*.pt"))) >= 2  # the checkpoints stay where the runs ran
+
+
+def test_eval_floor_refuses_a_missing_run_in_one_line(tmp_path):
+    script = str(REPO / "scripts" / "eval_floor.py")
+    p = subprocess.run([sys.executable, script, str(tmp_path / "nowhere"), "--no-eval"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "eval_floor: checkpoint=" in p.stderr, p.stderr
