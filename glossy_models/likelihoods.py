@@ -23,8 +23,9 @@ _EDGE = 1.0e4  # stands for +-inf at the outer bins, finite so that gradients st
 class Bernoulli:
     """Independent Bernoulli pixels with logits [..., D]."""
 
-    def __init__(self, logits: torch.Tensor) -> None:
+    def __init__(self, logits: torch.Tensor, bounded: bool = False) -> None:
         self.logits = logits
+        self.bounded = bounded  # |logits| <= LOGIT_MAX (the heads' clamp): softplus may be log(1 + e^l)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -36,9 +37,11 @@ class Bernoulli:
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         # x [..., D] broadcast against logits [..., D] -> [...]
         if not torch.is_grad_enabled() and torch.broadcast_shapes(x.shape, self.logits.shape) == self.logits.shape:
-            # without gradients, in place: -(softplus(l) - x l) summed, the same bits (a - b = -(b - a) exactly,
-            # and a sum of negated terms is the negated sum) for two fewer temporaries of [..., D]
-            t = F.softplus(self.logits)
+            # without gradients, in place: -(softplus(l) - x l) summed, two fewer temporaries of [..., D]; on
+            # bounded logits softplus is log(1 + e^l), 3.3x faster than softplus's log1p (not vectorised on the
+            # CPU) with the same worst error against float64 (scripts/bernoulli_logprob_speed.py): e^l >= 1e-5,
+            # so rounding 1 + e^l costs under 6e-8 nats a pixel, below the float32 rounding of softplus near 0.7
+            t = self.logits.exp().add_(1.0).log_() if self.bounded else F.softplus(self.logits)
             return t.sub_(torch.mul(self.logits, x)).sum(-1).neg_()
         return (x * self.logits - F.softplus(self.logits)).sum(-1)
 
@@ -298,8 +301,8 @@ class BernoulliHead(nn.Module):
 
     def forward(self, h: torch.Tensor) -> Bernoulli:
         if not torch.is_grad_enabled():  # the same values, in place on the product's output
-            return Bernoulli(self.mean(h).clamp_(-LOGIT_MAX, LOGIT_MAX))
-        return Bernoulli(torch.clamp(self.mean(h), -LOGIT_MAX, LOGIT_MAX))
+            return Bernoulli(self.mean(h).clamp_(-LOGIT_MAX, LOGIT_MAX), bounded=True)
+        return Bernoulli(torch.clamp(self.mean(h), -LOGIT_MAX, LOGIT_MAX), bounded=True)
 
 
 class Logistic256Head(nn.Module):
@@ -322,7 +325,7 @@ class ConvBernoulliHead(nn.Module):
         self.mean = nn.Conv2d(c_in, c_out, 1)
 
     def forward(self, h: torch.Tensor) -> Bernoulli:
-        return Bernoulli(torch.clamp(self.mean(h).flatten(1), -LOGIT_MAX, LOGIT_MAX))
+        return Bernoulli(torch.clamp(self.mean(h).flatten(1), -LOGIT_MAX, LOGIT_MAX), bounded=True)
 
 
 class ConvLogistic256Head(nn.Module):

@@ -1,8 +1,8 @@
 """The Bernoulli log-likelihood of one importance-sampling block (62 samples x 8 points x 784 pixels, clamped
 logits), its softplus as torch computes it against log(1 + exp(l)) in place: microseconds (the median of the
 fastest quarter of 200 runs) and each form's worst error against float64 (docs/performance.md, "The whole
-evaluation against its floor"). The second form is not glossy's: it changes the low bits of every
-importance-sampled number.
+evaluation against its floor"). The second form is glossy's since NUMERICS 3, without gradients (importance
+sampling); training keeps torch's softplus.
 
     python scripts/bernoulli_logprob_speed.py [threads]
 """
