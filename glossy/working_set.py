@@ -80,12 +80,50 @@ def _exp_blocks(L: torch.Tensor, col_max: torch.Tensor, max_bytes: int, dtype: t
         yield i, blk.clamp_min_(EXP_FLOOR[dtype]).exp_()
 
 
-def _nonneg_qp(H: torch.Tensor, b: torch.Tensor, y: torch.Tensor, max_iter: int) -> torch.Tensor:
-    """argmin_{y >= 0} (1/2) y'Hy + b'y for a positive definite H, by a primal active-set method (Lawson and
-    Hanson's): from the feasible y, solve on the free set (Cholesky); where that solution z has non-positive
-    entries, step from y towards z until the first entry reaches 0 and fix those that did at 0; else free the
-    entries whose gradient is negative, most negative first, up to QP_ADD at a time; ends when none is. Every
-    step lowers the objective or fixes an entry, so it ends."""
+class _Gram:
+    """The restricted solve's Hessian H = A A' / n (its diagonal raised by RIDGE), a column computed the first time
+    the quadratic program asks for it: the program touches only the atoms it frees, a few dozen to a hundred
+    where S holds ~300 (the atoms of the last pricing pass, most of which stay at zero), so the k^2 n multiply-adds
+    of the whole matrix become k |freed| n. Each new block is symmetrised, so H stays symmetric."""
+
+    def __init__(self, A: torch.Tensor, n: int) -> None:
+        k = A.shape[0]
+        self.A, self.n = A, n
+        self.H = torch.zeros(k, k, dtype=A.dtype, device=A.device)
+        self.have = torch.zeros(k, dtype=torch.bool, device=A.device)
+
+    def cols(self, idx: torch.Tensor) -> torch.Tensor:
+        """H[:, idx]"""
+        miss = idx[~self.have[idx]]
+        if len(miss):
+            c = self.A @ self.A[miss].T / self.n  # [k, len(miss)]
+            sub = c[miss]
+            sub = (sub + sub.T) / 2
+            sub.diagonal().mul_(1.0 + RIDGE).add_(RIDGE)  # positive definite where atoms' rows coincide
+            c[miss] = sub
+            self.H[:, miss] = c
+            self.H[miss, :] = c.T
+            self.have[miss] = True
+        return self.H[:, idx]
+
+
+class _Dense:
+    """A given matrix H through `cols` (the quadratic program's tests)."""
+
+    def __init__(self, H: torch.Tensor) -> None:
+        self.H = H
+
+    def cols(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.H[:, idx]
+
+
+def _nonneg_qp(H: torch.Tensor | _Gram | _Dense, b: torch.Tensor, y: torch.Tensor, max_iter: int) -> torch.Tensor:
+    """argmin_{y >= 0} (1/2) y'Hy + b'y for a positive definite H (a matrix, or `_Gram`'s columns on demand), by a
+    primal active-set method (Lawson and Hanson's): from the feasible y, solve on the free set (Cholesky); where
+    that solution z has non-positive entries, step from y towards z until the first entry reaches 0 and fix those
+    that did at 0; else free the entries whose gradient is negative, most negative first, up to QP_ADD at a time;
+    ends when none is. Every step lowers the objective or fixes an entry, so it ends."""
+    gram = _Dense(H) if isinstance(H, torch.Tensor) else H
     free = y > 0
     if not free.any():
         free[torch.argmin(b)] = True
@@ -94,12 +132,14 @@ def _nonneg_qp(H: torch.Tensor, b: torch.Tensor, y: torch.Tensor, max_iter: int)
     for _ in range(max_iter):
         idx = torch.nonzero(free).squeeze(1)
         z = torch.zeros_like(y)
-        chol, info = torch.linalg.cholesky_ex(H[idx][:, idx])
+        Hc = gram.cols(idx)
+        Hff = Hc[idx]
+        chol, info = torch.linalg.cholesky_ex(Hff)
         z[idx] = torch.cholesky_solve(-b[idx, None], chol).squeeze(1) if int(info) == 0 else \
-            torch.linalg.lstsq(H[idx][:, idx], -b[idx, None]).solution.squeeze(1)
+            torch.linalg.lstsq(Hff, -b[idx, None]).solution.squeeze(1)
         if bool((z[idx] > 0).all()):
             y = z
-            grad = H @ y + b
+            grad = Hc @ y[idx] + b
             grad[free] = 0.0
             add = torch.nonzero(grad < thr).squeeze(1)
             if not len(add):
@@ -134,10 +174,9 @@ def _restricted(E: torch.Tensor, x: torch.Tensor, max_iter: int) -> tuple[torch.
         if kkt < RESTRICTED_LOG_C:
             return x, it - 1
         g = 1.0 - c
-        A = E / s
-        H = A @ A.T / n
-        H.diagonal().mul_(1.0 + RIDGE).add_(RIDGE)  # positive definite where atoms' rows coincide
-        y = _nonneg_qp(H, g - H @ x, x.clone(), 10 * len(x) + 100)
+        H = _Gram(E / s, n)
+        on = torch.nonzero(x > 0).squeeze(1)
+        y = _nonneg_qp(H, g - H.cols(on) @ x[on], x.clone(), 10 * len(x) + 100)
         d = y - x
         slope = (g @ d).item()
         if slope >= -FLAT * max(1.0, abs(phi.item())):  # phi cannot tell: the certificate decides

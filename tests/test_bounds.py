@@ -609,6 +609,29 @@ def test_working_set_gives_way_to_blahut_arimoto_where_it_does_not_fit_the_budge
     assert got.log_w.equal(ref.log_w) and got.iterations == ref.iterations
 
 
+def test_the_hessians_columns_on_demand_give_the_dense_programs_answer_and_only_the_freed_columns():
+    """The restricted solve's H = A A' / n is built a column at a time as the quadratic program frees atoms: the
+    same answer as on the whole matrix (to rounding), each computed column equal to the dense one, and on a
+    program whose answer is sparse, fewer columns computed than atoms."""
+    g = torch.Generator().manual_seed(3)
+    for _ in range(10):
+        k, n = 40, 200
+        A = torch.rand(k, n, generator=g, dtype=torch.float64) ** 4
+        dense = A @ A.T / n
+        dense.diagonal().mul_(1.0 + working_set.RIDGE).add_(working_set.RIDGE)
+        b = -torch.rand(k, generator=g, dtype=torch.float64) + 0.8  # most entries pushed to zero
+        y0 = torch.zeros(k, dtype=torch.float64)
+        y0[:3] = 0.1
+        gram = working_set._Gram(A, n)
+        got = working_set._nonneg_qp(gram, b, y0.clone(), 500)
+        want = working_set._nonneg_qp(dense, b, y0.clone(), 500)
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
+        done = torch.nonzero(gram.have).squeeze(1)
+        assert 0 < len(done) < k and (got[~gram.have] == 0).all()
+        assert torch.allclose(gram.H[:, done], dense[:, done], rtol=1e-12, atol=0)
+        assert torch.equal(gram.H[done][:, done], gram.H[done][:, done].T)
+
+
 def test_nonnegative_quadratic_program_against_brute_force_over_the_active_sets():
     g = torch.Generator().manual_seed(0)
     for _ in range(20):
