@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import GlossyError
-from .settings import SOURCE_HELP, SOURCES, EvalSettings, candidate_list
+from .settings import HELDOUT_FIT_POINTS, SOURCE_HELP, SOURCES, EvalSettings, candidate_list
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def eval_sizes(model, n_total: int, s: EvalSettings, n_train: int = 0, n_valid: 
             raise GlossyError("eval.heldout=true needs training images (the atoms) and validation images (to fit "
                               "the prior on); set eval.heldout=false for data without them")
         n_fit = n_valid if s.max_points is None else min(n_valid, s.max_points)
-        n_fit = n_fit if s.heldout_fit_points is None else min(n_fit, s.heldout_fit_points)
+        n_fit = min(n_fit, HELDOUT_FIT_POINTS if s.heldout_fit_points is None else s.heldout_fit_points)
         m_atoms = _cap(n_train, s.max_candidates, ar)
     return Sizes(n, m, n_fit, m_atoms)
 

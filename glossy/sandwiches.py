@@ -17,6 +17,7 @@ from .context import EvalContext
 from .importance import importance_sampling
 from .progress import progress_bar
 from .search import search_sup, searched_stats
+from .settings import heldout_samples
 
 log = logging.getLogger("glossy")
 
@@ -109,8 +110,9 @@ def heldout_fit(ctx: EvalContext) -> None:
     za = ctx.codes("train")
     with ctx.timer("heldout_importance_sampling"), progress_bar(
             ctx.run.show_progress, len(fit), "importance sampling (held-out fit)", "points") as bar:
-        lpx_fit, _ = importance_sampling(ctx.model, fit, s.heldout_is_samples or s.is_samples, ctx.plan, ctx.device,
-                                         bar, journal=ctx.run.journal and ctx.run.journal.stage("held-out fit"))
+        lpx_fit, _ = importance_sampling(ctx.model, fit, heldout_samples(s.is_samples, s.heldout_is_samples), ctx.plan,
+                                         ctx.device, bar,
+                                         journal=ctx.run.journal and ctx.run.journal.stage("held-out fit"))
     fail_if_not_finite(lpx_fit, "the importance-sampled log p(x_j) of the validation images", ("point",))
     with ctx.timer("heldout_matrix"):
         aug = torch.empty(len(za) + 1, len(fit), dtype=torch.float32, device=ctx.device)  # the atoms, then p(z)

@@ -14,6 +14,20 @@ SOURCE_HELP = ("test: the posterior means of the evaluated images (the paper's t
                "those of the training / validation images; prior: samples from the model's prior")
 
 
+# The held-out fit's default cost (eval.heldout_fit_points / heldout_is_samples left null): at most this many
+# validation images, at most this many importance samples each (never more than eval.is_samples). The cheapest
+# setting measured to move nll_ba_heldout by less than its interval's half-width on both rows studied, static
+# MNIST (10^4 validation images) and Caltech 101 (2264): docs/results.md, "What the held-out fit's cost buys"
+HELDOUT_FIT_POINTS = 1000
+HELDOUT_IS_SAMPLES = 500
+
+
+def heldout_samples(is_samples: int, heldout_is_samples: int | None) -> int:
+    """The held-out fit's S: eval.heldout_is_samples, or by default the smaller of is_samples and
+    HELDOUT_IS_SAMPLES."""
+    return heldout_is_samples if heldout_is_samples is not None else min(is_samples, HELDOUT_IS_SAMPLES)
+
+
 def candidate_list(candidates) -> list[str]:
     """eval.candidates as a list of source names (a single name is accepted too)."""
     return [candidates] if isinstance(candidates, str) else [str(c) for c in candidates]
@@ -59,8 +73,8 @@ class EvalSettings:
     # (lower_bound_searched) and the found codes as atoms of the in-sample prior (nll_ba)
     sup_search_steps: int = 0
     sup_search_starts: int = 8
-    # the held-out fit's cost: how many validation images it is fitted on (a seeded subset; null: all, or max_points)
-    # and their importance samples (null: is_samples)
+    # the held-out fit's cost: how many validation images it is fitted on (a seeded subset, at most max_points; null:
+    # HELDOUT_FIT_POINTS) and their importance samples (null: the smaller of is_samples and HELDOUT_IS_SAMPLES)
     heldout_fit_points: int | None = None
     heldout_is_samples: int | None = None
 

@@ -19,7 +19,7 @@ from glossy.errors import GlossyError
 from glossy.evaluation import evaluate
 from glossy.journal import ISJournal
 from glossy.memory import check_budget
-from glossy.settings import EvalSettings, candidate_list
+from glossy.settings import EvalSettings, candidate_list, heldout_samples
 
 from .runs import (
     BEST,
@@ -121,7 +121,7 @@ def stamp(result: dict, ecfg: dict) -> dict:
     from glossy.evaluation import NUMERICS
 
     heldout = {"atoms": result["n_heldout_atoms"], "fit_images": result["n_heldout_fit"],
-               "is_samples": ecfg.get("heldout_is_samples") or ecfg["is_samples"]} \
+               "is_samples": heldout_samples(ecfg["is_samples"], ecfg.get("heldout_is_samples"))} \
         if "n_heldout_atoms" in result else None
     return {"glossy": __version__, "commit": _commit(), "numerics": NUMERICS,
             "solver": f"working set, sequential quadratic steps (Blahut-Arimoto, plain steps, active set where "

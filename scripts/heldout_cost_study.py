@@ -36,7 +36,7 @@ def main() -> None:
     for s_fit in a.fit_samples:
         for n_fit in a.fit_points:
             st = EvalSettings(is_samples=a.is_samples, candidates=["train"], heldout=True,
-                              heldout_fit_points=n_fit or None, heldout_is_samples=s_fit)
+                              heldout_fit_points=n_fit or len(splits.val), heldout_is_samples=s_fit)
             t0 = time.perf_counter()
             r = evaluate(model.eval(), splits.test, st, show_progress=False, **candidate_images(splits, st.seed))
             lo, hi = r["nll_ba_heldout_ci"]

@@ -527,6 +527,21 @@ def test_every_interval_contains_its_estimate_and_names_its_method():
     assert not any(k.endswith("_ci") for k in evaluate(m, s.test, is_samples=5, jackknife=0, show_progress=False))
 
 
+def test_the_heldout_fits_default_cost_is_at_most_1000_images_at_500_samples_and_null_never_means_more():
+    """Left null, the held-out fit takes at most HELDOUT_FIT_POINTS validation images (fewer where there are fewer, or
+    where eval.max_points caps them) at the smaller of is_samples and HELDOUT_IS_SAMPLES; set, the settings are
+    taken as given (more images, or more samples than the test images get)."""
+    from glossy.memory import eval_sizes
+    from glossy.settings import HELDOUT_FIT_POINTS, HELDOUT_IS_SAMPLES, EvalSettings, heldout_samples
+
+    assert (HELDOUT_FIT_POINTS, HELDOUT_IS_SAMPLES) == (1000, 500)
+    m = models.build("vae", "standard", (1, 28, 28), "binary", z_dim=4, hidden=16)
+    fit = lambda n_valid, **kw: eval_sizes(m, 100, EvalSettings(candidates=["train"], **kw), 50, n_valid).n_fit  # noqa: E731
+    assert fit(10000) == 1000 and fit(600) == 600 and fit(10000, max_points=300) == 300
+    assert fit(10000, heldout_fit_points=4000) == 4000 and fit(10000, heldout_fit_points=10**6) == 10000
+    assert heldout_samples(5000, None) == 500 and heldout_samples(20, None) == 20 and heldout_samples(20, 800) == 800
+
+
 def test_the_heldout_fits_cost_settings_cap_its_images_and_samples():
     s = _tiny_synthetic(n_train=40, n_val=30, n_test=25)
     m = models.build("vae", "standard", (1, 28, 28), "binary", z_dim=4, hidden=16).eval()
