@@ -101,7 +101,9 @@ def settings_of(r: dict) -> str:
 # settings that change no estimate: the intervals' (and their older bootstrap names) and the memory budget's chunking
 NOT_ESTIMATES = ("jackknife", "interval_level", "bootstrap", "bootstrap_level", "memory_budget_gb")
 # settings added after results were made, at the value that reproduces those results: absent and at that value are
-# the same evaluation (the sup search off)
+# the same evaluation (the sup search off; the held-out fit's null meant all validation images at is_samples until
+# its default became 1000 at S <= 500, so stamped results are told apart by their stamp's `heldout`, which records
+# what ran, and unstamped ones are never averaged with stamped ones)
 ADDED_LATER = {"sup_search_steps": 0, "sup_search_starts": 8, "heldout_fit_points": None, "heldout_is_samples": None}
 # the parts of a result's stamp (eval_cmd.stamp) that move an estimate; its code version and commit do not
 STAMP_ESTIMATES = ("numerics", "solver", "heldout")

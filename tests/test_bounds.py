@@ -504,6 +504,7 @@ def test_a_matrix_that_does_not_fit_is_streamed_to_the_same_certified_optimum(se
     assert storage.ba_storage(300, 40, 4 * 40 - 1) == storage.LOG_DOMAIN
 
 
+@pytest.mark.slow  # up to 8 s a seed; SQUAREM is an option of the fallback (bounds.ACCELERATED), off by default
 @pytest.mark.parametrize("seed", range(4))
 def test_squarem_reaches_the_plain_iterations_optimum_in_fewer_steps_with_every_step_certified(seed):
     """The extrapolated iteration converges to the optimum the plain one reaches (and brute force finds), to the

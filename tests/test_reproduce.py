@@ -36,6 +36,7 @@ def test_the_quick_synthetic_run_reproduces_the_reference_result():
         assert all(rel <= REL or absolute <= ABS for _, rel, absolute in diffs), diffs[:10]
 
 
+@pytest.mark.slow  # three fresh interpreters importing torch (~10 s); the fingerprint serves the slow tier
 def test_the_arithmetic_fingerprint_is_repeatable_and_sees_a_forced_kernel_path():
     """The fingerprint that decides bit-for-bit comparison: the same twice, another when torch is made to
     dispatch to another vectorised kernel set (where this CPU has more than the default one)."""
