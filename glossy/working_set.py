@@ -107,23 +107,13 @@ class _Gram:
         return self.H[:, idx]
 
 
-class _Dense:
-    """A given matrix H through `cols` (the quadratic program's tests)."""
-
-    def __init__(self, H: torch.Tensor) -> None:
-        self.H = H
-
-    def cols(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.H[:, idx]
-
-
-def _nonneg_qp(H: torch.Tensor | _Gram | _Dense, b: torch.Tensor, y: torch.Tensor, max_iter: int) -> torch.Tensor:
+def _nonneg_qp(H: torch.Tensor | _Gram, b: torch.Tensor, y: torch.Tensor, max_iter: int) -> torch.Tensor:
     """argmin_{y >= 0} (1/2) y'Hy + b'y for a positive definite H (a matrix, or `_Gram`'s columns on demand), by a
     primal active-set method (Lawson and Hanson's): from the feasible y, solve on the free set (Cholesky); where
     that solution z has non-positive entries, step from y towards z until the first entry reaches 0 and fix those
     that did at 0; else free the entries whose gradient is negative, most negative first, up to QP_ADD at a time;
     ends when none is. Every step lowers the objective or fixes an entry, so it ends."""
-    gram = _Dense(H) if isinstance(H, torch.Tensor) else H
+    cols = H.cols if isinstance(H, _Gram) else lambda idx: H[:, idx]
     free = y > 0
     if not free.any():
         free[torch.argmin(b)] = True
@@ -132,7 +122,7 @@ def _nonneg_qp(H: torch.Tensor | _Gram | _Dense, b: torch.Tensor, y: torch.Tenso
     for _ in range(max_iter):
         idx = torch.nonzero(free).squeeze(1)
         z = torch.zeros_like(y)
-        Hc = gram.cols(idx)
+        Hc = cols(idx)
         Hff = Hc[idx]
         chol, info = torch.linalg.cholesky_ex(Hff)
         z[idx] = torch.cholesky_solve(-b[idx, None], chol).squeeze(1) if int(info) == 0 else \

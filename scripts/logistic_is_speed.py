@@ -7,21 +7,13 @@ with the logistic-256 decoder"): an untrained CIFAR-10 VAE, S = 5000 samples of 
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from glossy.importance import _block_log_weights
+from glossy_cli.bench.measure import best_time
 from glossy_models.registry import build
 
-
-def best(fn, n: int = 3) -> float:
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+CPU = torch.device("cpu")
 
 
 def main() -> None:
@@ -31,12 +23,12 @@ def main() -> None:
     x = (torch.randint(0, 256, (1, 3, 32, 32)).float() + 0.5) / 256
     s = 5000
     a = torch.randn(2000, 2000)
-    peak = 2 * 2000**3 / best(lambda: a @ a) / 1e9
+    peak = 2 * 2000**3 / best_time(lambda: a @ a, 3, CPU) / 1e9
     floor = 2 * m.decoder_macs() * s / 1e9 / peak
     with torch.no_grad():
         z, lq = m.sample_posterior(x, s)
         for block in (16, 32, 64, 128, 256, 500, 1000):
-            t = best(lambda block=block: _block_log_weights(m, x, z, lq, block))
+            t = best_time(lambda block=block: _block_log_weights(m, x, z, lq, block), 3, CPU)
             print(f"block {block:5d}: {t:.3f} s an image ({100 * floor / t:.0f}% of the floor)")
     print(f"floor {floor:.3f} s at the matmul peak {peak:.0f} GFLOP/s; torch {torch.__version__}")
 
